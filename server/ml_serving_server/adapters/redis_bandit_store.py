@@ -1,0 +1,280 @@
+"""BanditStore over Redis.
+
+Keys (P is the configured prefix; {name} is a hash tag, so one bandit's keys share a
+cluster slot and its Lua scripts stay single-slot):
+  P:bandits                    sorted set of bandit names (listing, lexical order)
+  P:bandit:{name}:def          JSON definition
+  P:bandit:{name}:counts       hash: _v (definition version), p:ARM pulls, n:ARM reward
+                               events, s:ARM reward sum, f:ARM failure sum (1 - reward)
+  P:bandit:{name}:lin          hash: A:ARM sum of x x^T and b:ARM sum of r x, packed
+                               little-endian float64
+  P:bandit:{name}:ev:EVENT     marks an event id as counted (expires with decisions)
+  P:decision:ID                JSON decision, expires after the bandit's decision TTL
+
+Every reward is one Lua script: the idempotency check and all increments commit
+together, so concurrent rewards from any number of replicas are never lost or
+double-counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from datetime import datetime
+from typing import Sequence
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from ..bandit.model import (
+    ArmCounts,
+    ArmDefinition,
+    BanditDefinition,
+    ContextualAlgorithm,
+    Decision,
+    RewardEvent,
+)
+from ..errors import DeadlineExceeded, Unavailable
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[2], '_v', 1)
+redis.call('ZADD', KEYS[4], 0, ARGV[2])
+return 1
+"""
+
+_REPLACE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[2], '_v', 1)
+return 1
+"""
+
+_DELETE = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return existed
+"""
+
+# KEYS: counts, lin, event marker. ARGV: arm, reward, ttl, dedupe (0/1), d, x1..xd.
+# Returns 1 applied, 0 duplicate event, -1 bandit gone.
+_REWARD = """
+if redis.call('HEXISTS', KEYS[1], '_v') == 0 then return -1 end
+if ARGV[4] == '1' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 0 end
+local arm, r = ARGV[1], tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'n:' .. arm, 1)
+redis.call('HINCRBYFLOAT', KEYS[1], 's:' .. arm, ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[1], 'f:' .. arm, 1 - r)
+local d = tonumber(ARGV[5])
+if d == 0 then return 1 end
+local x = {}
+for i = 1, d do x[i] = tonumber(ARGV[5 + i]) end
+local function unpack_doubles(blob, n)
+  local out = {}
+  for i = 1, n do
+    out[i] = blob and struct.unpack('<d', blob, 8 * (i - 1) + 1) or 0
+  end
+  return out
+end
+local function pack_doubles(values)
+  local parts = {}
+  for i = 1, #values do parts[i] = struct.pack('<d', values[i]) end
+  return table.concat(parts)
+end
+local gram = unpack_doubles(redis.call('HGET', KEYS[2], 'A:' .. arm), d * d)
+local target = unpack_doubles(redis.call('HGET', KEYS[2], 'b:' .. arm), d)
+for i = 1, d do
+  target[i] = target[i] + r * x[i]
+  for j = 1, d do
+    gram[(i - 1) * d + j] = gram[(i - 1) * d + j] + x[i] * x[j]
+  end
+end
+redis.call('HSET', KEYS[2], 'A:' .. arm, pack_doubles(gram), 'b:' .. arm, pack_doubles(target))
+return 1
+"""
+
+
+def _translate_errors(method):
+    """Redis failures become domain errors the transport maps to UNAVAILABLE / DEADLINE_EXCEEDED."""
+
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except redis_errors.TimeoutError as exc:
+            raise DeadlineExceeded(f"bandit state store (Redis) timed out: {exc}",
+                                   reason="STATE_STORE_TIMEOUT") from exc
+        except (redis_errors.ConnectionError, OSError) as exc:
+            raise Unavailable(f"bandit state store (Redis) unavailable: {exc}",
+                              reason="STATE_STORE_UNAVAILABLE") from exc
+        except redis_errors.ResponseError as exc:
+            if "BUSY" in str(exc) or "LOADING" in str(exc):
+                raise Unavailable(f"bandit state store (Redis) busy: {exc}",
+                                  reason="STATE_STORE_UNAVAILABLE") from exc
+            raise
+
+    return wrapper
+
+
+class RedisBanditStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "mlserving"):
+        self._redis = client
+        self._prefix = prefix
+        self._create = client.register_script(_CREATE)
+        self._replace = client.register_script(_REPLACE)
+        self._delete = client.register_script(_DELETE)
+        self._reward = client.register_script(_REWARD)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, timeout_s: float) -> "RedisBanditStore":
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30,
+        )
+        return cls(client, prefix)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    # ----- keys -----
+
+    def _key(self, name: str, part: str) -> str:
+        return f"{self._prefix}:bandit:{{{name}}}:{part}"
+
+    def _names_key(self) -> str:
+        return f"{self._prefix}:bandits"
+
+    def _decision_key(self, decision_id: str) -> str:
+        return f"{self._prefix}:decision:{decision_id}"
+
+    # ----- definitions -----
+
+    @_translate_errors
+    async def create(self, definition: BanditDefinition) -> bool:
+        keys = [self._key(definition.name, "def"), self._key(definition.name, "counts"),
+                self._key(definition.name, "lin"), self._names_key()]
+        return bool(await self._create(keys=keys, args=[_dump_definition(definition), definition.name]))
+
+    @_translate_errors
+    async def get_definition(self, name: str) -> BanditDefinition | None:
+        raw = await self._redis.get(self._key(name, "def"))
+        return _load_definition(raw) if raw else None
+
+    @_translate_errors
+    async def list_definitions(self, after: str, limit: int) -> list[BanditDefinition]:
+        start = f"({after}" if after else "-"
+        names = await self._redis.zrangebylex(self._names_key(), start, "+", start=0, num=limit)
+        if not names:
+            return []
+        raws = await self._redis.mget([self._key(n.decode(), "def") for n in names])
+        return [_load_definition(raw) for raw in raws if raw]
+
+    @_translate_errors
+    async def replace_definition(self, definition: BanditDefinition) -> None:
+        keys = [self._key(definition.name, "def"), self._key(definition.name, "counts")]
+        await self._replace(keys=keys, args=[_dump_definition(definition)])
+
+    @_translate_errors
+    async def delete(self, name: str) -> bool:
+        keys = [self._key(name, "def"), self._key(name, "counts"), self._key(name, "lin"), self._names_key()]
+        return bool(await self._delete(keys=keys, args=[name]))
+
+    # ----- learnt state -----
+
+    @_translate_errors
+    async def load_counts(self, name: str) -> tuple[int, dict[str, ArmCounts]] | None:
+        raw = await self._redis.hgetall(self._key(name, "counts"))
+        version = raw.pop(b"_v", None)
+        if version is None:
+            return None
+        fields: dict[str, dict[str, float]] = {}
+        for key, value in raw.items():
+            kind, _, arm = key.decode().partition(":")
+            fields.setdefault(arm, {})[kind] = float(value)
+        counts = {
+            arm: ArmCounts(pulls=int(f.get("p", 0)), reward_count=int(f.get("n", 0)),
+                           reward_sum=f.get("s", 0.0), failure_sum=f.get("f", 0.0))
+            for arm, f in fields.items()
+        }
+        return int(version), counts
+
+    @_translate_errors
+    async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        raw = await self._redis.hgetall(self._key(name, "lin"))
+        sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for key, blob in raw.items():
+            kind, _, arm = key.decode().partition(":")
+            if kind != "A":
+                continue
+            gram = np.frombuffer(blob, dtype="<f8").reshape(dimension, dimension)
+            target = np.frombuffer(raw.get(f"b:{arm}".encode(), b"\0" * 8 * dimension), dtype="<f8")
+            sums[arm] = (gram, target)
+        return sums
+
+    @_translate_errors
+    async def record_decision(self, decision: Decision, ttl_seconds: int) -> None:
+        counts_key = self._key(decision.bandit, "counts")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self._decision_key(decision.id), _dump_decision(decision), ex=ttl_seconds)
+            for arm in decision.arm_ids:
+                pipe.hincrby(counts_key, f"p:{arm}", 1)
+            await pipe.execute()
+
+    @_translate_errors
+    async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
+        raws = await self._redis.mget([self._decision_key(i) for i in ids])
+        return [_load_decision(raw) if raw else None for raw in raws]
+
+    @_translate_errors
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"),
+                        self._key(event.bandit, f"ev:{event.event_id}")]
+                args = [event.arm_id, repr(event.reward), event.ttl_seconds, "1" if event.event_id else "0",
+                        len(event.context), *(repr(v) for v in event.context)]
+                await self._reward(keys=keys, args=args, client=pipe)
+            results = await pipe.execute()
+        return [result == 1 for result in results]
+
+
+# ----- serialisation (the store's own format, not a public contract) -----
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dump_definition(d: BanditDefinition) -> str:
+    return json.dumps({
+        "name": d.name, "description": d.description,
+        "arms": [{"id": a.id, "description": a.description, "disabled": a.disabled,
+                  "model_version": a.model_version} for a in d.arms],
+        "prior_alpha": d.prior_alpha, "prior_beta": d.prior_beta, "context_dimension": d.context_dimension,
+        "contextual_algorithm": d.contextual_algorithm.value, "exploration": d.exploration,
+        "ridge_lambda": d.ridge_lambda, "decision_ttl_seconds": d.decision_ttl_seconds, "discount": d.discount,
+        "create_time": _time(d.create_time), "update_time": _time(d.update_time),
+    })
+
+
+def _load_definition(raw: bytes) -> BanditDefinition:
+    data = json.loads(raw)
+    data["arms"] = tuple(ArmDefinition(**arm) for arm in data["arms"])
+    data["contextual_algorithm"] = ContextualAlgorithm(data["contextual_algorithm"])
+    for field in ("create_time", "update_time"):
+        data[field] = datetime.fromisoformat(data[field]) if data[field] else None
+    return BanditDefinition(**data)
+
+
+def _dump_decision(d: Decision) -> str:
+    return json.dumps({"id": d.id, "bandit": d.bandit, "arms": d.arm_ids, "context": d.context,
+                       "user_id": d.user_id, "time": _time(d.time)})
+
+
+def _load_decision(raw: bytes) -> Decision:
+    data = json.loads(raw)
+    return Decision(id=data["id"], bandit=data["bandit"], arm_ids=tuple(data["arms"]),
+                    context=tuple(data["context"]), user_id=data["user_id"],
+                    time=datetime.fromisoformat(data["time"]) if data["time"] else None)

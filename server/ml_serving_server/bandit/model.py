@@ -1,0 +1,90 @@
+"""What a bandit is, in plain data."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+
+class ContextualAlgorithm(enum.Enum):
+    LINEAR_THOMPSON = "linear_thompson"
+    LIN_UCB = "lin_ucb"
+
+
+@dataclass(frozen=True)
+class ArmDefinition:
+    id: str
+    description: str = ""
+    disabled: bool = False
+    model_version: str = ""
+
+
+@dataclass(frozen=True)
+class BanditDefinition:
+    name: str
+    arms: tuple[ArmDefinition, ...]
+    description: str = ""
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+    context_dimension: int = 0
+    contextual_algorithm: ContextualAlgorithm = ContextualAlgorithm.LINEAR_THOMPSON
+    exploration: float = 1.0
+    ridge_lambda: float = 1.0
+    decision_ttl_seconds: int = 7 * 24 * 3600
+    discount: float = 0.0
+    create_time: datetime | None = None
+    update_time: datetime | None = None
+
+    def arm_ids(self) -> list[str]:
+        return [arm.id for arm in self.arms]
+
+    def enabled_arm_ids(self) -> list[str]:
+        return [arm.id for arm in self.arms if not arm.disabled]
+
+    def with_changes(self, **changes) -> "BanditDefinition":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    """Evidence gathered for one arm (the prior is not included)."""
+
+    pulls: int = 0
+    reward_count: int = 0
+    reward_sum: float = 0.0
+    failure_sum: float = 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    id: str
+    bandit: str
+    arm_ids: tuple[str, ...]
+    context: tuple[float, ...] = ()
+    user_id: str = ""
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RewardEvent:
+    """One reward, resolved to a bandit and arm, ready to apply."""
+
+    bandit: str
+    arm_id: str
+    reward: float
+    event_id: str = ""
+    context: tuple[float, ...] = ()
+    ttl_seconds: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class RewardInput:
+    """A reward as the caller sent it."""
+
+    decision_id: str = ""
+    arm_id: str = ""
+    bandit: str = ""
+    reward: float = 0.0
+    event_id: str = ""
+    context: tuple[float, ...] = field(default_factory=tuple)

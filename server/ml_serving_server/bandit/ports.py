@@ -1,0 +1,37 @@
+"""What the bandit service needs from its state store (implemented over Redis)."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .model import ArmCounts, BanditDefinition, Decision, RewardEvent
+
+
+class BanditStore(Protocol):
+    async def create(self, definition: BanditDefinition) -> bool:
+        """Store a new bandit; False if the name is taken."""
+
+    async def get_definition(self, name: str) -> BanditDefinition | None: ...
+
+    async def list_definitions(self, after: str, limit: int) -> list[BanditDefinition]:
+        """Definitions with names greater than `after`, in name order."""
+
+    async def replace_definition(self, definition: BanditDefinition) -> None: ...
+
+    async def delete(self, name: str) -> bool: ...
+
+    async def load_counts(self, name: str) -> tuple[int, dict[str, ArmCounts]] | None:
+        """(definition version, counts per arm), or None if the bandit does not exist."""
+
+    async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per arm, the raw sums (sum x x^T, sum r x) of its contextual evidence."""
+
+    async def record_decision(self, decision: Decision, ttl_seconds: int) -> None:
+        """Keep the decision for rewarding and count a pull of each chosen arm."""
+
+    async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]: ...
+
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool]:
+        """Apply each event atomically; False where its event id was already counted."""

@@ -1,0 +1,380 @@
+"""The bandit service: validation, selection and learning, over a BanditStore.
+
+Plain Python: no gRPC, no Redis. Every way a request can be wrong is checked here,
+before anything is written, so a rejected request changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import AlreadyExists, InvalidArgument, NotFound
+from . import policy
+from .model import (
+    ArmCounts,
+    ArmDefinition,
+    BanditDefinition,
+    ContextualAlgorithm,
+    Decision,
+    RewardEvent,
+    RewardInput,
+)
+from .ports import BanditStore
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_ARMS = 1000
+MAX_CONTEXT_DIMENSION = 256
+MAX_BATCH = 10_000
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class Choice:
+    arm_id: str
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Selection:
+    decision: Decision
+    choices: list[Choice]
+    algorithm: ContextualAlgorithm | None = None
+
+
+@dataclass(frozen=True)
+class ArmStatistics:
+    arm_id: str
+    counts: ArmCounts
+    alpha: float
+    beta: float
+    mean: float
+    interval: tuple[float, float]
+    selection_share: float
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class BanditStatistics:
+    bandit: str
+    total_pulls: int
+    total_reward_count: int
+    arms: list[ArmStatistics]
+
+
+def _check_name(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if not NAME_PATTERN.match(value):
+        raise InvalidArgument(field, "must be 1 to 128 characters of letters, digits and . _ : -")
+    return value
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class BanditService:
+    def __init__(self, store: BanditStore, rng: np.random.Generator | None = None):
+        self._store = store
+        self._rng = rng or np.random.default_rng()
+        self._definitions: dict[str, tuple[int, BanditDefinition]] = {}  # name -> (version, definition)
+
+    # ----- definitions -----
+
+    async def create_bandit(self, definition: BanditDefinition) -> BanditDefinition:
+        definition = self._normalised(definition)
+        now = _now()
+        definition = definition.with_changes(create_time=now, update_time=now)
+        if not await self._store.create(definition):
+            raise AlreadyExists(f"bandit {definition.name!r} already exists", reason="BANDIT_ALREADY_EXISTS",
+                                metadata={"bandit": definition.name})
+        return definition
+
+    async def get_bandit(self, name: str) -> BanditDefinition:
+        _check_name(name, "name")
+        definition = await self._store.get_definition(name)
+        if definition is None:
+            raise self._not_found(name)
+        return definition
+
+    async def list_bandits(self, page_size: int, page_token: str) -> tuple[list[BanditDefinition], str]:
+        if page_size < 0 or page_size > MAX_PAGE_SIZE:
+            raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE_SIZE}")
+        limit = page_size or 100
+        after = _decode_token(page_token)
+        page = await self._store.list_definitions(after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        return page, (_encode_token(page[-1].name) if more else "")
+
+    async def update_bandit(self, name: str, description: str, add_arms: Sequence[ArmDefinition],
+                            disable_ids: Sequence[str], enable_ids: Sequence[str]) -> BanditDefinition:
+        current = await self.get_bandit(name)
+        known = set(current.arm_ids())
+        for field, ids in (("disable_arm_ids", disable_ids), ("enable_arm_ids", enable_ids)):
+            for arm_id in ids:
+                if arm_id not in known:
+                    raise InvalidArgument(field, f"unknown arm {arm_id!r}", reason="UNKNOWN_ARM")
+        both = set(disable_ids) & set(enable_ids)
+        if both:
+            raise InvalidArgument("enable_arm_ids", f"arms both enabled and disabled: {sorted(both)}")
+        arms = [
+            ArmDefinition(a.id, a.description, (a.disabled or a.id in disable_ids) and a.id not in enable_ids,
+                          a.model_version)
+            for a in current.arms
+        ]
+        arms += list(add_arms)
+        updated = current.with_changes(arms=tuple(arms), description=description or current.description,
+                                       update_time=_now())
+        updated = self._normalised(updated)
+        await self._store.replace_definition(updated)
+        self._definitions.pop(name, None)
+        return updated
+
+    async def delete_bandit(self, name: str) -> None:
+        _check_name(name, "name")
+        if not await self._store.delete(name):
+            raise self._not_found(name)
+        self._definitions.pop(name, None)
+
+    # ----- selection -----
+
+    async def select(self, bandit: str, k: int | None, candidates: Sequence[str], user_id: str) -> Selection:
+        _check_name(bandit, "bandit")
+        definition, counts = await self._load(bandit)
+        arms = self._candidates(definition, candidates, k)
+        posteriors = {
+            arm: policy.BetaPosterior(definition.prior_alpha + c.reward_sum, definition.prior_beta + c.failure_sum)
+            for arm in arms
+            for c in (counts.get(arm, ArmCounts()),)
+        }
+        ranked = policy.thompson_select(posteriors, k or 1, self._rng)
+        return await self._decide(definition, ranked, (), user_id)
+
+    async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
+                                candidates: Sequence[str], user_id: str) -> Selection:
+        _check_name(bandit, "bandit")
+        definition, _ = await self._load(bandit)
+        x = self._context_vector(definition, context, "context")
+        arms = self._candidates(definition, candidates, k)
+        sums = await self._store.load_linear(bandit, definition.context_dimension)
+        states = {arm: self._linear_state(definition, sums.get(arm)) for arm in arms}
+        if definition.contextual_algorithm is ContextualAlgorithm.LIN_UCB:
+            ranked = policy.linucb_select(states, x, k or 1, definition.exploration)
+        else:
+            ranked = policy.linear_thompson_select(states, x, k or 1, definition.exploration, self._rng)
+        selection = await self._decide(definition, ranked, tuple(float(v) for v in x), user_id)
+        return Selection(selection.decision, selection.choices, definition.contextual_algorithm)
+
+    # ----- rewards -----
+
+    async def reward(self, item: RewardInput) -> tuple[bool, RewardEvent]:
+        events = await self._resolve([item], field_prefix="")
+        applied = await self._store.apply_rewards(events)
+        return (not applied[0]), events[0]
+
+    async def batch_reward(self, items: Sequence[RewardInput]) -> tuple[int, int]:
+        if not items:
+            raise InvalidArgument("rewards", "must hold at least one reward")
+        if len(items) > MAX_BATCH:
+            raise InvalidArgument("rewards", f"at most {MAX_BATCH} rewards per batch")
+        events = await self._resolve(items, field_prefix="rewards[{}].")
+        applied = await self._store.apply_rewards(events)
+        newly = sum(applied)
+        return newly, len(applied) - newly
+
+    # ----- statistics -----
+
+    async def stats(self, bandit: str) -> BanditStatistics:
+        _check_name(bandit, "bandit")
+        definition, counts = await self._load(bandit)
+        total_pulls = sum(c.pulls for c in counts.values())
+        arms = []
+        for arm in definition.arms:
+            c = counts.get(arm.id, ArmCounts())
+            alpha, beta = definition.prior_alpha + c.reward_sum, definition.prior_beta + c.failure_sum
+            arms.append(ArmStatistics(
+                arm_id=arm.id, counts=c, alpha=alpha, beta=beta, mean=alpha / (alpha + beta),
+                interval=policy.credible_interval(alpha, beta), disabled=arm.disabled,
+                selection_share=(c.pulls / total_pulls) if total_pulls else 0.0,
+            ))
+        return BanditStatistics(bandit, total_pulls, sum(c.reward_count for c in counts.values()), arms)
+
+    # ----- helpers -----
+
+    async def _load(self, name: str) -> tuple[BanditDefinition, dict[str, ArmCounts]]:
+        """Counts in one round trip; the definition from cache unless its version moved."""
+        loaded = await self._store.load_counts(name)
+        if loaded is None:
+            self._definitions.pop(name, None)
+            raise self._not_found(name)
+        version, counts = loaded
+        cached = self._definitions.get(name)
+        if cached is None or cached[0] != version:
+            definition = await self._store.get_definition(name)
+            if definition is None:
+                raise self._not_found(name)
+            self._definitions[name] = (version, definition)
+            cached = self._definitions[name]
+        return cached[1], counts
+
+    def _candidates(self, definition: BanditDefinition, candidates: Sequence[str], k: int | None) -> list[str]:
+        enabled = definition.enabled_arm_ids()
+        if candidates:
+            known = set(definition.arm_ids())
+            unknown = [c for c in candidates if c not in known]
+            if unknown:
+                raise InvalidArgument("candidate_arm_ids", f"unknown arms {unknown}", reason="UNKNOWN_ARM")
+            allowed = set(enabled)
+            arms = [c for c in dict.fromkeys(candidates) if c in allowed]
+        else:
+            arms = enabled
+        if k is not None and k < 1:
+            raise InvalidArgument("k", f"must be at least 1, got {k}")
+        if (k or 1) > len(arms):
+            raise InvalidArgument("k", f"asks for {k or 1} arms but only {len(arms)} enabled candidates exist",
+                                  reason="NOT_ENOUGH_ARMS")
+        return arms
+
+    def _context_vector(self, definition: BanditDefinition, context: Sequence[float], field: str) -> np.ndarray:
+        if definition.context_dimension == 0:
+            raise InvalidArgument("bandit", f"bandit {definition.name!r} has no context_dimension",
+                                  reason="NOT_CONTEXTUAL")
+        if len(context) != definition.context_dimension:
+            raise InvalidArgument(field, f"has {len(context)} values, bandit {definition.name!r} expects "
+                                  f"{definition.context_dimension}", reason="CONTEXT_DIMENSION_MISMATCH")
+        x = np.asarray(context, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise InvalidArgument(field, "values must be finite numbers")
+        return x
+
+    def _linear_state(self, definition: BanditDefinition, sums) -> policy.LinearArmState:
+        state = policy.LinearArmState.initial(definition.context_dimension, definition.ridge_lambda)
+        if sums is None:
+            return state
+        gram, target = sums
+        return policy.LinearArmState(state.precision + gram, state.target + target)
+
+    async def _decide(self, definition: BanditDefinition, ranked, context: tuple[float, ...],
+                      user_id: str) -> Selection:
+        decision = Decision(id=uuid.uuid4().hex, bandit=definition.name, arm_ids=tuple(a for a, _ in ranked),
+                            context=context, user_id=user_id, time=_now())
+        await self._store.record_decision(decision, definition.decision_ttl_seconds)
+        return Selection(decision, [Choice(arm, float(score), rank) for rank, (arm, score) in enumerate(ranked)])
+
+    async def _resolve(self, items: Sequence[RewardInput], field_prefix: str) -> list[RewardEvent]:
+        """Check every reward and tie it to a bandit and arm; raise before anything is applied."""
+        for index, item in enumerate(items):
+            _check_reward_fields(item, field_prefix.format(index), index)
+        ids = [item.decision_id for item in items if item.decision_id]
+        decisions = dict(zip(ids, await self._store.get_decisions(ids))) if ids else {}
+        definitions: dict[str, BanditDefinition] = {}
+        events = []
+        for index, item in enumerate(items):
+            prefix = field_prefix.format(index)
+            decision = decisions.get(item.decision_id) if item.decision_id else None
+            if item.decision_id and decision is None:
+                raise NotFound(f"decision {item.decision_id!r} not found (unknown or expired)",
+                               reason="DECISION_NOT_FOUND", metadata=_where(prefix + "decision_id", index))
+            name = decision.bandit if decision else item.bandit
+            if decision and item.bandit and item.bandit != decision.bandit:
+                raise InvalidArgument(prefix + "bandit", f"decision belongs to bandit {decision.bandit!r}")
+            if name not in definitions:
+                definitions[name] = await self.get_bandit(name)
+            definition = definitions[name]
+            arm = self._reward_arm(definition, decision, item, prefix)
+            context = decision.context if decision else tuple(item.context)
+            if context and not decision:
+                self._context_vector(definition, context, prefix + "context")
+            events.append(RewardEvent(name, arm, float(item.reward), item.event_id, context,
+                                      definition.decision_ttl_seconds))
+        return events
+
+    def _reward_arm(self, definition: BanditDefinition, decision: Decision | None, item: RewardInput,
+                    prefix: str) -> str:
+        if decision is None:
+            if item.arm_id not in definition.arm_ids():
+                raise InvalidArgument(prefix + "arm_id", f"unknown arm {item.arm_id!r}", reason="UNKNOWN_ARM")
+            return item.arm_id
+        if not item.arm_id:
+            if len(decision.arm_ids) != 1:
+                raise InvalidArgument(prefix + "arm_id", "is required: the decision chose several arms")
+            return decision.arm_ids[0]
+        if item.arm_id not in decision.arm_ids:
+            raise InvalidArgument(prefix + "arm_id", f"arm {item.arm_id!r} was not chosen by this decision",
+                                  reason="ARM_NOT_IN_DECISION")
+        return item.arm_id
+
+    def _normalised(self, d: BanditDefinition) -> BanditDefinition:
+        """Validate a definition and fill in defaults (0 means 'the default')."""
+        _check_name(d.name, "bandit.name")
+        if not d.arms:
+            raise InvalidArgument("bandit.arms", "must hold at least one arm")
+        if len(d.arms) > MAX_ARMS:
+            raise InvalidArgument("bandit.arms", f"at most {MAX_ARMS} arms")
+        seen: set[str] = set()
+        for index, arm in enumerate(d.arms):
+            _check_name(arm.id, f"bandit.arms[{index}].id")
+            if arm.id in seen:
+                raise InvalidArgument(f"bandit.arms[{index}].id", f"duplicate arm id {arm.id!r}")
+            seen.add(arm.id)
+        for field in ("prior_alpha", "prior_beta", "exploration", "ridge_lambda"):
+            value = getattr(d, field)
+            if not math.isfinite(value) or value < 0:
+                raise InvalidArgument(f"bandit.{field}", "must be a finite number >= 0")
+        if not 0 <= d.discount < 1:
+            raise InvalidArgument("bandit.discount", "must be in [0, 1)")
+        if d.context_dimension > MAX_CONTEXT_DIMENSION:
+            raise InvalidArgument("bandit.context_dimension", f"at most {MAX_CONTEXT_DIMENSION}")
+        return d.with_changes(
+            prior_alpha=d.prior_alpha or 1.0,
+            prior_beta=d.prior_beta or 1.0,
+            exploration=d.exploration or 1.0,
+            ridge_lambda=d.ridge_lambda or 1.0,
+            decision_ttl_seconds=d.decision_ttl_seconds or 7 * 24 * 3600,
+        )
+
+    @staticmethod
+    def _not_found(name: str) -> NotFound:
+        return NotFound(f"bandit {name!r} not found; create it with CreateBandit first",
+                        reason="BANDIT_NOT_FOUND", metadata={"bandit": name})
+
+
+def _where(field: str, index: int) -> dict[str, str]:
+    return {"field": field, "index": str(index)}
+
+
+def _check_reward_fields(item: RewardInput, prefix: str, index: int) -> None:
+    if not item.decision_id:
+        _check_name(item.bandit, prefix + "bandit")
+        _check_name(item.arm_id, prefix + "arm_id")
+    if not (math.isfinite(item.reward) and 0.0 <= item.reward <= 1.0):
+        raise InvalidArgument(prefix + "reward", f"must be within [0, 1], got {item.reward}",
+                              reason="REWARD_OUT_OF_RANGE", index=str(index))
+    if len(item.event_id) > 128:
+        raise InvalidArgument(prefix + "event_id", "at most 128 characters")
+
+
+def _encode_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        name = base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "is not a token this service issued", reason="INVALID_PAGE_TOKEN")
+    if not NAME_PATTERN.match(name):
+        raise InvalidArgument("page_token", "is not a token this service issued", reason="INVALID_PAGE_TOKEN")
+    return name

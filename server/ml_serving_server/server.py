@@ -1,0 +1,96 @@
+"""The gRPC server runtime: one grpc.aio server hosting the chosen services.
+
+Adds to every server: health checking, reflection, the interceptors, a Prometheus
+endpoint, and graceful shutdown (SIGTERM/SIGINT: report NOT_SERVING, refuse new
+calls, let in-flight calls finish within the grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from .config import Settings
+from .transport.interceptors import server_interceptors
+
+log = logging.getLogger("ml_serving_server")
+
+
+@dataclass
+class ServiceBinding:
+    """A servicer and how to put it on a server."""
+
+    full_name: str  # e.g. mnbara.mlserving.bandit.v1.BanditService
+    servicer: object
+    add_to_server: Callable[[object, grpc.aio.Server], None]
+    built: bool  # False while the service answers UNIMPLEMENTED
+
+
+@dataclass
+class MeshServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    bindings: list[ServiceBinding]
+    port: int
+    on_close: list[Callable] = field(default_factory=list)
+
+    async def stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for close in self.on_close:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+async def start_server(settings: Settings, bindings: list[ServiceBinding], tracer_provider) -> MeshServer:
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(
+        interceptors=server_interceptors(tracer_provider, settings.access_log), options=options
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for binding in bindings:
+        binding.add_to_server(binding.servicer, server)
+    names = [b.full_name for b in bindings] + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+    reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+
+    port = server.add_insecure_port(settings.grpc_addr)
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC address {settings.grpc_addr}")
+    await server.start()
+    for binding in bindings:
+        serving = health_pb2.HealthCheckResponse.SERVING if binding.built else health_pb2.HealthCheckResponse.NOT_SERVING
+        await health_servicer.set(binding.full_name, serving)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return MeshServer(server, health_servicer, bindings, port)
+
+
+def start_metrics_endpoint(addr: str) -> None:
+    if not addr:
+        return
+    host, _, port = addr.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1")
+
+
+async def serve_until_signalled(mesh: MeshServer, grace: float) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"fields": {"grace_s": grace}})
+    await mesh.stop(grace)
+    log.info("stopped")

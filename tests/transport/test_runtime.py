@@ -1,0 +1,134 @@
+"""The runtime every service shares: health, reflection, other services' UNIMPLEMENTED,
+unknown errors, dependency failures, tracing and metrics."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
+from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
+
+from ml_serving_server.bandit.service import BanditService
+from ml_serving_server.config import Settings
+from ml_serving_server.server import start_server
+from ml_serving_server.app import _binding, build_server
+from ml_serving_server.transport.bandit_servicer import BanditServicer
+
+from .test_bandit_rpc import error_info
+
+SERVICES = [f"mnbara.mlserving.{s}.v1.{s.capitalize()}Service" for s in ("registry", "inference", "router",
+                                                                        "bandit", "pipeline")]
+
+
+async def test_health(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
+    assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    bandit = await health.Check(health_pb2.HealthCheckRequest(service="mnbara.mlserving.bandit.v1.BanditService"))
+    assert bandit.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_all_services(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    async for response in call:
+        listed = {s.name for s in response.list_services_response.service}
+        break
+    assert set(SERVICES) <= listed
+    assert "grpc.health.v1.Health" in listed
+
+
+async def test_unbuilt_services_answer_unimplemented(channel):
+    from mnbara.mlserving.registry.v1 import registry_pb2_grpc
+    from mnbara.mlserving.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await pipeline_pb2_grpc.PipelineServiceStub(channel).GetFeatureSchema(pipeline_pb2.GetFeatureSchemaRequest())
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_info(caught.value).domain == "pipeline.mlserving.mnbara"
+    assert registry_pb2_grpc.RegistryServiceStub  # the module and its stub exist
+
+
+class _BrokenStore:
+    """Raises an exception no layer expects, to see it become a generic INTERNAL."""
+
+    async def load_counts(self, name):
+        raise RuntimeError("secret internal detail")
+
+
+async def _server_with(servicer, **settings):
+    binding = _binding("bandit", servicer)
+    defaults = dict(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=True)
+    return await start_server(Settings(**{**defaults, **settings}), [binding], tracer_provider=None)
+
+
+async def test_unknown_exception_is_internal_without_details(caplog):
+    mesh = await _server_with(BanditServicer(BanditService(_BrokenStore())))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await bandit_pb2_grpc.BanditServiceStub(chan).Select(pb.SelectRequest(bandit="x"),
+                                                                    metadata=[("x-request-id", "req-42")])
+    finally:
+        await mesh.stop(0)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in caught.value.details() and "req-42" in caught.value.details()
+    assert error_info(caught.value).reason == "INTERNAL"
+    assert "secret internal detail" in caplog.text  # the traceback is logged, not sent
+
+
+async def test_redis_down_is_unavailable(key_prefix):
+    settings = Settings(grpc_addr="127.0.0.1:0", services=("bandit",), metrics_addr="", key_prefix=key_prefix,
+                        redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.5, access_log=False)
+    mesh = await build_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await bandit_pb2_grpc.BanditServiceStub(chan).Select(pb.SelectRequest(bandit="x"))
+    finally:
+        await mesh.stop(0)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_info(caught.value).reason == "STATE_STORE_UNAVAILABLE"
+
+
+async def test_incoming_traceparent_continues_the_trace(redis_url, key_prefix):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    from ml_serving_server.adapters.redis_bandit_store import RedisBanditStore
+
+    store = RedisBanditStore.from_url(redis_url, key_prefix, 2.0)
+    binding = _binding("bandit", BanditServicer(BanditService(store)))
+    mesh = await start_server(Settings(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=False), [binding],
+                              tracer_provider=provider)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await bandit_pb2_grpc.BanditServiceStub(chan).GetStats(
+                    pb.GetStatsRequest(bandit="no-such"),
+                    metadata=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01")])
+    finally:
+        await mesh.stop(0)
+        await store.close()
+    spans = exporter.get_finished_spans()
+    assert spans and format(spans[0].context.trace_id, "032x") == trace_id
+    assert spans[0].parent.span_id == 0x00F067AA0BA902B7
+
+
+async def test_metrics_count_rpcs_by_code(channel):
+    def count(code: str) -> float:
+        return REGISTRY.get_sample_value("grpc_server_handled_total", {
+            "grpc_service": "mnbara.mlserving.bandit.v1.BanditService", "grpc_method": "GetStats",
+            "grpc_code": code}) or 0.0
+
+    before = count("NOT_FOUND")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await bandit_pb2_grpc.BanditServiceStub(channel).GetStats(pb.GetStatsRequest(bandit="missing-one"))
+    assert count("NOT_FOUND") == before + 1
