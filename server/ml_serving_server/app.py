@@ -48,7 +48,8 @@ def _build_bandit(settings: Settings, closers: list):
     from .bandit.service import BanditService
     from .transport.bandit_servicer import BanditServicer
 
-    store = RedisBanditStore.from_url(settings.redis_url, settings.key_prefix, settings.redis_timeout_s)
+    store = RedisBanditStore.from_url(settings.redis_url, settings.key_prefix, settings.redis_timeout_s,
+                                     settings.redis_max_connections)
     closers.append(store.close)
     return BanditServicer(BanditService(store))
 

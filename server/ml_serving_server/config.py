@@ -34,6 +34,7 @@ class Settings:
     metrics_addr: str = "127.0.0.1:9464"  # empty disables the Prometheus endpoint
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_s: float = 2.0
+    redis_max_connections: int = 64
     key_prefix: str = "mlserving"
     log_level: str = "INFO"
     access_log: bool = True
@@ -50,6 +51,7 @@ class Settings:
             metrics_addr=os.environ.get("MESH_METRICS_ADDR", cls.metrics_addr).strip(),
             redis_url=_env("REDIS_URL", cls.redis_url),
             redis_timeout_s=float(_env("REDIS_TIMEOUT_SECONDS", str(cls.redis_timeout_s))),
+            redis_max_connections=int(_env("REDIS_MAX_CONNECTIONS", str(cls.redis_max_connections))),
             key_prefix=_env("MESH_KEY_PREFIX", cls.key_prefix),
             log_level=_env("LOG_LEVEL", cls.log_level).upper(),
             access_log=_env("MESH_ACCESS_LOG", "true").lower() in ("1", "true", "yes"),

@@ -35,4 +35,5 @@ def test_select_through_grpcurl(stack):
                    "mnbara.mlserving.bandit.v1.BanditService/Select")
     assert done.returncode == 0, done.stderr
     reply = json.loads(done.stdout)
-    assert {c["armId"] for c in reply["choices"]} == {"x", "y"}
+    # grpcurl prints proto field names (arm_id), unlike the REST gateway (armId).
+    assert {c["arm_id"] for c in reply["choices"]} == {"x", "y"}

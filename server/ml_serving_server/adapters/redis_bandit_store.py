@@ -130,11 +130,14 @@ class RedisBanditStore:
         self._reward = client.register_script(_REWARD)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_s: float) -> "RedisBanditStore":
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30,
+    def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64) -> "RedisBanditStore":
+        # A blocking pool: under a burst, calls wait (up to the timeout) for a connection
+        # instead of failing at once or opening connections without bound.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=timeout_s,
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30,
         )
-        return cls(client, prefix)
+        return cls(aioredis.Redis(connection_pool=pool), prefix)
 
     async def close(self) -> None:
         await self._redis.aclose()
