@@ -132,3 +132,54 @@ async def test_metrics_count_rpcs_by_code(channel):
     with pytest.raises(grpc.aio.AioRpcError):
         await bandit_pb2_grpc.BanditServiceStub(channel).GetStats(pb.GetStatsRequest(bandit="missing-one"))
     assert count("NOT_FOUND") == before + 1
+
+
+class _SlowStore:
+    """A store that takes its time, to have a call in flight while the server stops."""
+
+    async def load_counts(self, name):
+        import asyncio
+
+        await asyncio.sleep(0.5)
+        return None
+
+
+async def test_shutdown_drains_in_flight_calls():
+    import asyncio
+
+    mesh = await _server_with(BanditServicer(BanditService(_SlowStore())), access_log=False)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+        stub = bandit_pb2_grpc.BanditServiceStub(chan)
+        in_flight = asyncio.ensure_future(stub.GetStats(pb.GetStatsRequest(bandit="slow")))
+        await asyncio.sleep(0.1)
+        await mesh.stop(grace=5.0)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await in_flight
+    # The call ran to its own answer (the store said the bandit does not exist) instead of
+    # being cut off with CANCELLED or UNAVAILABLE.
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_slow_redis_is_deadline_exceeded(key_prefix):
+    """A Redis that accepts connections but never answers (a black-holed socket)."""
+    import asyncio
+
+    async def never_answer(reader, writer):
+        await reader.read(1 << 16)
+        await asyncio.sleep(10)
+        writer.close()
+
+    black_hole = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    settings = Settings(grpc_addr="127.0.0.1:0", services=("bandit",), metrics_addr="", key_prefix=key_prefix,
+                        redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_s=0.3, access_log=False)
+    mesh = await build_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await bandit_pb2_grpc.BanditServiceStub(chan).Select(pb.SelectRequest(bandit="x"), timeout=5)
+    finally:
+        await mesh.stop(0)
+        black_hole.close()
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error_info(caught.value).reason == "STATE_STORE_TIMEOUT"
