@@ -152,11 +152,7 @@ class BanditService:
         _check_name(bandit, "bandit")
         definition, counts = await self._load(bandit)
         arms = self._candidates(definition, candidates, k)
-        posteriors = {
-            arm: policy.BetaPosterior(definition.prior_alpha + c.reward_sum, definition.prior_beta + c.failure_sum)
-            for arm in arms
-            for c in (counts.get(arm, ArmCounts()),)
-        }
+        posteriors = {arm: _posterior(definition, counts.get(arm, ArmCounts())) for arm in arms}
         ranked = policy.thompson_select(posteriors, k or 1, self._rng)
         return await self._decide(definition, ranked, (), user_id)
 
@@ -201,10 +197,10 @@ class BanditService:
         arms = []
         for arm in definition.arms:
             c = counts.get(arm.id, ArmCounts())
-            alpha, beta = definition.prior_alpha + c.reward_sum, definition.prior_beta + c.failure_sum
+            posterior = _posterior(definition, c)
             arms.append(ArmStatistics(
-                arm_id=arm.id, counts=c, alpha=alpha, beta=beta, mean=alpha / (alpha + beta),
-                interval=policy.credible_interval(alpha, beta), disabled=arm.disabled,
+                arm_id=arm.id, counts=c, alpha=posterior.alpha, beta=posterior.beta, mean=posterior.mean,
+                interval=policy.credible_interval(posterior.alpha, posterior.beta), disabled=arm.disabled,
                 selection_share=(c.pulls / total_pulls) if total_pulls else 0.0,
             ))
         return BanditStatistics(bandit, total_pulls, sum(c.reward_count for c in counts.values()), arms)
@@ -347,6 +343,11 @@ class BanditService:
     def _not_found(name: str) -> NotFound:
         return NotFound(f"bandit {name!r} not found; create it with CreateBandit first",
                         reason="BANDIT_NOT_FOUND", metadata={"bandit": name})
+
+
+def _posterior(definition: BanditDefinition, counts: ArmCounts) -> policy.BetaPosterior:
+    """Prior plus evidence: a reward r counts r successes and 1 - r failures."""
+    return policy.BetaPosterior(definition.prior_alpha + counts.reward_sum, definition.prior_beta + counts.failure_sum)
 
 
 def _where(field: str, index: int) -> dict[str, str]:
