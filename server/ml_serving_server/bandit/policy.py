@@ -74,7 +74,7 @@ def _as_vector(values: np.ndarray, dimension: int, name: str) -> np.ndarray:
     vector = np.asarray(values, dtype=float)
     if vector.shape != (dimension,):
         raise ValueError(f"{name} must have shape ({dimension},), got {vector.shape}")
-    if not np.all(np.isfinite(vector)):
+    if not np.isfinite(vector).all():
         raise ValueError(f"{name} must be finite")
     return vector
 
@@ -133,7 +133,7 @@ def _posterior_scores(states: Mapping[str, LinearArmState], context: np.ndarray)
     try:
         w = np.linalg.solve(a, rhs[..., None])[..., 0]
         variance = w @ x
-        if np.all(variance > 0) and np.all(np.isfinite(w)):
+        if (variance > 0).all():  # also False for NaN, i.e. a singular or indefinite A
             return np.einsum("nd,nd->n", b, w), np.sqrt(variance)
     except np.linalg.LinAlgError:
         pass
