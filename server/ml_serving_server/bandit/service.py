@@ -254,11 +254,9 @@ class BanditService:
         return x
 
     def _linear_state(self, definition: BanditDefinition, sums) -> policy.LinearArmState:
-        state = policy.LinearArmState.initial(definition.context_dimension, definition.ridge_lambda)
         if sums is None:
-            return state
-        gram, target = sums
-        return policy.LinearArmState(state.precision + gram, state.target + target)
+            return policy.LinearArmState.initial(definition.context_dimension, definition.ridge_lambda)
+        return policy.LinearArmState.from_sums(*sums, definition.ridge_lambda)
 
     async def _decide(self, definition: BanditDefinition, ranked, context: tuple[float, ...],
                       user_id: str) -> Selection:
