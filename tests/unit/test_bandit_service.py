@@ -1,0 +1,172 @@
+"""BanditService's rules, over an in-memory store: no Redis, no gRPC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ml_serving_server.bandit.model import ArmCounts, ArmDefinition, BanditDefinition, RewardInput
+from ml_serving_server.bandit.service import BanditService
+from ml_serving_server.errors import AlreadyExists, InvalidArgument, NotFound
+
+
+class MemoryStore:
+    """The BanditStore port in a few dicts, enough to exercise the service's rules."""
+
+    def __init__(self):
+        self.definitions: dict[str, tuple[int, BanditDefinition]] = {}
+        self.counts: dict[str, dict[str, ArmCounts]] = {}
+        self.decisions = {}
+        self.events: set[tuple[str, str]] = set()
+
+    async def create(self, definition):
+        if definition.name in self.definitions:
+            return False
+        self.definitions[definition.name] = (1, definition)
+        self.counts[definition.name] = {}
+        return True
+
+    async def get_definition(self, name):
+        return self.definitions.get(name, (0, None))[1]
+
+    async def list_definitions(self, after, limit):
+        return [d for n, (_, d) in sorted(self.definitions.items()) if n > after][:limit]
+
+    async def replace_definition(self, definition):
+        version, _ = self.definitions[definition.name]
+        self.definitions[definition.name] = (version + 1, definition)
+
+    async def delete(self, name):
+        return self.definitions.pop(name, None) is not None
+
+    async def load_counts(self, name):
+        if name not in self.definitions:
+            return None
+        return self.definitions[name][0], dict(self.counts[name])
+
+    async def load_linear(self, name, dimension):
+        return {}
+
+    async def record_decision(self, decision, ttl_seconds):
+        self.decisions[decision.id] = decision
+        for arm in decision.arm_ids:
+            c = self.counts[decision.bandit].get(arm, ArmCounts())
+            self.counts[decision.bandit][arm] = ArmCounts(c.pulls + 1, c.reward_count, c.reward_sum, c.failure_sum)
+
+    async def get_decisions(self, ids):
+        return [self.decisions.get(i) for i in ids]
+
+    async def apply_rewards(self, events):
+        applied = []
+        for e in events:
+            if e.event_id and (e.bandit, e.event_id) in self.events:
+                applied.append(False)
+                continue
+            self.events.add((e.bandit, e.event_id))
+            c = self.counts[e.bandit].get(e.arm_id, ArmCounts())
+            self.counts[e.bandit][e.arm_id] = ArmCounts(c.pulls, c.reward_count + 1, c.reward_sum + e.reward,
+                                                        c.failure_sum + 1 - e.reward)
+            applied.append(True)
+        return applied
+
+
+def arms(*ids):
+    return tuple(ArmDefinition(i) for i in ids)
+
+
+@pytest.fixture
+def service():
+    return BanditService(MemoryStore(), rng=np.random.default_rng(1))
+
+
+async def test_defaults_are_filled_in(service):
+    created = await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    assert (created.prior_alpha, created.prior_beta, created.exploration, created.ridge_lambda) == (1, 1, 1, 1)
+    assert created.decision_ttl_seconds == 7 * 24 * 3600 and created.create_time is not None
+
+
+@pytest.mark.parametrize("definition, field", [
+    (BanditDefinition(name="", arms=arms("x")), "bandit.name"),
+    (BanditDefinition(name="b", arms=()), "bandit.arms"),
+    (BanditDefinition(name="b", arms=arms("x", "x")), "bandit.arms[1].id"),
+    (BanditDefinition(name="b", arms=arms("x"), prior_alpha=-1), "bandit.prior_alpha"),
+    (BanditDefinition(name="b", arms=arms("x"), exploration=float("inf")), "bandit.exploration"),
+    (BanditDefinition(name="b", arms=arms("x"), discount=1.0), "bandit.discount"),
+    (BanditDefinition(name="b", arms=arms("x"), context_dimension=10_000), "bandit.context_dimension"),
+])
+async def test_bad_definitions_name_their_field(service, definition, field):
+    with pytest.raises(InvalidArgument) as caught:
+        await service.create_bandit(definition)
+    assert caught.value.field == field
+
+
+async def test_names_are_unique(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    with pytest.raises(AlreadyExists):
+        await service.create_bandit(BanditDefinition(name="b", arms=arms("y")))
+
+
+async def test_unknown_bandit_is_not_created_implicitly(service):
+    with pytest.raises(NotFound) as caught:
+        await service.select("ghost", None, (), "")
+    assert caught.value.reason == "BANDIT_NOT_FOUND"
+    assert await service._store.get_definition("ghost") is None
+
+
+async def test_reward_rules(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x", "y", "z")))
+    pair = await service.select("b", 2, (), "u")
+    chosen = [c.arm_id for c in pair.choices]
+    with pytest.raises(InvalidArgument, match="arm_id: is required"):
+        await service.reward(RewardInput(decision_id=pair.decision.id, reward=1))
+    outsider = ({"x", "y", "z"} - set(chosen)).pop()
+    with pytest.raises(InvalidArgument) as caught:
+        await service.reward(RewardInput(decision_id=pair.decision.id, arm_id=outsider, reward=1))
+    assert caught.value.reason == "ARM_NOT_IN_DECISION"
+    with pytest.raises(InvalidArgument, match="belongs to bandit"):
+        await service.reward(RewardInput(decision_id=pair.decision.id, arm_id=chosen[0], bandit="other", reward=1))
+
+    duplicate, event = await service.reward(RewardInput(decision_id=pair.decision.id, arm_id=chosen[0],
+                                                        reward=0.5, event_id="e"))
+    assert not duplicate and event.arm_id == chosen[0]
+    duplicate, _ = await service.reward(RewardInput(decision_id=pair.decision.id, arm_id=chosen[0],
+                                                    reward=0.5, event_id="e"))
+    assert duplicate
+    stats = await service.stats("b")
+    rewarded = next(a for a in stats.arms if a.arm_id == chosen[0])
+    assert (rewarded.alpha, rewarded.beta, rewarded.counts.reward_count) == (1.5, 1.5, 1)
+
+
+async def test_batch_is_checked_whole_before_anything_is_applied(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    batch = [RewardInput(bandit="b", arm_id="x", reward=1), RewardInput(decision_id="missing", reward=1)]
+    with pytest.raises(NotFound) as caught:
+        await service.batch_reward(batch)
+    assert caught.value.metadata == {"field": "rewards[1].decision_id", "index": "1"}
+    assert (await service.stats("b")).total_reward_count == 0
+
+
+async def test_disabled_arms_and_candidates(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x", "y", "z")))
+    await service.update_bandit("b", "", [ArmDefinition("w")], ["x"], [])
+    for _ in range(20):
+        picked = {c.arm_id for c in (await service.select("b", 3, (), "")).choices}
+        assert picked == {"y", "z", "w"}
+    with pytest.raises(InvalidArgument) as caught:
+        await service.select("b", 2, ["x", "y"], "")  # x is disabled: one candidate left
+    assert caught.value.reason == "NOT_ENOUGH_ARMS"
+
+
+async def test_pagination_walks_every_name_once(service):
+    for name in ("c", "a", "e", "b", "d"):
+        await service.create_bandit(BanditDefinition(name=name, arms=arms("x")))
+    seen, token = [], ""
+    while True:
+        page, token = await service.list_bandits(2, token)
+        seen += [d.name for d in page]
+        if not token:
+            break
+    assert seen == ["a", "b", "c", "d", "e"]
+    with pytest.raises(InvalidArgument) as caught:
+        await service.list_bandits(2, "!!not-a-token!!")
+    assert caught.value.reason == "INVALID_PAGE_TOKEN"
