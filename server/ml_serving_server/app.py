@@ -51,7 +51,7 @@ def _build_bandit(settings: Settings, closers: list):
     store = RedisBanditStore.from_url(settings.redis_url, settings.key_prefix, settings.redis_timeout_s,
                                      settings.redis_max_connections)
     closers.append(store.close)
-    return BanditServicer(BanditService(store))
+    return BanditServicer(BanditService(store, max_state_age_s=settings.bandit_state_max_age_s))
 
 
 _BUILDERS = {"bandit": _build_bandit}

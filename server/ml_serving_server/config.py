@@ -35,6 +35,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_timeout_s: float = 2.0
     redis_max_connections: int = 64
+    bandit_state_max_age_s: float = 0.1
     key_prefix: str = "mlserving"
     log_level: str = "INFO"
     access_log: bool = True
@@ -52,6 +53,7 @@ class Settings:
             redis_url=_env("REDIS_URL", cls.redis_url),
             redis_timeout_s=float(_env("REDIS_TIMEOUT_SECONDS", str(cls.redis_timeout_s))),
             redis_max_connections=int(_env("REDIS_MAX_CONNECTIONS", str(cls.redis_max_connections))),
+            bandit_state_max_age_s=float(_env("BANDIT_STATE_MAX_AGE_MS", "100")) / 1000.0,
             key_prefix=_env("MESH_KEY_PREFIX", cls.key_prefix),
             log_level=_env("LOG_LEVEL", cls.log_level).upper(),
             access_log=_env("MESH_ACCESS_LOG", "true").lower() in ("1", "true", "yes"),

@@ -18,6 +18,7 @@ class MemoryStore:
         self.counts: dict[str, dict[str, ArmCounts]] = {}
         self.decisions = {}
         self.events: set[tuple[str, str]] = set()
+        self.count_reads = 0
 
     async def create(self, definition):
         if definition.name in self.definitions:
@@ -40,6 +41,7 @@ class MemoryStore:
         return self.definitions.pop(name, None) is not None
 
     async def load_counts(self, name):
+        self.count_reads += 1
         if name not in self.definitions:
             return None
         return self.definitions[name][0], dict(self.counts[name])
@@ -48,10 +50,13 @@ class MemoryStore:
         return {}
 
     async def record_decision(self, decision, ttl_seconds):
+        if decision.bandit not in self.definitions:
+            return False
         self.decisions[decision.id] = decision
         for arm in decision.arm_ids:
             c = self.counts[decision.bandit].get(arm, ArmCounts())
             self.counts[decision.bandit][arm] = ArmCounts(c.pulls + 1, c.reward_count, c.reward_sum, c.failure_sum)
+        return True
 
     async def get_decisions(self, ids):
         return [self.decisions.get(i) for i in ids]
@@ -59,6 +64,9 @@ class MemoryStore:
     async def apply_rewards(self, events):
         applied = []
         for e in events:
+            if e.bandit not in self.definitions:
+                applied.append(None)
+                continue
             if e.event_id and (e.bandit, e.event_id) in self.events:
                 applied.append(False)
                 continue
@@ -170,3 +178,37 @@ async def test_pagination_walks_every_name_once(service):
     with pytest.raises(InvalidArgument) as caught:
         await service.list_bandits(2, "!!not-a-token!!")
     assert caught.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_select_samples_from_a_snapshot_no_older_than_the_max_age():
+    now = [0.0]
+    store = MemoryStore()
+    service = BanditService(store, rng=np.random.default_rng(1), max_state_age_s=0.1, clock=lambda: now[0])
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x", "y")))
+    await service.select("b", None, (), "")
+    await service.select("b", None, (), "")
+    assert store.count_reads == 1  # the second select used the snapshot
+    now[0] = 0.2
+    await service.select("b", None, (), "")
+    assert store.count_reads == 2  # too old: read again
+    await service.stats("b")
+    assert store.count_reads == 3  # statistics always read fresh
+
+
+async def test_a_bandit_deleted_elsewhere_is_not_found_despite_the_snapshot(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    await service.select("b", None, (), "")
+    del service._store.definitions["b"]  # another replica deleted it
+    with pytest.raises(NotFound):
+        await service.select("b", None, (), "")
+    with pytest.raises(NotFound):
+        await service.reward(RewardInput(bandit="b", arm_id="x", reward=1))
+
+
+async def test_an_arm_added_elsewhere_can_be_rewarded_at_once(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    await service.select("b", None, (), "")
+    version, definition = service._store.definitions["b"]
+    service._store.definitions["b"] = (version + 1, definition.with_changes(arms=arms("x", "new")))
+    duplicate, event = await service.reward(RewardInput(bandit="b", arm_id="new", reward=1))
+    assert not duplicate and event.arm_id == "new"

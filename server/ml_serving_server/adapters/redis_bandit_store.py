@@ -60,6 +60,15 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 return existed
 """
 
+# KEYS: counts, decision. ARGV: decision JSON, ttl, chosen arm ids...
+# Returns 1 recorded, 0 bandit gone (nothing written).
+_DECIDE = """
+if redis.call('HEXISTS', KEYS[1], '_v') == 0 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+for i = 3, #ARGV do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], 1) end
+return 1
+"""
+
 # KEYS: counts, lin, event marker. ARGV: arm, reward, ttl, dedupe (0/1), d, x1..xd.
 # Returns 1 applied, 0 duplicate event, -1 bandit gone.
 _REWARD = """
@@ -128,6 +137,7 @@ class RedisBanditStore:
         self._replace = client.register_script(_REPLACE)
         self._delete = client.register_script(_DELETE)
         self._reward = client.register_script(_REWARD)
+        self._decide = client.register_script(_DECIDE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64) -> "RedisBanditStore":
@@ -218,13 +228,9 @@ class RedisBanditStore:
         return sums
 
     @_translate_errors
-    async def record_decision(self, decision: Decision, ttl_seconds: int) -> None:
-        counts_key = self._key(decision.bandit, "counts")
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(self._decision_key(decision.id), _dump_decision(decision), ex=ttl_seconds)
-            for arm in decision.arm_ids:
-                pipe.hincrby(counts_key, f"p:{arm}", 1)
-            await pipe.execute()
+    async def record_decision(self, decision: Decision, ttl_seconds: int) -> bool:
+        keys = [self._key(decision.bandit, "counts"), self._decision_key(decision.id)]
+        return bool(await self._decide(keys=keys, args=[_dump_decision(decision), ttl_seconds, *decision.arm_ids]))
 
     @_translate_errors
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
@@ -232,16 +238,22 @@ class RedisBanditStore:
         return [_load_decision(raw) if raw else None for raw in raws]
 
     @_translate_errors
-    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"),
-                        self._key(event.bandit, f"ev:{event.event_id}")]
-                args = [event.arm_id, repr(event.reward), event.ttl_seconds, "1" if event.event_id else "0",
-                        len(event.context), *(repr(v) for v in event.context)]
-                await self._reward(keys=keys, args=args, client=pipe)
-            results = await pipe.execute()
-        return [result == 1 for result in results]
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
+        if len(events) == 1:  # one round trip, without the pipeline's SCRIPT EXISTS check
+            results = [await self._reward(*self._reward_call(events[0]))]
+        else:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    await self._reward(*self._reward_call(event), client=pipe)
+                results = await pipe.execute()
+        return [None if result == -1 else result == 1 for result in results]
+
+    def _reward_call(self, event: RewardEvent) -> tuple[list[str], list]:
+        keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"),
+                self._key(event.bandit, f"ev:{event.event_id}")]
+        args = [event.arm_id, repr(event.reward), event.ttl_seconds, "1" if event.event_id else "0",
+                len(event.context), *(repr(v) for v in event.context)]
+        return keys, args
 
 
 # ----- serialisation (the store's own format, not a public contract) -----

@@ -28,10 +28,12 @@ class BanditStore(Protocol):
     async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per arm, the raw sums (sum x x^T, sum r x) of its contextual evidence."""
 
-    async def record_decision(self, decision: Decision, ttl_seconds: int) -> None:
-        """Keep the decision for rewarding and count a pull of each chosen arm."""
+    async def record_decision(self, decision: Decision, ttl_seconds: int) -> bool:
+        """Keep the decision for rewarding and count a pull of each chosen arm, in one
+        atomic step; False (and nothing written) if the bandit no longer exists."""
 
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]: ...
 
-    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool]:
-        """Apply each event atomically; False where its event id was already counted."""
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
+        """Apply each event atomically: True applied, False its event id was already
+        counted, None the bandit no longer exists."""

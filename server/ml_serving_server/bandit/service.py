@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -34,6 +35,16 @@ MAX_ARMS = 1000
 MAX_CONTEXT_DIMENSION = 256
 MAX_BATCH = 10_000
 MAX_PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A bandit's definition and counts as last read, and when."""
+
+    version: int
+    definition: BanditDefinition
+    counts: dict[str, ArmCounts]
+    loaded_at: float
 
 
 @dataclass(frozen=True)
@@ -83,10 +94,21 @@ def _now() -> datetime:
 
 
 class BanditService:
-    def __init__(self, store: BanditStore, rng: np.random.Generator | None = None):
+    """Selection reads a bandit's counts from a snapshot at most `max_state_age_s` old.
+
+    Thompson sampling tolerates slightly stale posteriors (rewards arrive late anyway),
+    and the snapshot spares the hot path a state-store round trip. Statistics always
+    read fresh; a definition change made here is seen at once, one made on another
+    replica within `max_state_age_s`; rewards are always applied to the store at once.
+    """
+
+    def __init__(self, store: BanditStore, rng: np.random.Generator | None = None,
+                 max_state_age_s: float = 0.1, clock=time.monotonic):
         self._store = store
         self._rng = rng or np.random.default_rng()
-        self._definitions: dict[str, tuple[int, BanditDefinition]] = {}  # name -> (version, definition)
+        self._max_age = max_state_age_s
+        self._clock = clock
+        self._snapshots: dict[str, _Snapshot] = {}
 
     # ----- definitions -----
 
@@ -137,29 +159,30 @@ class BanditService:
                                        update_time=_now())
         updated = self._normalised(updated)
         await self._store.replace_definition(updated)
-        self._definitions.pop(name, None)
+        self._snapshots.pop(name, None)
         return updated
 
     async def delete_bandit(self, name: str) -> None:
         _check_name(name, "name")
+        self._snapshots.pop(name, None)
         if not await self._store.delete(name):
             raise self._not_found(name)
-        self._definitions.pop(name, None)
 
     # ----- selection -----
 
     async def select(self, bandit: str, k: int | None, candidates: Sequence[str], user_id: str) -> Selection:
         _check_name(bandit, "bandit")
-        definition, counts = await self._load(bandit)
+        snapshot = await self._snapshot(bandit)
+        definition = snapshot.definition
         arms = self._candidates(definition, candidates, k)
-        posteriors = {arm: _posterior(definition, counts.get(arm, ArmCounts())) for arm in arms}
+        posteriors = {arm: _posterior(definition, snapshot.counts.get(arm, ArmCounts())) for arm in arms}
         ranked = policy.thompson_select(posteriors, k or 1, self._rng)
         return await self._decide(definition, ranked, (), user_id)
 
     async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
                                 candidates: Sequence[str], user_id: str) -> Selection:
         _check_name(bandit, "bandit")
-        definition, _ = await self._load(bandit)
+        definition = (await self._snapshot(bandit)).definition
         x = self._context_vector(definition, context, "context")
         arms = self._candidates(definition, candidates, k)
         sums = await self._store.load_linear(bandit, definition.context_dimension)
@@ -175,7 +198,7 @@ class BanditService:
 
     async def reward(self, item: RewardInput) -> tuple[bool, RewardEvent]:
         events = await self._resolve([item], field_prefix="")
-        applied = await self._store.apply_rewards(events)
+        applied = await self._apply(events)
         return (not applied[0]), events[0]
 
     async def batch_reward(self, items: Sequence[RewardInput]) -> tuple[int, int]:
@@ -184,7 +207,7 @@ class BanditService:
         if len(items) > MAX_BATCH:
             raise InvalidArgument("rewards", f"at most {MAX_BATCH} rewards per batch")
         events = await self._resolve(items, field_prefix="rewards[{}].")
-        applied = await self._store.apply_rewards(events)
+        applied = await self._apply(events)
         newly = sum(applied)
         return newly, len(applied) - newly
 
@@ -192,7 +215,8 @@ class BanditService:
 
     async def stats(self, bandit: str) -> BanditStatistics:
         _check_name(bandit, "bandit")
-        definition, counts = await self._load(bandit)
+        snapshot = await self._snapshot(bandit, fresh=True)
+        definition, counts = snapshot.definition, snapshot.counts
         total_pulls = sum(c.pulls for c in counts.values())
         arms = []
         for arm in definition.arms:
@@ -207,21 +231,41 @@ class BanditService:
 
     # ----- helpers -----
 
-    async def _load(self, name: str) -> tuple[BanditDefinition, dict[str, ArmCounts]]:
-        """Counts in one round trip; the definition from cache unless its version moved."""
+    async def _snapshot(self, name: str, fresh: bool = False) -> _Snapshot:
+        """The cached snapshot while young enough, else counts in one round trip (and the
+        definition too, only when its version moved)."""
+        cached = self._snapshots.get(name)
+        now = self._clock()
+        if cached is not None and not fresh and now - cached.loaded_at <= self._max_age:
+            return cached
         loaded = await self._store.load_counts(name)
         if loaded is None:
-            self._definitions.pop(name, None)
+            self._snapshots.pop(name, None)
             raise self._not_found(name)
         version, counts = loaded
-        cached = self._definitions.get(name)
-        if cached is None or cached[0] != version:
+        if cached is not None and cached.version == version:
+            definition = cached.definition
+        else:
             definition = await self._store.get_definition(name)
             if definition is None:
                 raise self._not_found(name)
-            self._definitions[name] = (version, definition)
-            cached = self._definitions[name]
-        return cached[1], counts
+        self._snapshots[name] = _Snapshot(version, definition, counts, now)
+        return self._snapshots[name]
+
+    async def _definition_with_arm(self, name: str, arm_id: str) -> BanditDefinition:
+        """The definition, re-read once if a cached one lacks the arm (arms are only ever added)."""
+        definition = (await self._snapshot(name)).definition
+        if arm_id and arm_id not in definition.arm_ids():
+            definition = (await self._snapshot(name, fresh=True)).definition
+        return definition
+
+    async def _apply(self, events: list[RewardEvent]) -> list[bool]:
+        outcomes = await self._store.apply_rewards(events)
+        for event, outcome in zip(events, outcomes):
+            if outcome is None:  # the bandit was deleted meanwhile
+                self._snapshots.pop(event.bandit, None)
+                raise self._not_found(event.bandit)
+        return outcomes
 
     def _candidates(self, definition: BanditDefinition, candidates: Sequence[str], k: int | None) -> list[str]:
         enabled = definition.enabled_arm_ids()
@@ -262,7 +306,9 @@ class BanditService:
                       user_id: str) -> Selection:
         decision = Decision(id=uuid.uuid4().hex, bandit=definition.name, arm_ids=tuple(a for a, _ in ranked),
                             context=context, user_id=user_id, time=_now())
-        await self._store.record_decision(decision, definition.decision_ttl_seconds)
+        if not await self._store.record_decision(decision, definition.decision_ttl_seconds):
+            self._snapshots.pop(definition.name, None)  # deleted since our snapshot
+            raise self._not_found(definition.name)
         return Selection(decision, [Choice(arm, float(score), rank) for rank, (arm, score) in enumerate(ranked)])
 
     async def _resolve(self, items: Sequence[RewardInput], field_prefix: str) -> list[RewardEvent]:
@@ -282,8 +328,8 @@ class BanditService:
             name = decision.bandit if decision else item.bandit
             if decision and item.bandit and item.bandit != decision.bandit:
                 raise InvalidArgument(prefix + "bandit", f"decision belongs to bandit {decision.bandit!r}")
-            if name not in definitions:
-                definitions[name] = await self.get_bandit(name)
+            if name not in definitions or (item.arm_id and item.arm_id not in definitions[name].arm_ids()):
+                definitions[name] = await self._definition_with_arm(name, item.arm_id)
             definition = definitions[name]
             arm = self._reward_arm(definition, decision, item, prefix)
             context = decision.context if decision else tuple(item.context)
