@@ -39,11 +39,12 @@ MAX_PAGE_SIZE = 1000
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """A bandit's definition and counts as last read, and when."""
+    """A bandit's definition, counts and posteriors as last read, and when."""
 
     version: int
     definition: BanditDefinition
     counts: dict[str, ArmCounts]
+    posteriors: dict[str, policy.BetaPosterior]  # built once per read, reused by every Select
     loaded_at: float
 
 
@@ -175,7 +176,7 @@ class BanditService:
         snapshot = await self._snapshot(bandit)
         definition = snapshot.definition
         arms = self._candidates(definition, candidates, k)
-        posteriors = {arm: _posterior(definition, snapshot.counts.get(arm, ArmCounts())) for arm in arms}
+        posteriors = {arm: snapshot.posteriors[arm] for arm in arms}
         ranked = policy.thompson_select(posteriors, k or 1, self._rng)
         return await self._decide(definition, ranked, (), user_id)
 
@@ -221,7 +222,7 @@ class BanditService:
         arms = []
         for arm in definition.arms:
             c = counts.get(arm.id, ArmCounts())
-            posterior = _posterior(definition, c)
+            posterior = snapshot.posteriors[arm.id]
             arms.append(ArmStatistics(
                 arm_id=arm.id, counts=c, alpha=posterior.alpha, beta=posterior.beta, mean=posterior.mean,
                 interval=policy.credible_interval(posterior.alpha, posterior.beta), disabled=arm.disabled,
@@ -249,7 +250,8 @@ class BanditService:
             definition = await self._store.get_definition(name)
             if definition is None:
                 raise self._not_found(name)
-        self._snapshots[name] = _Snapshot(version, definition, counts, now)
+        posteriors = {arm: _posterior(definition, counts.get(arm, ArmCounts())) for arm in definition.arm_ids()}
+        self._snapshots[name] = _Snapshot(version, definition, counts, posteriors, now)
         return self._snapshots[name]
 
     async def _definition_with_arm(self, name: str, arm_id: str) -> BanditDefinition:
