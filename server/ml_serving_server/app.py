@@ -50,8 +50,9 @@ def _build_bandit(settings: Settings, closers: list):
 
     store = RedisBanditStore.from_url(settings.redis_url, settings.key_prefix, settings.redis_timeout_s,
                                      settings.redis_max_connections)
-    closers.append(store.close)
-    return BanditServicer(BanditService(store, max_state_age_s=settings.bandit_state_max_age_s))
+    service = BanditService(store, max_state_age_s=settings.bandit_state_max_age_s)
+    closers += [service.close, store.close]  # pending pull counts first, then the connection
+    return BanditServicer(service)
 
 
 _BUILDERS = {"bandit": _build_bandit}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 
@@ -57,6 +59,16 @@ class MemoryStore:
             c = self.counts[decision.bandit].get(arm, ArmCounts())
             self.counts[decision.bandit][arm] = ArmCounts(c.pulls + 1, c.reward_count, c.reward_sum, c.failure_sum)
         return True
+
+    async def add_pulls(self, name, pulls):
+        if name not in self.definitions:
+            return
+        for arm, n in pulls.items():
+            c = self.counts[name].get(arm, ArmCounts())
+            self.counts[name][arm] = ArmCounts(c.pulls + n, c.reward_count, c.reward_sum, c.failure_sum)
+
+    async def decision_key(self):
+        return b"k" * 32
 
     async def get_decisions(self, ids):
         return [self.decisions.get(i) for i in ids]
@@ -195,14 +207,41 @@ async def test_select_samples_from_a_snapshot_no_older_than_the_max_age():
     assert store.count_reads == 3  # statistics always read fresh
 
 
-async def test_a_bandit_deleted_elsewhere_is_not_found_despite_the_snapshot(service):
+async def test_a_bandit_deleted_elsewhere_is_gone_once_the_snapshot_ages():
+    now = [0.0]
+    store = MemoryStore()
+    service = BanditService(store, rng=np.random.default_rng(1), max_state_age_s=0.1, clock=lambda: now[0])
     await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
-    await service.select("b", None, (), "")
-    del service._store.definitions["b"]  # another replica deleted it
+    decision = (await service.select("b", None, (), "")).decision
+    del store.definitions["b"]  # another replica deleted it
+    with pytest.raises(NotFound):  # rewards go to the store at once
+        await service.reward(RewardInput(decision_id=decision.id, reward=1))
+    now[0] = 0.2
     with pytest.raises(NotFound):
         await service.select("b", None, (), "")
+
+
+async def test_decision_ids_are_signed_and_expire(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x"), decision_ttl_seconds=60))
+    decision = (await service.select("b", None, (), "")).decision
+    head, body, mac = decision.id.split(".")
+    forged = ".".join([head, body, mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB")])
+    for bad in (forged, decision.id[:-1], "d1.garbage", "d1.a.b.c"):
+        with pytest.raises(NotFound):
+            await service.reward(RewardInput(decision_id=bad, reward=1))
+    stale = service._codec.encode("b", ("x",), decision.time - timedelta(seconds=61))
     with pytest.raises(NotFound):
-        await service.reward(RewardInput(bandit="b", arm_id="x", reward=1))
+        await service.reward(RewardInput(decision_id=stale, reward=1))
+    assert not (await service.reward(RewardInput(decision_id=decision.id, reward=1)))[0]
+
+
+async def test_pulls_are_tallied_then_written(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x", "y")))
+    for _ in range(5):
+        await service.select("b", 2, (), "")
+    stats = await service.stats("b")  # flushes this replica's tally first
+    assert stats.total_pulls == 10 and {a.counts.pulls for a in stats.arms} == {5}
+    await service.close()
 
 
 async def test_an_arm_added_elsewhere_can_be_rewarded_at_once(service):

@@ -9,7 +9,8 @@ cluster slot and its Lua scripts stay single-slot):
   P:bandit:{name}:lin          hash: A:ARM sum of x x^T and b:ARM sum of r x, packed
                                little-endian float64
   P:bandit:{name}:ev:EVENT     marks an event id as counted (expires with decisions)
-  P:decision:ID                JSON decision, expires after the bandit's decision TTL
+  P:decision:ID                JSON contextual decision, expires after the bandit's decision TTL
+  P:decision-key               random key signing self-contained decision ids (shared by replicas)
 
 Every reward is one Lua script: the idempotency check and all increments commit
 together, so concurrent rewards from any number of replicas are never lost or
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 from datetime import datetime
 from typing import Sequence
 
@@ -66,6 +68,13 @@ _DECIDE = """
 if redis.call('HEXISTS', KEYS[1], '_v') == 0 then return 0 end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 for i = 3, #ARGV do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], 1) end
+return 1
+"""
+
+# KEYS: counts. ARGV: arm, count, arm, count, ... Ignored if the bandit is gone.
+_ADD_PULLS = """
+if redis.call('HEXISTS', KEYS[1], '_v') == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
@@ -138,6 +147,7 @@ class RedisBanditStore:
         self._delete = client.register_script(_DELETE)
         self._reward = client.register_script(_REWARD)
         self._decide = client.register_script(_DECIDE)
+        self._add_pulls = client.register_script(_ADD_PULLS)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64) -> "RedisBanditStore":
@@ -236,6 +246,17 @@ class RedisBanditStore:
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
         raws = await self._redis.mget([self._decision_key(i) for i in ids])
         return [_load_decision(raw) if raw else None for raw in raws]
+
+    @_translate_errors
+    async def add_pulls(self, name: str, pulls: dict[str, int]) -> None:
+        args = [item for arm, count in pulls.items() for item in (arm, count)]
+        await self._add_pulls(keys=[self._key(name, "counts")], args=args)
+
+    @_translate_errors
+    async def decision_key(self) -> bytes:
+        key = f"{self._prefix}:decision-key"
+        await self._redis.set(key, secrets.token_bytes(32), nx=True)
+        return await self._redis.get(key)
 
     @_translate_errors
     async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:

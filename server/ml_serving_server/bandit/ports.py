@@ -34,6 +34,12 @@ class BanditStore(Protocol):
 
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]: ...
 
+    async def add_pulls(self, name: str, pulls: dict[str, int]) -> None:
+        """Add pull counts per arm (ignored if the bandit no longer exists)."""
+
+    async def decision_key(self) -> bytes:
+        """The key that signs self-contained decision ids, the same for every replica."""
+
     async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
         """Apply each event atomically: True applied, False its event id was already
         counted, None the bandit no longer exists."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from . import policy
+from .decision_ids import DecisionCodec, is_self_contained
 from .model import (
     ArmCounts,
     ArmDefinition,
@@ -29,6 +30,7 @@ from .model import (
     RewardInput,
 )
 from .ports import BanditStore
+from .pulls import PullTally
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_ARMS = 1000
@@ -95,21 +97,31 @@ def _now() -> datetime:
 
 
 class BanditService:
-    """Selection reads a bandit's counts from a snapshot at most `max_state_age_s` old.
+    """The hot path, Select, does no state-store round trip in the steady state:
 
-    Thompson sampling tolerates slightly stale posteriors (rewards arrive late anyway),
-    and the snapshot spares the hot path a state-store round trip. Statistics always
-    read fresh; a definition change made here is seen at once, one made on another
-    replica within `max_state_age_s`; rewards are always applied to the store at once.
+    - it samples from a snapshot of the bandit's counts at most `max_state_age_s` old
+      (Thompson sampling tolerates slightly stale posteriors; rewards arrive late anyway);
+    - its decision id is self-contained and signed (decision_ids.py), so there is no
+      decision record to write;
+    - its pull counts are tallied in memory and written in batches (pulls.py).
+
+    Rewards are applied to the store at once; statistics read it fresh. A definition
+    change made here is seen at once, one made on another replica within `max_state_age_s`.
     """
 
     def __init__(self, store: BanditStore, rng: np.random.Generator | None = None,
-                 max_state_age_s: float = 0.1, clock=time.monotonic):
+                 max_state_age_s: float = 0.1, pull_flush_interval_s: float = 0.05, clock=time.monotonic):
         self._store = store
         self._rng = rng or np.random.default_rng()
         self._max_age = max_state_age_s
         self._clock = clock
         self._snapshots: dict[str, _Snapshot] = {}
+        self._pulls = PullTally(store, pull_flush_interval_s)
+        self._codec: DecisionCodec | None = None
+
+    async def close(self) -> None:
+        """Write the pull counts still pending."""
+        await self._pulls.close()
 
     # ----- definitions -----
 
@@ -178,7 +190,11 @@ class BanditService:
         arms = self._candidates(definition, candidates, k)
         posteriors = {arm: snapshot.posteriors[arm] for arm in arms}
         ranked = policy.thompson_select(posteriors, k or 1, self._rng)
-        return await self._decide(definition, ranked, (), user_id)
+        arm_ids, now = tuple(arm for arm, _ in ranked), _now()
+        codec = await self._decision_codec()
+        decision = Decision(codec.encode(bandit, arm_ids, now), bandit, arm_ids, user_id=user_id, time=now)
+        self._pulls.add(bandit, arm_ids)
+        return Selection(decision, _choices(ranked))
 
     async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
                                 candidates: Sequence[str], user_id: str) -> Selection:
@@ -192,8 +208,12 @@ class BanditService:
             ranked = policy.linucb_select(states, x, k or 1, definition.exploration)
         else:
             ranked = policy.linear_thompson_select(states, x, k or 1, definition.exploration, self._rng)
-        selection = await self._decide(definition, ranked, tuple(float(v) for v in x), user_id)
-        return Selection(selection.decision, selection.choices, definition.contextual_algorithm)
+        decision = Decision(id=uuid.uuid4().hex, bandit=bandit, arm_ids=tuple(a for a, _ in ranked),
+                            context=tuple(float(v) for v in x), user_id=user_id, time=_now())
+        if not await self._store.record_decision(decision, definition.decision_ttl_seconds):
+            self._snapshots.pop(bandit, None)  # deleted since our snapshot
+            raise self._not_found(bandit)
+        return Selection(decision, _choices(ranked), definition.contextual_algorithm)
 
     # ----- rewards -----
 
@@ -216,6 +236,7 @@ class BanditService:
 
     async def stats(self, bandit: str) -> BanditStatistics:
         _check_name(bandit, "bandit")
+        await self._pulls.flush(bandit)  # this replica's own selections show at once
         snapshot = await self._snapshot(bandit, fresh=True)
         definition, counts = snapshot.definition, snapshot.counts
         total_pulls = sum(c.pulls for c in counts.values())
@@ -304,35 +325,42 @@ class BanditService:
             return policy.LinearArmState.initial(definition.context_dimension, definition.ridge_lambda)
         return policy.LinearArmState.from_sums(*sums, definition.ridge_lambda)
 
-    async def _decide(self, definition: BanditDefinition, ranked, context: tuple[float, ...],
-                      user_id: str) -> Selection:
-        decision = Decision(id=uuid.uuid4().hex, bandit=definition.name, arm_ids=tuple(a for a, _ in ranked),
-                            context=context, user_id=user_id, time=_now())
-        if not await self._store.record_decision(decision, definition.decision_ttl_seconds):
-            self._snapshots.pop(definition.name, None)  # deleted since our snapshot
-            raise self._not_found(definition.name)
-        return Selection(decision, [Choice(arm, float(score), rank) for rank, (arm, score) in enumerate(ranked)])
+    async def _decision_codec(self) -> DecisionCodec:
+        if self._codec is None:
+            self._codec = DecisionCodec(await self._store.decision_key())
+        return self._codec
+
+    async def _find_decisions(self, ids: Sequence[str]) -> dict[str, Decision | None]:
+        """Self-contained ids are decoded here; the others (contextual) are looked up."""
+        found: dict[str, Decision | None] = {}
+        if any(is_self_contained(i) for i in ids):
+            codec = await self._decision_codec()
+            found.update((i, codec.decode(i)) for i in ids if is_self_contained(i))
+        stored = [i for i in ids if not is_self_contained(i)]
+        if stored:
+            found.update(zip(stored, await self._store.get_decisions(stored)))
+        return found
 
     async def _resolve(self, items: Sequence[RewardInput], field_prefix: str) -> list[RewardEvent]:
         """Check every reward and tie it to a bandit and arm; raise before anything is applied."""
         for index, item in enumerate(items):
             _check_reward_fields(item, field_prefix.format(index), index)
-        ids = [item.decision_id for item in items if item.decision_id]
-        decisions = dict(zip(ids, await self._store.get_decisions(ids))) if ids else {}
+        decisions = await self._find_decisions([item.decision_id for item in items if item.decision_id])
         definitions: dict[str, BanditDefinition] = {}
         events = []
         for index, item in enumerate(items):
             prefix = field_prefix.format(index)
             decision = decisions.get(item.decision_id) if item.decision_id else None
             if item.decision_id and decision is None:
-                raise NotFound(f"decision {item.decision_id!r} not found (unknown or expired)",
-                               reason="DECISION_NOT_FOUND", metadata=_where(prefix + "decision_id", index))
+                raise _decision_not_found(item.decision_id, prefix, index)
             name = decision.bandit if decision else item.bandit
             if decision and item.bandit and item.bandit != decision.bandit:
                 raise InvalidArgument(prefix + "bandit", f"decision belongs to bandit {decision.bandit!r}")
             if name not in definitions or (item.arm_id and item.arm_id not in definitions[name].arm_ids()):
                 definitions[name] = await self._definition_with_arm(name, item.arm_id)
             definition = definitions[name]
+            if decision and _expired(decision, definition):
+                raise _decision_not_found(item.decision_id, prefix, index)
             arm = self._reward_arm(definition, decision, item, prefix)
             context = decision.context if decision else tuple(item.context)
             if context and not decision:
@@ -396,8 +424,18 @@ def _posterior(definition: BanditDefinition, counts: ArmCounts) -> policy.BetaPo
     return policy.BetaPosterior(definition.prior_alpha + counts.reward_sum, definition.prior_beta + counts.failure_sum)
 
 
-def _where(field: str, index: int) -> dict[str, str]:
-    return {"field": field, "index": str(index)}
+def _choices(ranked: list[tuple[str, float]]) -> list[Choice]:
+    return [Choice(arm, float(score), rank) for rank, (arm, score) in enumerate(ranked)]
+
+
+def _expired(decision: Decision, definition: BanditDefinition) -> bool:
+    age = (_now() - decision.time).total_seconds() if decision.time else 0.0
+    return age > definition.decision_ttl_seconds
+
+
+def _decision_not_found(decision_id: str, prefix: str, index: int) -> NotFound:
+    return NotFound(f"decision {decision_id!r} not found (unknown or expired)", reason="DECISION_NOT_FOUND",
+                    metadata={"field": prefix + "decision_id", "index": str(index)})
 
 
 def _check_reward_fields(item: RewardInput, prefix: str, index: int) -> None:
