@@ -1,7 +1,7 @@
 """Select over direct gRPC against the empty-RPC floor (grpc.health.v1.Health/Check), same server.
 
 Both go through the same server interceptors; the difference is what Select itself costs
-(two Redis round trips, Thompson sampling, the decision record). Per repetition, in
+(a snapshot of the posteriors, Thompson sampling, a signed decision id, the pull tally). Per repetition, in
 alternating order: sequential latency (blocking calls on one reused channel, raw bytes in
 and out, requests built once) and throughput at 64 in flight (grpc.aio, one channel).
 
