@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -87,15 +86,8 @@ def start_envoy(state_dir: Path, listen: str, upstream: str, admin: str, base_id
 
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
-    """SIGTERM (graceful drain), then SIGKILL after `timeout`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    """SIGTERM (the mesh drains in-flight calls), then SIGKILL after `timeout`."""
+    return envoy_run.stop_envoy(proc, timeout)  # the same for any process we started
 
 
 @dataclass
