@@ -46,9 +46,12 @@ class MeshServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         for close in self.on_close:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+            try:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # noqa: BLE001 - still close the rest
+                log.exception("error while closing %s", getattr(close, "__qualname__", close))
 
 
 async def start_server(settings: Settings, bindings: list[ServiceBinding], tracer_provider) -> MeshServer:

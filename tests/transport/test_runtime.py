@@ -45,14 +45,17 @@ async def test_reflection_lists_all_services(channel):
 
 
 async def test_unbuilt_services_answer_unimplemented(channel):
-    from mnbara.mlserving.registry.v1 import registry_pb2_grpc
+    from mnbara.mlserving.registry.v1 import registry_pb2, registry_pb2_grpc
     from mnbara.mlserving.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pipeline_pb2_grpc.PipelineServiceStub(channel).GetFeatureSchema(pipeline_pb2.GetFeatureSchemaRequest())
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_info(caught.value).domain == "pipeline.mlserving.mnbara"
-    assert registry_pb2_grpc.RegistryServiceStub  # the module and its stub exist
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await registry_pb2_grpc.RegistryServiceStub(channel).ListRegisteredModels(
+            registry_pb2.ListRegisteredModelsRequest())
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 class _BrokenStore:

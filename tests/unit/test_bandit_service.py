@@ -111,13 +111,32 @@ async def test_defaults_are_filled_in(service):
     (BanditDefinition(name="b", arms=arms("x", "x")), "bandit.arms[1].id"),
     (BanditDefinition(name="b", arms=arms("x"), prior_alpha=-1), "bandit.prior_alpha"),
     (BanditDefinition(name="b", arms=arms("x"), exploration=float("inf")), "bandit.exploration"),
-    (BanditDefinition(name="b", arms=arms("x"), discount=1.0), "bandit.discount"),
+    (BanditDefinition(name="b", arms=arms("x"), discount=0.5), "bandit.discount"),
+    (BanditDefinition(name="b", arms=arms("x"), prior_alpha=1e308), "bandit.prior_alpha"),
     (BanditDefinition(name="b", arms=arms("x"), context_dimension=10_000), "bandit.context_dimension"),
 ])
 async def test_bad_definitions_name_their_field(service, definition, field):
     with pytest.raises(InvalidArgument) as caught:
         await service.create_bandit(definition)
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize("context", [[1e200, 1.0], [float("nan"), 1.0]])
+async def test_context_values_are_bounded(service, context):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x"), context_dimension=2))
+    with pytest.raises(InvalidArgument) as caught:
+        await service.reward(RewardInput(bandit="b", arm_id="x", reward=1, context=tuple(context)))
+    assert caught.value.field == "context"
+
+
+async def test_long_ids_are_rejected_before_any_lookup(service):
+    with pytest.raises(InvalidArgument) as caught:
+        await service.reward(RewardInput(decision_id="d1." + "x" * 20_000, reward=1))
+    assert caught.value.field == "decision_id"
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    with pytest.raises(InvalidArgument) as caught:
+        await service.select("b", None, ["y" * 20_000], "")
+    assert caught.value.field == "candidate_arm_ids" and "y" * 200 not in caught.value.message
 
 
 async def test_names_are_unique(service):

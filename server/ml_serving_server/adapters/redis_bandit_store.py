@@ -116,6 +116,10 @@ return 1
 """
 
 
+# Error replies of a Redis that is up but cannot serve (replica, full, failing over, ...).
+_UNAVAILABLE_REPLIES = {"BUSY", "LOADING", "READONLY", "OOM", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS"}
+
+
 def _translate_errors(method):
     """Redis failures become domain errors the transport maps to UNAVAILABLE / DEADLINE_EXCEEDED."""
 
@@ -130,8 +134,8 @@ def _translate_errors(method):
             raise Unavailable(f"bandit state store (Redis) unavailable: {exc}",
                               reason="STATE_STORE_UNAVAILABLE") from exc
         except redis_errors.ResponseError as exc:
-            if "BUSY" in str(exc) or "LOADING" in str(exc):
-                raise Unavailable(f"bandit state store (Redis) busy: {exc}",
+            if str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+                raise Unavailable(f"bandit state store (Redis) cannot serve now: {exc}",
                                   reason="STATE_STORE_UNAVAILABLE") from exc
             raise
 

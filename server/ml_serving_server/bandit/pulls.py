@@ -55,6 +55,8 @@ class PullTally:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+            # Let an interrupted flush put its tally back before the final one.
+            await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         try:
             await self.flush()

@@ -37,6 +37,9 @@ MAX_ARMS = 1000
 MAX_CONTEXT_DIMENSION = 256
 MAX_BATCH = 10_000
 MAX_PAGE_SIZE = 1000
+MAX_ID_LENGTH = 512  # decision and event ids: longer ones are not ours, and would bloat error messages
+MAX_CONTEXT_VALUE = 1e6  # larger features would overflow the sums x x^T kept per arm
+MAX_PRIOR = 1e6
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class BanditService:
         known = set(current.arm_ids())
         for field, ids in (("disable_arm_ids", disable_ids), ("enable_arm_ids", enable_ids)):
             for arm_id in ids:
+                _check_name(arm_id, field)
                 if arm_id not in known:
                     raise InvalidArgument(field, f"unknown arm {arm_id!r}", reason="UNKNOWN_ARM")
         both = set(disable_ids) & set(enable_ids)
@@ -293,6 +297,8 @@ class BanditService:
     def _candidates(self, definition: BanditDefinition, candidates: Sequence[str], k: int | None) -> list[str]:
         enabled = definition.enabled_arm_ids()
         if candidates:
+            for arm_id in candidates:
+                _check_name(arm_id, "candidate_arm_ids")
             known = set(definition.arm_ids())
             unknown = [c for c in candidates if c not in known]
             if unknown:
@@ -316,8 +322,8 @@ class BanditService:
             raise InvalidArgument(field, f"has {len(context)} values, bandit {definition.name!r} expects "
                                   f"{definition.context_dimension}", reason="CONTEXT_DIMENSION_MISMATCH")
         x = np.asarray(context, dtype=np.float64)
-        if not np.all(np.isfinite(x)):
-            raise InvalidArgument(field, "values must be finite numbers")
+        if not (np.all(np.isfinite(x)) and np.all(np.abs(x) <= MAX_CONTEXT_VALUE)):
+            raise InvalidArgument(field, f"values must be finite numbers within ±{MAX_CONTEXT_VALUE:g}")
         return x
 
     def _linear_state(self, definition: BanditDefinition, sums) -> policy.LinearArmState:
@@ -399,10 +405,10 @@ class BanditService:
             seen.add(arm.id)
         for field in ("prior_alpha", "prior_beta", "exploration", "ridge_lambda"):
             value = getattr(d, field)
-            if not math.isfinite(value) or value < 0:
-                raise InvalidArgument(f"bandit.{field}", "must be a finite number >= 0")
-        if not 0 <= d.discount < 1:
-            raise InvalidArgument("bandit.discount", "must be in [0, 1)")
+            if not (math.isfinite(value) and 0 <= value <= MAX_PRIOR):
+                raise InvalidArgument(f"bandit.{field}", f"must be a number from 0 to {MAX_PRIOR:g}")
+        if d.discount:
+            raise InvalidArgument("bandit.discount", "is not supported yet; leave it 0")
         if d.context_dimension > MAX_CONTEXT_DIMENSION:
             raise InvalidArgument("bandit.context_dimension", f"at most {MAX_CONTEXT_DIMENSION}")
         return d.with_changes(
@@ -447,6 +453,8 @@ def _check_reward_fields(item: RewardInput, prefix: str, index: int) -> None:
                               reason="REWARD_OUT_OF_RANGE", index=str(index))
     if len(item.event_id) > 128:
         raise InvalidArgument(prefix + "event_id", "at most 128 characters")
+    if len(item.decision_id) > MAX_ID_LENGTH:
+        raise InvalidArgument(prefix + "decision_id", f"at most {MAX_ID_LENGTH} characters")
 
 
 def _encode_token(name: str) -> str:

@@ -92,7 +92,7 @@ class RequestContextInterceptor(_ScopeInterceptor):
 
     @contextlib.asynccontextmanager
     async def scope(self, method, context):
-        request_id = _metadata_value(context, "x-request-id") or uuid.uuid4().hex
+        request_id = _metadata_value(context, "x-request-id")[:128] or uuid.uuid4().hex
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         failure: BaseException | None = None
