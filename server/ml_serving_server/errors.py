@@ -45,6 +45,12 @@ class FailedPrecondition(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class Aborted(DomainError):
+    """A concurrent change won; reading again and retrying may succeed."""
+
+    reason = "CONCURRENT_UPDATE"
+
+
 class Unavailable(DomainError):
     """A dependency (Redis, PostgreSQL, TorchServe, MLflow) cannot be reached; retrying may help."""
 

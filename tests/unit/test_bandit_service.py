@@ -9,23 +9,27 @@ import pytest
 
 from ml_serving_server.bandit.model import ArmCounts, ArmDefinition, BanditDefinition, RewardInput
 from ml_serving_server.bandit.service import BanditService
-from ml_serving_server.errors import AlreadyExists, InvalidArgument, NotFound
+from ml_serving_server.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 
 
 class MemoryStore:
-    """The BanditStore port in a few dicts, enough to exercise the service's rules."""
+    """The BanditStore port in a few dicts, enough to exercise the service's rules,
+    including what survives a delete (decisions, event markers) and incarnations."""
 
     def __init__(self):
         self.definitions: dict[str, tuple[int, BanditDefinition]] = {}
         self.counts: dict[str, dict[str, ArmCounts]] = {}
         self.decisions = {}
-        self.events: set[tuple[str, str]] = set()
+        self.events: set[tuple[str, int, str]] = set()
         self.count_reads = 0
+
+    def _alive(self, name, incarnation):
+        return name in self.definitions and self.definitions[name][1].incarnation == incarnation
 
     async def create(self, definition):
         if definition.name in self.definitions:
             return False
-        self.definitions[definition.name] = (1, definition)
+        self.definitions[definition.name] = (definition.incarnation, definition)
         self.counts[definition.name] = {}
         return True
 
@@ -35,9 +39,14 @@ class MemoryStore:
     async def list_definitions(self, after, limit):
         return [d for n, (_, d) in sorted(self.definitions.items()) if n > after][:limit]
 
-    async def replace_definition(self, definition):
+    async def replace_definition(self, definition, expected_version):
+        if definition.name not in self.definitions:
+            return None
         version, _ = self.definitions[definition.name]
+        if version != expected_version:
+            return False
         self.definitions[definition.name] = (version + 1, definition)
+        return True
 
     async def delete(self, name):
         return self.definitions.pop(name, None) is not None
@@ -51,21 +60,23 @@ class MemoryStore:
     async def load_linear(self, name, dimension):
         return {}
 
-    async def record_decision(self, decision, ttl_seconds):
-        if decision.bandit not in self.definitions:
+    def _add(self, name, arm, pulls=0, rewards=0, reward=0.0):
+        c = self.counts[name].get(arm, ArmCounts())
+        self.counts[name][arm] = ArmCounts(c.pulls + pulls, c.reward_count + rewards, c.reward_sum + reward,
+                                           c.failure_sum + rewards - reward)
+
+    async def record_decision(self, decision, incarnation, ttl_seconds):
+        if not self._alive(decision.bandit, incarnation):
             return False
         self.decisions[decision.id] = decision
         for arm in decision.arm_ids:
-            c = self.counts[decision.bandit].get(arm, ArmCounts())
-            self.counts[decision.bandit][arm] = ArmCounts(c.pulls + 1, c.reward_count, c.reward_sum, c.failure_sum)
+            self._add(decision.bandit, arm, pulls=1)
         return True
 
-    async def add_pulls(self, name, pulls):
-        if name not in self.definitions:
-            return
-        for arm, n in pulls.items():
-            c = self.counts[name].get(arm, ArmCounts())
-            self.counts[name][arm] = ArmCounts(c.pulls + n, c.reward_count, c.reward_sum, c.failure_sum)
+    async def add_pulls(self, name, incarnation, pulls):
+        if self._alive(name, incarnation):
+            for arm, n in pulls.items():
+                self._add(name, arm, pulls=n)
 
     async def decision_key(self):
         return b"k" * 32
@@ -76,17 +87,14 @@ class MemoryStore:
     async def apply_rewards(self, events):
         applied = []
         for e in events:
-            if e.bandit not in self.definitions:
+            if not self._alive(e.bandit, e.incarnation):
                 applied.append(None)
-                continue
-            if e.event_id and (e.bandit, e.event_id) in self.events:
+            elif e.event_id and (e.bandit, e.incarnation, e.event_id) in self.events:
                 applied.append(False)
-                continue
-            self.events.add((e.bandit, e.event_id))
-            c = self.counts[e.bandit].get(e.arm_id, ArmCounts())
-            self.counts[e.bandit][e.arm_id] = ArmCounts(c.pulls, c.reward_count + 1, c.reward_sum + e.reward,
-                                                        c.failure_sum + 1 - e.reward)
-            applied.append(True)
+            else:
+                self.events.add((e.bandit, e.incarnation, e.event_id))
+                self._add(e.bandit, e.arm_id, rewards=1, reward=e.reward)
+                applied.append(True)
         return applied
 
 
@@ -268,5 +276,41 @@ async def test_an_arm_added_elsewhere_can_be_rewarded_at_once(service):
     await service.select("b", None, (), "")
     version, definition = service._store.definitions["b"]
     service._store.definitions["b"] = (version + 1, definition.with_changes(arms=arms("x", "new")))
+    # (the snapshot still has version `version` and knows no arm "new")
     duplicate, event = await service.reward(RewardInput(bandit="b", arm_id="new", reward=1))
     assert not duplicate and event.arm_id == "new"
+
+
+async def test_a_recreated_bandit_owes_nothing_to_its_predecessor(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("old"), context_dimension=2))
+    old = (await service.select("b", None, (), "")).decision
+    await service.reward(RewardInput(bandit="b", arm_id="old", reward=1, event_id="click-1"))
+    await service.delete_bandit("b")
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("new"), context_dimension=3))
+
+    with pytest.raises(NotFound):  # a decision of the deleted bandit
+        await service.reward(RewardInput(decision_id=old.id, reward=1))
+    duplicate, _ = await service.reward(RewardInput(bandit="b", arm_id="new", reward=1, event_id="click-1"))
+    assert not duplicate  # event ids of the deleted bandit do not shadow new events
+    stats = await service.stats("b")
+    assert [a.arm_id for a in stats.arms] == ["new"] and stats.total_reward_count == 1
+
+
+async def test_concurrent_updates_do_not_overwrite_each_other(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("a")))
+    store = service._store
+    real_replace = store.replace_definition
+
+    async def racing_replace(definition, expected_version):
+        # Another replica adds arm "y" between our read and our write.
+        version, current = store.definitions["b"]
+        store.definitions["b"] = (version + 1, current.with_changes(arms=current.arms + arms("y")))
+        store.replace_definition = real_replace
+        return await real_replace(definition, expected_version)
+
+    store.replace_definition = racing_replace
+    with pytest.raises(Aborted):
+        await service.update_bandit("b", "", [ArmDefinition("x")], [], [])
+    assert store.definitions["b"][1].arm_ids() == ["a", "y"]  # the other update survived
+    updated = await service.update_bandit("b", "", [ArmDefinition("x")], [], [])  # a retry succeeds
+    assert updated.arm_ids() == ["a", "y", "x"]

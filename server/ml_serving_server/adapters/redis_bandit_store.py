@@ -1,20 +1,24 @@
 """BanditStore over Redis.
 
-Keys (P is the configured prefix; {name} is a hash tag, so one bandit's keys share a
-cluster slot and its Lua scripts stay single-slot):
+Keys (P is the configured prefix; {name} is a hash tag that keeps one bandit's keys
+together; the scripts also touch P:bandits and P:decision:ID, so this layout is for a
+single Redis or a primary with replicas, not Redis Cluster):
   P:bandits                    sorted set of bandit names (listing, lexical order)
   P:bandit:{name}:def          JSON definition
-  P:bandit:{name}:counts       hash: _v (definition version), p:ARM pulls, n:ARM reward
-                               events, s:ARM reward sum, f:ARM failure sum (1 - reward)
+  P:bandit:{name}:counts       hash: _i (incarnation: creation time in microseconds, so a
+                               re-created bandit never matches its predecessor), _v
+                               (definition version, starts at _i), p:ARM pulls, n:ARM
+                               reward events, s:ARM reward sum, f:ARM failure sum (1 - r)
   P:bandit:{name}:lin          hash: A:ARM sum of x x^T and b:ARM sum of r x, packed
                                little-endian float64
-  P:bandit:{name}:ev:EVENT     marks an event id as counted (expires with decisions)
+  P:bandit:{name}:ev:I:EVENT   marks an event id as counted in incarnation I (expires with decisions)
   P:decision:ID                JSON contextual decision, expires after the bandit's decision TTL
   P:decision-key               random key signing self-contained decision ids (shared by replicas)
 
-Every reward is one Lua script: the idempotency check and all increments commit
-together, so concurrent rewards from any number of replicas are never lost or
-double-counted.
+Every reward is one Lua script: the checks, the idempotency marker and all increments
+commit together, so concurrent rewards from any number of replicas are never lost or
+double-counted. Scripts check everything before their first write (Redis does not undo
+a script's writes when it fails halfway).
 """
 
 from __future__ import annotations
@@ -37,19 +41,24 @@ from ..bandit.model import (
     Decision,
     RewardEvent,
 )
-from ..errors import DeadlineExceeded, Unavailable
+from ..errors import DeadlineExceeded, FailedPrecondition, Unavailable
 
+# KEYS: def, counts, lin, names. ARGV: definition JSON, name, incarnation.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[2], '_v', 1)
+redis.call('HSET', KEYS[2], '_i', ARGV[3], '_v', ARGV[3])
 redis.call('ZADD', KEYS[4], 0, ARGV[2])
 return 1
 """
 
+# KEYS: def, counts. ARGV: definition JSON, the version it was computed from.
+# Returns 1 replaced, 0 bandit gone, -1 changed meanwhile (nothing written).
 _REPLACE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local version = redis.call('HGET', KEYS[2], '_v')
+if not version or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if version ~= ARGV[2] then return -1 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HINCRBY', KEYS[2], '_v', 1)
 return 1
@@ -62,35 +71,41 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 return existed
 """
 
-# KEYS: counts, decision. ARGV: decision JSON, ttl, chosen arm ids...
+# KEYS: counts, decision. ARGV: incarnation, decision JSON, ttl, chosen arm ids...
 # Returns 1 recorded, 0 bandit gone (nothing written).
 _DECIDE = """
-if redis.call('HEXISTS', KEYS[1], '_v') == 0 then return 0 end
-redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-for i = 3, #ARGV do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], 1) end
+if redis.call('HGET', KEYS[1], '_i') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+for i = 4, #ARGV do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], 1) end
 return 1
 """
 
-# KEYS: counts. ARGV: arm, count, arm, count, ... Ignored if the bandit is gone.
+# KEYS: counts. ARGV: incarnation, arm, count, arm, count, ... Ignored if the bandit is gone.
 _ADD_PULLS = """
-if redis.call('HEXISTS', KEYS[1], '_v') == 0 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], ARGV[i + 1]) end
+if redis.call('HGET', KEYS[1], '_i') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], ARGV[i + 1]) end
 return 1
 """
 
-# KEYS: counts, lin, event marker. ARGV: arm, reward, ttl, dedupe (0/1), d, x1..xd.
-# Returns 1 applied, 0 duplicate event, -1 bandit gone.
+# KEYS: counts, lin, event marker. ARGV: incarnation, arm, reward, ttl, dedupe (0/1), d, x1..xd.
+# Returns 1 applied, 0 duplicate event, -1 bandit gone, -2 stored linear state of the
+# wrong size (nothing written in every case but 1).
 _REWARD = """
-if redis.call('HEXISTS', KEYS[1], '_v') == 0 then return -1 end
-if ARGV[4] == '1' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return 0 end
-local arm, r = ARGV[1], tonumber(ARGV[2])
+if redis.call('HGET', KEYS[1], '_i') ~= ARGV[1] then return -1 end
+local arm, r, d = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[6])
+local gram_blob, target_blob
+if d > 0 then
+  gram_blob = redis.call('HGET', KEYS[2], 'A:' .. arm)
+  target_blob = redis.call('HGET', KEYS[2], 'b:' .. arm)
+  if (gram_blob and #gram_blob ~= 8 * d * d) or (target_blob and #target_blob ~= 8 * d) then return -2 end
+end
+if ARGV[5] == '1' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'n:' .. arm, 1)
-redis.call('HINCRBYFLOAT', KEYS[1], 's:' .. arm, ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[1], 's:' .. arm, ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'f:' .. arm, 1 - r)
-local d = tonumber(ARGV[5])
 if d == 0 then return 1 end
 local x = {}
-for i = 1, d do x[i] = tonumber(ARGV[5 + i]) end
+for i = 1, d do x[i] = tonumber(ARGV[6 + i]) end
 local function unpack_doubles(blob, n)
   local out = {}
   for i = 1, n do
@@ -103,8 +118,8 @@ local function pack_doubles(values)
   for i = 1, #values do parts[i] = struct.pack('<d', values[i]) end
   return table.concat(parts)
 end
-local gram = unpack_doubles(redis.call('HGET', KEYS[2], 'A:' .. arm), d * d)
-local target = unpack_doubles(redis.call('HGET', KEYS[2], 'b:' .. arm), d)
+local gram = unpack_doubles(gram_blob, d * d)
+local target = unpack_doubles(target_blob, d)
 for i = 1, d do
   target[i] = target[i] + r * x[i]
   for j = 1, d do
@@ -183,7 +198,8 @@ class RedisBanditStore:
     async def create(self, definition: BanditDefinition) -> bool:
         keys = [self._key(definition.name, "def"), self._key(definition.name, "counts"),
                 self._key(definition.name, "lin"), self._names_key()]
-        return bool(await self._create(keys=keys, args=[_dump_definition(definition), definition.name]))
+        args = [_dump_definition(definition), definition.name, definition.incarnation]
+        return bool(await self._create(keys=keys, args=args))
 
     @_translate_errors
     async def get_definition(self, name: str) -> BanditDefinition | None:
@@ -200,9 +216,10 @@ class RedisBanditStore:
         return [_load_definition(raw) for raw in raws if raw]
 
     @_translate_errors
-    async def replace_definition(self, definition: BanditDefinition) -> None:
+    async def replace_definition(self, definition: BanditDefinition, expected_version: int) -> bool | None:
         keys = [self._key(definition.name, "def"), self._key(definition.name, "counts")]
-        await self._replace(keys=keys, args=[_dump_definition(definition)])
+        outcome = await self._replace(keys=keys, args=[_dump_definition(definition), expected_version])
+        return {1: True, -1: False}.get(outcome)
 
     @_translate_errors
     async def delete(self, name: str) -> bool:
@@ -242,9 +259,10 @@ class RedisBanditStore:
         return sums
 
     @_translate_errors
-    async def record_decision(self, decision: Decision, ttl_seconds: int) -> bool:
+    async def record_decision(self, decision: Decision, incarnation: int, ttl_seconds: int) -> bool:
         keys = [self._key(decision.bandit, "counts"), self._decision_key(decision.id)]
-        return bool(await self._decide(keys=keys, args=[_dump_decision(decision), ttl_seconds, *decision.arm_ids]))
+        args = [incarnation, _dump_decision(decision), ttl_seconds, *decision.arm_ids]
+        return bool(await self._decide(keys=keys, args=args))
 
     @_translate_errors
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
@@ -252,15 +270,19 @@ class RedisBanditStore:
         return [_load_decision(raw) if raw else None for raw in raws]
 
     @_translate_errors
-    async def add_pulls(self, name: str, pulls: dict[str, int]) -> None:
-        args = [item for arm, count in pulls.items() for item in (arm, count)]
+    async def add_pulls(self, name: str, incarnation: int, pulls: dict[str, int]) -> None:
+        args = [incarnation, *(item for arm, count in pulls.items() for item in (arm, count))]
         await self._add_pulls(keys=[self._key(name, "counts")], args=args)
 
     @_translate_errors
     async def decision_key(self) -> bytes:
         key = f"{self._prefix}:decision-key"
-        await self._redis.set(key, secrets.token_bytes(32), nx=True)
-        return await self._redis.get(key)
+        for _ in range(3):  # SET NX then GET: retried in case the key vanishes in between
+            await self._redis.set(key, secrets.token_bytes(32), nx=True)
+            value = await self._redis.get(key)
+            if value:
+                return value
+        raise Unavailable("could not read the decision-signing key from Redis", reason="STATE_STORE_UNAVAILABLE")
 
     @_translate_errors
     async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
@@ -271,13 +293,17 @@ class RedisBanditStore:
                 for event in events:
                     await self._reward(*self._reward_call(event), client=pipe)
                 results = await pipe.execute()
+        for event, result in zip(events, results):
+            if result == -2:
+                raise FailedPrecondition(f"stored linear state of arm {event.arm_id!r} of bandit {event.bandit!r} "
+                                         "has the wrong size", reason="STATE_CORRUPT")
         return [None if result == -1 else result == 1 for result in results]
 
     def _reward_call(self, event: RewardEvent) -> tuple[list[str], list]:
         keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"),
-                self._key(event.bandit, f"ev:{event.event_id}")]
-        args = [event.arm_id, repr(event.reward), event.ttl_seconds, "1" if event.event_id else "0",
-                len(event.context), *(repr(v) for v in event.context)]
+                self._key(event.bandit, f"ev:{event.incarnation}:{event.event_id}")]
+        args = [event.incarnation, event.arm_id, repr(event.reward), event.ttl_seconds,
+                "1" if event.event_id else "0", len(event.context), *(repr(v) for v in event.context)]
         return keys, args
 
 

@@ -5,7 +5,7 @@ over it with a key every replica shares, so Select writes no decision record and
 Reward looks nothing up: nothing to lose, nothing to expire in the store. A forged,
 truncated or foreign id fails the check and is simply an unknown decision.
 
-    d1.<base64url(JSON [bandit, [arms], time_ms, nonce])>.<base64url(HMAC-SHA256[:16])>
+    d1.<base64url(JSON [bandit, [arms], time_us, nonce])>.<base64url(HMAC-SHA256[:16])>
 
 Contextual decisions keep a stored record instead (their context is too large for an id).
 """
@@ -45,7 +45,7 @@ class DecisionCodec:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
     def encode(self, bandit: str, arm_ids: tuple[str, ...], time: datetime) -> str:
-        payload = json.dumps([bandit, arm_ids, int(time.timestamp() * 1000), secrets.token_hex(6)],
+        payload = json.dumps([bandit, arm_ids, int(time.timestamp() * 1_000_000), secrets.token_hex(6)],
                              separators=(",", ":")).encode()
         return f"{PREFIX}{_b64(payload)}.{_b64(self._mac(payload))}"
 
@@ -56,8 +56,8 @@ class DecisionCodec:
             payload = _unb64(body)
             if not hmac.compare_digest(_unb64(mac), self._mac(payload)):
                 return None
-            bandit, arm_ids, time_ms, _nonce = json.loads(payload)
+            bandit, arm_ids, time_us, _nonce = json.loads(payload)
         except (ValueError, TypeError):
             return None
         return Decision(id=decision_id, bandit=bandit, arm_ids=tuple(arm_ids),
-                        time=datetime.fromtimestamp(time_ms / 1000, timezone.utc))
+                        time=datetime.fromtimestamp(time_us / 1_000_000, timezone.utc))

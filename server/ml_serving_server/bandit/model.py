@@ -45,6 +45,11 @@ class BanditDefinition:
     def with_changes(self, **changes) -> "BanditDefinition":
         return replace(self, **changes)
 
+    @property
+    def incarnation(self) -> int:
+        """Creation time in microseconds: tells this bandit from an earlier one of the same name."""
+        return int(self.create_time.timestamp() * 1_000_000) if self.create_time else 0
+
 
 @dataclass(frozen=True)
 class ArmCounts:
@@ -71,6 +76,7 @@ class RewardEvent:
     """One reward, resolved to a bandit and arm, ready to apply."""
 
     bandit: str
+    incarnation: int
     arm_id: str
     reward: float
     event_id: str = ""

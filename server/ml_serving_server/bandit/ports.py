@@ -18,7 +18,9 @@ class BanditStore(Protocol):
     async def list_definitions(self, after: str, limit: int) -> list[BanditDefinition]:
         """Definitions with names greater than `after`, in name order."""
 
-    async def replace_definition(self, definition: BanditDefinition) -> None: ...
+    async def replace_definition(self, definition: BanditDefinition, expected_version: int) -> bool | None:
+        """Replace the definition if its version is still `expected_version`: True done,
+        False it changed meanwhile, None the bandit is gone. Bumps the version."""
 
     async def delete(self, name: str) -> bool: ...
 
@@ -28,18 +30,18 @@ class BanditStore(Protocol):
     async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per arm, the raw sums (sum x x^T, sum r x) of its contextual evidence."""
 
-    async def record_decision(self, decision: Decision, ttl_seconds: int) -> bool:
+    async def record_decision(self, decision: Decision, incarnation: int, ttl_seconds: int) -> bool:
         """Keep the decision for rewarding and count a pull of each chosen arm, in one
-        atomic step; False (and nothing written) if the bandit no longer exists."""
+        atomic step; False (and nothing written) if that incarnation of the bandit is gone."""
 
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]: ...
 
-    async def add_pulls(self, name: str, pulls: dict[str, int]) -> None:
-        """Add pull counts per arm (ignored if the bandit no longer exists)."""
+    async def add_pulls(self, name: str, incarnation: int, pulls: dict[str, int]) -> None:
+        """Add pull counts per arm (ignored if that incarnation of the bandit is gone)."""
 
     async def decision_key(self) -> bytes:
         """The key that signs self-contained decision ids, the same for every replica."""
 
     async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
         """Apply each event atomically: True applied, False its event id was already
-        counted, None the bandit no longer exists."""
+        counted, None that incarnation of the bandit is gone."""

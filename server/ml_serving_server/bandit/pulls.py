@@ -22,26 +22,25 @@ class PullTally:
     def __init__(self, store: BanditStore, interval_s: float = 0.05):
         self._store = store
         self._interval = interval_s
-        self._pending: dict[str, Counter] = {}
+        self._pending: dict[tuple[str, int], Counter] = {}  # (bandit, incarnation) -> pulls per arm
         self._task: asyncio.Task | None = None
 
-    def add(self, bandit: str, arm_ids: tuple[str, ...]) -> None:
-        tally = self._pending.setdefault(bandit, Counter())
+    def add(self, bandit: str, incarnation: int, arm_ids: tuple[str, ...]) -> None:
+        tally = self._pending.setdefault((bandit, incarnation), Counter())
         tally.update(arm_ids)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def flush(self, bandit: str | None = None) -> None:
         """Write pending counts (of one bandit, or all); on failure they stay pending and the error is raised."""
-        names = [bandit] if bandit is not None else list(self._pending)
-        for name in names:
-            tally = self._pending.pop(name, None)
+        for key in [key for key in self._pending if bandit is None or key[0] == bandit]:
+            tally = self._pending.pop(key, None)
             if not tally:
                 continue
             try:
-                await self._store.add_pulls(name, dict(tally))
+                await self._store.add_pulls(*key, dict(tally))
             except BaseException:
-                self._pending.setdefault(name, Counter()).update(tally)
+                self._pending.setdefault(key, Counter()).update(tally)
                 raise
 
     async def _run(self) -> None:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import AlreadyExists, InvalidArgument, NotFound
+from ..errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from . import policy
 from .decision_ids import DecisionCodec, is_self_contained
 from .model import (
@@ -156,7 +156,9 @@ class BanditService:
 
     async def update_bandit(self, name: str, description: str, add_arms: Sequence[ArmDefinition],
                             disable_ids: Sequence[str], enable_ids: Sequence[str]) -> BanditDefinition:
-        current = await self.get_bandit(name)
+        _check_name(name, "name")
+        snapshot = await self._snapshot(name, fresh=True)
+        current = snapshot.definition
         known = set(current.arm_ids())
         for field, ids in (("disable_arm_ids", disable_ids), ("enable_arm_ids", enable_ids)):
             for arm_id in ids:
@@ -175,8 +177,13 @@ class BanditService:
         updated = current.with_changes(arms=tuple(arms), description=description or current.description,
                                        update_time=_now())
         updated = self._normalised(updated)
-        await self._store.replace_definition(updated)
+        replaced = await self._store.replace_definition(updated, snapshot.version)
         self._snapshots.pop(name, None)
+        if replaced is None:
+            raise self._not_found(name)
+        if not replaced:
+            raise Aborted(f"bandit {name!r} changed while this update was made; read it again and retry",
+                          metadata={"bandit": name})
         return updated
 
     async def delete_bandit(self, name: str) -> None:
@@ -197,7 +204,7 @@ class BanditService:
         arm_ids, now = tuple(arm for arm, _ in ranked), _now()
         codec = await self._decision_codec()
         decision = Decision(codec.encode(bandit, arm_ids, now), bandit, arm_ids, user_id=user_id, time=now)
-        self._pulls.add(bandit, arm_ids)
+        self._pulls.add(bandit, definition.incarnation, arm_ids)
         return Selection(decision, _choices(ranked))
 
     async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
@@ -214,7 +221,7 @@ class BanditService:
             ranked = policy.linear_thompson_select(states, x, k or 1, definition.exploration, self._rng)
         decision = Decision(id=uuid.uuid4().hex, bandit=bandit, arm_ids=tuple(a for a, _ in ranked),
                             context=tuple(float(v) for v in x), user_id=user_id, time=_now())
-        if not await self._store.record_decision(decision, definition.decision_ttl_seconds):
+        if not await self._store.record_decision(decision, definition.incarnation, definition.decision_ttl_seconds):
             self._snapshots.pop(bandit, None)  # deleted since our snapshot
             raise self._not_found(bandit)
         return Selection(decision, _choices(ranked), definition.contextual_algorithm)
@@ -331,8 +338,8 @@ class BanditService:
             return policy.LinearArmState.initial(definition.context_dimension, definition.ridge_lambda)
         return policy.LinearArmState.from_sums(*sums, definition.ridge_lambda)
 
-    async def _decision_codec(self) -> DecisionCodec:
-        if self._codec is None:
+    async def _decision_codec(self, reload: bool = False) -> DecisionCodec:
+        if self._codec is None or reload:
             self._codec = DecisionCodec(await self._store.decision_key())
         return self._codec
 
@@ -342,6 +349,9 @@ class BanditService:
         if any(is_self_contained(i) for i in ids):
             codec = await self._decision_codec()
             found.update((i, codec.decode(i)) for i in ids if is_self_contained(i))
+            if None in found.values():  # the shared key may have been replaced: read it once more
+                codec = await self._decision_codec(reload=True)
+                found.update((i, codec.decode(i)) for i, d in list(found.items()) if d is None)
         stored = [i for i in ids if not is_self_contained(i)]
         if stored:
             found.update(zip(stored, await self._store.get_decisions(stored)))
@@ -365,14 +375,14 @@ class BanditService:
             if name not in definitions or (item.arm_id and item.arm_id not in definitions[name].arm_ids()):
                 definitions[name] = await self._definition_with_arm(name, item.arm_id)
             definition = definitions[name]
-            if decision and _expired(decision, definition):
+            if decision and not _current(decision, definition):
                 raise _decision_not_found(item.decision_id, prefix, index)
             arm = self._reward_arm(definition, decision, item, prefix)
             context = decision.context if decision else tuple(item.context)
             if context and not decision:
                 self._context_vector(definition, context, prefix + "context")
-            events.append(RewardEvent(name, arm, float(item.reward), item.event_id, context,
-                                      definition.decision_ttl_seconds))
+            events.append(RewardEvent(name, definition.incarnation, arm, float(item.reward), item.event_id,
+                                      context, definition.decision_ttl_seconds))
         return events
 
     def _reward_arm(self, definition: BanditDefinition, decision: Decision | None, item: RewardInput,
@@ -434,9 +444,13 @@ def _choices(ranked: list[tuple[str, float]]) -> list[Choice]:
     return [Choice(arm, float(score), rank) for rank, (arm, score) in enumerate(ranked)]
 
 
-def _expired(decision: Decision, definition: BanditDefinition) -> bool:
-    age = (_now() - decision.time).total_seconds() if decision.time else 0.0
-    return age > definition.decision_ttl_seconds
+def _current(decision: Decision, definition: BanditDefinition) -> bool:
+    """Made by this incarnation of the bandit (not one deleted since), and not expired."""
+    if decision.time is None or (definition.create_time and decision.time < definition.create_time):
+        return False
+    if decision.context and len(decision.context) != definition.context_dimension:
+        return False
+    return (_now() - decision.time).total_seconds() <= definition.decision_ttl_seconds
 
 
 def _decision_not_found(decision_id: str, prefix: str, index: int) -> NotFound:
