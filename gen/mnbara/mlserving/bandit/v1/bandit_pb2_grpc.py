@@ -133,7 +133,8 @@ class BanditServiceServicer:
     def UpdateBandit(self, request, context):
         """UpdateBandit adds arms, disables or re-enables arms and changes the description.
         Learnt state of existing arms is kept; arms are never removed, only disabled.
-        Errors: INVALID_ARGUMENT (INVALID_FIELD), NOT_FOUND (BANDIT_NOT_FOUND),
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, UNKNOWN_ARM), NOT_FOUND (BANDIT_NOT_FOUND),
+        ABORTED (CONCURRENT_UPDATE: another update won; read again and retry),
         UNAVAILABLE (STATE_STORE_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -176,8 +177,9 @@ class BanditServiceServicer:
         Idempotent by event_id: the same event id counts once, later copies answer
         duplicate = true and change nothing.
         Errors: INVALID_ARGUMENT (INVALID_FIELD, REWARD_OUT_OF_RANGE, UNKNOWN_ARM,
-        ARM_NOT_IN_DECISION, CONTEXT_DIMENSION_MISMATCH), NOT_FOUND (DECISION_NOT_FOUND,
-        BANDIT_NOT_FOUND), UNAVAILABLE (STATE_STORE_UNAVAILABLE).
+        ARM_NOT_IN_DECISION, CONTEXT_DIMENSION_MISMATCH), NOT_FOUND (DECISION_NOT_FOUND:
+        unknown, expired, or made by a bandit since deleted; BANDIT_NOT_FOUND),
+        UNAVAILABLE (STATE_STORE_UNAVAILABLE), DEADLINE_EXCEEDED (STATE_STORE_TIMEOUT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,7 +188,9 @@ class BanditServiceServicer:
     def BatchReward(self, request, context):
         """BatchReward records many rewards in one call, for high-volume ingestion. The batch
         is validated whole first: any invalid item or unknown decision rejects the batch
-        and nothing is applied. Each valid event is then applied atomically and once.
+        and nothing is applied. Each valid event is then applied atomically and once; if
+        the state store fails midway, part of the batch may be applied, so give every
+        reward an event_id and retry the whole batch: the applied ones count once.
         Errors: as Reward; the ErrorInfo metadata "index" names the offending item.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
