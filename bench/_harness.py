@@ -25,7 +25,6 @@ from typing import Callable, Sequence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import grpc  # noqa: E402
 import stack  # noqa: E402  (scripts/stack.py)
 from grpc_health.v1 import health_pb2  # noqa: E402
 from mnbara.mlserving.bandit.v1 import bandit_pb2  # noqa: E402
