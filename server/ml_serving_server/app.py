@@ -30,7 +30,7 @@ def _grpc_module(service: str):
     return importlib.import_module(f"mnbara.mlserving.{service}.v1.{service}_pb2_grpc")
 
 
-def _binding(service: str, servicer: object | None) -> ServiceBinding:
+def _binding(service: str, servicer: object | None, probe=None) -> ServiceBinding:
     module = _grpc_module(service)
     name = _SERVICE_NAMES[service]
     if servicer is None:
@@ -40,6 +40,7 @@ def _binding(service: str, servicer: object | None) -> ServiceBinding:
         servicer=servicer,
         add_to_server=getattr(module, f"add_{name}Servicer_to_server"),
         built=servicer.__class__.__module__ != module.__name__,
+        probe=probe,
     )
 
 
@@ -52,7 +53,7 @@ def _build_bandit(settings: Settings, closers: list):
                                      settings.redis_max_connections)
     service = BanditService(store, max_state_age_s=settings.bandit_state_max_age_s)
     closers += [service.close, store.close]  # pending pull counts first, then the connection
-    return BanditServicer(service)
+    return BanditServicer(service), store.ping
 
 
 _BUILDERS = {"bandit": _build_bandit}
@@ -64,7 +65,8 @@ async def build_server(settings: Settings) -> MeshServer:
     bindings = []
     for service in settings.services:
         builder = _BUILDERS.get(service)
-        bindings.append(_binding(service, builder(settings, closers) if builder else None))
+        servicer, probe = builder(settings, closers) if builder else (None, None)
+        bindings.append(_binding(service, servicer, probe))
     mesh = await start_server(settings, bindings, tracer_provider)
     mesh.on_close.extend(closers)
     if hasattr(tracer_provider, "shutdown"):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +32,7 @@ class ServiceBinding:
     servicer: object
     add_to_server: Callable[[object, grpc.aio.Server], None]
     built: bool  # False while the service answers UNIMPLEMENTED
+    probe: Callable[[], Awaitable[bool]] | None = None  # can its dependencies serve? (health)
 
 
 @dataclass
@@ -41,8 +42,11 @@ class MeshServer:
     bindings: list[ServiceBinding]
     port: int
     on_close: list[Callable] = field(default_factory=list)
+    probing: asyncio.Task | None = None
 
     async def stop(self, grace: float) -> None:
+        if self.probing is not None:
+            self.probing.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         for close in self.on_close:
@@ -78,7 +82,30 @@ async def start_server(settings: Settings, bindings: list[ServiceBinding], trace
         serving = health_pb2.HealthCheckResponse.SERVING if binding.built else health_pb2.HealthCheckResponse.NOT_SERVING
         await health_servicer.set(binding.full_name, serving)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    return MeshServer(server, health_servicer, bindings, port)
+    mesh = MeshServer(server, health_servicer, bindings, port)
+    probed = [b for b in bindings if b.probe is not None]
+    if probed:
+        mesh.probing = asyncio.get_running_loop().create_task(
+            _probe_dependencies(health_servicer, probed, settings.health_probe_interval_s))
+    return mesh
+
+
+async def _probe_dependencies(health_servicer, bindings: list[ServiceBinding], interval_s: float) -> None:
+    """A service whose dependency (e.g. Redis) cannot serve reports NOT_SERVING, so a load
+    balancer or Kubernetes readiness probe can route around this replica meanwhile."""
+    serving = {b.full_name: True for b in bindings}
+    while True:
+        for binding in bindings:
+            try:
+                ok = await asyncio.wait_for(binding.probe(), interval_s)
+            except Exception:  # noqa: BLE001 - any failure to answer is "not serving"
+                ok = False
+            if ok != serving[binding.full_name]:
+                log.warning("health of %s: %s", binding.full_name, "SERVING" if ok else "NOT_SERVING")
+                serving[binding.full_name] = ok
+                await health_servicer.set(binding.full_name, health_pb2.HealthCheckResponse.SERVING if ok
+                                          else health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(interval_s)
 
 
 def start_metrics_endpoint(addr: str) -> None:

@@ -3,6 +3,8 @@ unknown errors, dependency failures, tracing and metrics."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -186,3 +188,24 @@ async def test_slow_redis_is_deadline_exceeded(key_prefix):
         black_hole.close()
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert error_info(caught.value).reason == "STATE_STORE_TIMEOUT"
+
+
+async def test_health_follows_the_state_store(key_prefix):
+    """With Redis unreachable the Bandit service reports NOT_SERVING; the server itself stays up."""
+    settings = Settings(grpc_addr="127.0.0.1:0", services=("bandit",), metrics_addr="", key_prefix=key_prefix,
+                        redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.2, access_log=False,
+                        health_probe_interval_s=0.1)
+    mesh = await build_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+            health = health_pb2_grpc.HealthStub(chan)
+            bandit = health_pb2.HealthCheckRequest(service="mnbara.mlserving.bandit.v1.BanditService")
+            for _ in range(50):
+                if (await health.Check(bandit)).status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await health.Check(bandit)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await mesh.stop(0)

@@ -181,6 +181,13 @@ class RedisBanditStore:
     async def close(self) -> None:
         await self._redis.aclose()
 
+    async def ping(self) -> bool:
+        """Whether Redis answers (for health checking)."""
+        try:
+            return bool(await self._redis.ping())
+        except (redis_errors.RedisError, OSError):
+            return False
+
     # ----- keys -----
 
     def _key(self, name: str, part: str) -> str:
