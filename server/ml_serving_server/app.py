@@ -82,7 +82,7 @@ async def run(settings: Settings) -> None:
         "services": [b.full_name for b in mesh.bindings],
         "unimplemented": [b.full_name for b in mesh.bindings if not b.built],
     }})
-    await serve_until_signalled(mesh, settings.shutdown_grace_s)
+    await serve_until_signalled(mesh, settings.shutdown_grace_s, settings.shutdown_delay_s)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ class Settings:
     access_log: bool = True
     shutdown_grace_s: float = 10.0
     health_probe_interval_s: float = 2.0
+    shutdown_delay_s: float = 0.0
     otlp_endpoint: str = ""  # empty: traces are propagated but not exported
     service_name: str = "ml-serving-mesh"
     max_message_bytes: int = 16 * 1024 * 1024
@@ -60,6 +61,7 @@ class Settings:
             access_log=_env("MESH_ACCESS_LOG", "true").lower() in ("1", "true", "yes"),
             shutdown_grace_s=float(_env("MESH_SHUTDOWN_GRACE_SECONDS", str(cls.shutdown_grace_s))),
             health_probe_interval_s=float(_env("MESH_HEALTH_PROBE_SECONDS", str(cls.health_probe_interval_s))),
+            shutdown_delay_s=float(_env("MESH_SHUTDOWN_DELAY_SECONDS", str(cls.shutdown_delay_s))),
             otlp_endpoint=_env("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
             service_name=_env("OTEL_SERVICE_NAME", cls.service_name),
             max_message_bytes=int(_env("MESH_MAX_MESSAGE_BYTES", str(cls.max_message_bytes))),

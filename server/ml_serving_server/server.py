@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -115,12 +116,24 @@ def start_metrics_endpoint(addr: str) -> None:
     start_http_server(int(port), addr=host or "127.0.0.1")
 
 
-async def serve_until_signalled(mesh: MeshServer, grace: float) -> None:
+async def serve_until_signalled(mesh: MeshServer, grace: float, delay: float = 0.0) -> None:
+    """On SIGTERM/SIGINT: report NOT_SERVING, wait `delay` (so load balancers notice),
+    then drain for up to `grace`. A second signal exits at once."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting without draining")
+            os._exit(1)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     await stop.wait()
-    log.info("shutting down", extra={"fields": {"grace_s": grace}})
+    log.info("shutting down", extra={"fields": {"grace_s": grace, "delay_s": delay}})
+    if delay > 0:
+        await mesh.health.enter_graceful_shutdown()
+        await asyncio.sleep(delay)
     await mesh.stop(grace)
     log.info("stopped")
