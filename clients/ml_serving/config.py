@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 
-DEFAULT_ADDRESS = "127.0.0.1:8000"
+from . import defaults
+
+DEFAULT_ADDRESS = defaults.FRONT_DOOR
 """The Envoy front door (REST and native gRPC)."""
-DIRECT_ADDRESS = "127.0.0.1:50051"
+DIRECT_ADDRESS = defaults.MESH_GRPC
 """The mesh's own gRPC server, bypassing Envoy."""
 DEFAULT_TIMEOUT_S = 10.0
 

@@ -1,0 +1,84 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    INVALID_FIELD: _ClassVar[ErrorReason]
+    INVALID_PAGE_TOKEN: _ClassVar[ErrorReason]
+    NOT_IMPLEMENTED: _ClassVar[ErrorReason]
+    INTERNAL: _ClassVar[ErrorReason]
+    UNAUTHENTICATED: _ClassVar[ErrorReason]
+    SCOPE_REQUIRED: _ClassVar[ErrorReason]
+    EXPERIMENT_NOT_FOUND: _ClassVar[ErrorReason]
+    EXPERIMENT_ALREADY_EXISTS: _ClassVar[ErrorReason]
+    EXPERIMENT_STOPPED: _ClassVar[ErrorReason]
+    NO_MATCHING_EXPERIMENT: _ClassVar[ErrorReason]
+    INVALID_VARIANTS: _ClassVar[ErrorReason]
+    INVALID_WEIGHTS: _ClassVar[ErrorReason]
+    INVALID_TARGETING: _ClassVar[ErrorReason]
+    INVALID_STEPS: _ClassVar[ErrorReason]
+    INVALID_THRESHOLDS: _ClassVar[ErrorReason]
+    IMMUTABLE_FIELD: _ClassVar[ErrorReason]
+    UNKNOWN_VARIANT: _ClassVar[ErrorReason]
+    VARIANT_HAS_EXPOSURES: _ClassVar[ErrorReason]
+    UNKNOWN_METRIC: _ClassVar[ErrorReason]
+    OUTCOME_KIND_MISMATCH: _ClassVar[ErrorReason]
+    REVISION_MISMATCH: _ClassVar[ErrorReason]
+    MODEL_VERSION_NOT_FOUND: _ClassVar[ErrorReason]
+    MODEL_HAS_RUNNING_EXPERIMENT: _ClassVar[ErrorReason]
+    MODEL_HAS_ACTIVE_CANARY: _ClassVar[ErrorReason]
+    CANARY_NOT_FOUND: _ClassVar[ErrorReason]
+    CANARY_FINISHED: _ClassVar[ErrorReason]
+    NO_VERSION_IN_STAGE: _ClassVar[ErrorReason]
+    REGISTRY_PROMOTION_FAILED: _ClassVar[ErrorReason]
+    INPUT_TOO_LARGE: _ClassVar[ErrorReason]
+    MODEL_NOT_LOADED: _ClassVar[ErrorReason]
+    MODEL_HANDLER_ERROR: _ClassVar[ErrorReason]
+    WORKER_DIED: _ClassVar[ErrorReason]
+    BACKEND_OVERLOADED: _ClassVar[ErrorReason]
+    BACKEND_UNAVAILABLE: _ClassVar[ErrorReason]
+    PREDICTION_TIMEOUT: _ClassVar[ErrorReason]
+    REGISTRY_UNAVAILABLE: _ClassVar[ErrorReason]
+    STATE_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+INVALID_FIELD: ErrorReason
+INVALID_PAGE_TOKEN: ErrorReason
+NOT_IMPLEMENTED: ErrorReason
+INTERNAL: ErrorReason
+UNAUTHENTICATED: ErrorReason
+SCOPE_REQUIRED: ErrorReason
+EXPERIMENT_NOT_FOUND: ErrorReason
+EXPERIMENT_ALREADY_EXISTS: ErrorReason
+EXPERIMENT_STOPPED: ErrorReason
+NO_MATCHING_EXPERIMENT: ErrorReason
+INVALID_VARIANTS: ErrorReason
+INVALID_WEIGHTS: ErrorReason
+INVALID_TARGETING: ErrorReason
+INVALID_STEPS: ErrorReason
+INVALID_THRESHOLDS: ErrorReason
+IMMUTABLE_FIELD: ErrorReason
+UNKNOWN_VARIANT: ErrorReason
+VARIANT_HAS_EXPOSURES: ErrorReason
+UNKNOWN_METRIC: ErrorReason
+OUTCOME_KIND_MISMATCH: ErrorReason
+REVISION_MISMATCH: ErrorReason
+MODEL_VERSION_NOT_FOUND: ErrorReason
+MODEL_HAS_RUNNING_EXPERIMENT: ErrorReason
+MODEL_HAS_ACTIVE_CANARY: ErrorReason
+CANARY_NOT_FOUND: ErrorReason
+CANARY_FINISHED: ErrorReason
+NO_VERSION_IN_STAGE: ErrorReason
+REGISTRY_PROMOTION_FAILED: ErrorReason
+INPUT_TOO_LARGE: ErrorReason
+MODEL_NOT_LOADED: ErrorReason
+MODEL_HANDLER_ERROR: ErrorReason
+WORKER_DIED: ErrorReason
+BACKEND_OVERLOADED: ErrorReason
+BACKEND_UNAVAILABLE: ErrorReason
+PREDICTION_TIMEOUT: ErrorReason
+REGISTRY_UNAVAILABLE: ErrorReason
+STATE_STORE_UNAVAILABLE: ErrorReason
