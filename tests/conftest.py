@@ -1,4 +1,5 @@
-"""Shared fixtures: where Redis is, and a key prefix no other test run uses."""
+"""Shared fixtures: where Redis is, a key prefix no other test run uses, and an
+in-process mesh server (every service, production interceptors) on a free port."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import os
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
+
+from ml_serving_server.app import build_server
+
+from .support import test_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,3 +36,17 @@ def key_prefix(redis_url):
             client.delete(key)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+async def mesh(redis_url, key_prefix):
+    """A real grpc.aio server hosting every service, backed by real Redis."""
+    server = await build_server(test_runtime(redis_url, key_prefix))
+    yield server
+    await server.stop(1.0)
+
+
+@pytest.fixture(scope="session")
+async def channel(mesh):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+        yield chan

@@ -1,91 +1,76 @@
-"""Composition root: settings -> adapters -> domain services -> servicers -> server.
+"""Composition root: settings -> each service's build() -> one server.
 
-The only module that knows every concrete class. One process hosts any subset of
-the five services (MESH_SERVICES); services not built yet are served by their
-generated base servicer, so every RPC of theirs answers UNIMPLEMENTED.
+The only module that knows every service package. One process hosts any subset of the
+mesh's services (MESH_SERVICES); a service in the contracts with no package here yet is
+served by its generated base servicer, so every RPC of it answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
+from typing import Iterable
 
-from .config import Settings
-from .observability import setup_logging, setup_tracing
-from .server import MeshServer, ServiceBinding, serve_until_signalled, start_metrics_endpoint, start_server
+from mnbara.mlserving.catalog import BY_NAME
+
+from .runtime.observability import setup_logging, setup_tracing
+from .runtime.server import MeshServer, ServiceBinding, serve_until_signalled, start_metrics_endpoint, start_server
+from .runtime.service import Runtime, ServicePackage
+from .runtime.settings import DatabaseSettings, MeshSettings, RedisSettings, TracingSettings
+from .services.bandit import SERVICE as BANDIT
 
 log = logging.getLogger("ml_serving_server")
 
-_SERVICE_NAMES = {
-    "registry": "RegistryService",
-    "inference": "InferenceService",
-    "router": "RouterService",
-    "bandit": "BanditService",
-    "pipeline": "PipelineService",
-}
+SERVICE_PACKAGES: tuple[ServicePackage, ...] = (
+    BANDIT,
+)
+"""Every built service, one line each."""
 
 
-def _grpc_module(service: str):
-    return importlib.import_module(f"mnbara.mlserving.{service}.v1.{service}_pb2_grpc")
+def runtime_from_env() -> Runtime:
+    return Runtime(MeshSettings(), RedisSettings(), DatabaseSettings())
 
 
-def _binding(service: str, servicer: object | None, probe=None) -> ServiceBinding:
-    module = _grpc_module(service)
-    name = _SERVICE_NAMES[service]
-    if servicer is None:
-        servicer = getattr(module, f"{name}Servicer")()  # generated base: UNIMPLEMENTED everywhere
-    return ServiceBinding(
-        full_name=f"mnbara.mlserving.{service}.v1.{name}",
-        servicer=servicer,
-        add_to_server=getattr(module, f"add_{name}Servicer_to_server"),
-        built=servicer.__class__.__module__ != module.__name__,
-        probe=probe,
-    )
+async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SERVICE_PACKAGES,
+                       tracing: TracingSettings | None = None,
+                       service_settings: dict[str, object] | None = None) -> MeshServer:
+    """Build the services named in runtime.mesh.services and serve them on one server.
 
-
-def _build_bandit(settings: Settings, closers: list):
-    from .adapters.redis_bandit_store import RedisBanditStore
-    from .bandit.service import BanditService
-    from .transport.bandit_servicer import BanditServicer
-
-    store = RedisBanditStore.from_url(settings.redis_url, settings.key_prefix, settings.redis_timeout_s,
-                                     settings.redis_max_connections)
-    service = BanditService(store, max_state_age_s=settings.bandit_state_max_age_s)
-    closers += [service.close, store.close]  # pending pull counts first, then the connection
-    return BanditServicer(service), store.ping
-
-
-_BUILDERS = {"bandit": _build_bandit}
-
-
-async def build_server(settings: Settings) -> MeshServer:
-    tracer_provider = setup_tracing(settings.service_name, settings.otlp_endpoint)
+    `service_settings` gives a service's settings by name (default: read from the environment)."""
+    tracing = tracing or TracingSettings()
+    tracer_provider = setup_tracing(tracing.service_name, tracing.exporter_otlp_endpoint)
+    built = {package.entry.name: package for package in packages}
     closers: list = []
     bindings = []
-    for service in settings.services:
-        builder = _BUILDERS.get(service)
-        servicer, probe = builder(settings, closers) if builder else (None, None)
-        bindings.append(_binding(service, servicer, probe))
-    mesh = await start_server(settings, bindings, tracer_provider)
+    for name in runtime.mesh.services:
+        package = built.get(name)
+        if package is None:
+            bindings.append(ServiceBinding.unimplemented(BY_NAME[name]))
+            continue
+        settings = (service_settings or {}).get(name) or package.settings()
+        service = package.build(settings, runtime)
+        closers += service.closers
+        bindings.append(ServiceBinding(package.entry, service.servicer, built=True, probe=service.probe))
+    mesh = await start_server(runtime.mesh, bindings, tracer_provider)
     mesh.on_close.extend(closers)
     if hasattr(tracer_provider, "shutdown"):
         mesh.on_close.append(tracer_provider.shutdown)
     return mesh
 
 
-async def run(settings: Settings) -> None:
-    mesh = await build_server(settings)
+async def run(runtime: Runtime) -> None:
+    mesh = await build_server(runtime)
+    settings = runtime.mesh
     start_metrics_endpoint(settings.metrics_addr)
     log.info("serving", extra={"fields": {
         "grpc": f"{settings.grpc_addr.rpartition(':')[0]}:{mesh.port}", "metrics": settings.metrics_addr,
         "services": [b.full_name for b in mesh.bindings],
         "unimplemented": [b.full_name for b in mesh.bindings if not b.built],
     }})
-    await serve_until_signalled(mesh, settings.shutdown_grace_s, settings.shutdown_delay_s)
+    await serve_until_signalled(mesh, settings.shutdown_grace_seconds, settings.shutdown_delay_seconds)
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    setup_logging(settings.log_level)
-    asyncio.run(run(settings))
+    runtime = runtime_from_env()
+    setup_logging(runtime.mesh.log_level)
+    asyncio.run(run(runtime))

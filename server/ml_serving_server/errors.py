@@ -1,63 +1,66 @@
 """Domain errors: what went wrong, in words the domain knows.
 
-Nothing here knows about gRPC. transport/errors.py maps each kind to a status code
-(INVALID_ARGUMENT, NOT_FOUND, ...) and every error to a google.rpc.ErrorInfo whose
-reason is the error's `reason` and whose domain names the service that raised it.
+Nothing here knows about gRPC. Each kind (InvalidArgument, NotFound, ...) decides the
+status code (runtime/status.py maps them); each error carries a `reason`, a member of
+its service's ErrorReason enum, whose name is the wire's google.rpc.ErrorInfo.reason.
+A service's enum mirrors `enum ErrorReason` in its proto (a test keeps them equal).
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Mapping
+
+
+class CommonReason(enum.Enum):
+    """Reasons every service's ErrorReason enum declares (a test checks each proto)."""
+
+    INVALID_FIELD = enum.auto()
+    INVALID_PAGE_TOKEN = enum.auto()
+    NOT_IMPLEMENTED = enum.auto()
+    INTERNAL = enum.auto()
+    UNAUTHENTICATED = enum.auto()
+    SCOPE_REQUIRED = enum.auto()
 
 
 class DomainError(Exception):
     """Base of every error a domain service raises on purpose."""
 
-    reason = "ERROR"
-
-    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None):
+    def __init__(self, message: str, *, reason: enum.Enum, metadata: Mapping[str, object] | None = None):
         super().__init__(message)
         self.message = message
-        if reason is not None:
-            self.reason = reason
+        self.reason = reason
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
 
 
 class InvalidArgument(DomainError):
     """The caller sent something unacceptable; nothing was changed."""
 
-    reason = "INVALID_FIELD"
-
-    def __init__(self, field: str, message: str, *, reason: str | None = None, **metadata: str):
+    def __init__(self, field: str, message: str, *, reason: enum.Enum = CommonReason.INVALID_FIELD,
+                 **metadata: object):
         super().__init__(f"{field}: {message}", reason=reason, metadata={"field": field, **metadata})
         self.field = field
 
 
 class NotFound(DomainError):
-    reason = "NOT_FOUND"
+    pass
 
 
 class AlreadyExists(DomainError):
-    reason = "ALREADY_EXISTS"
+    pass
 
 
 class FailedPrecondition(DomainError):
-    reason = "FAILED_PRECONDITION"
+    pass
 
 
 class Aborted(DomainError):
     """A concurrent change won; reading again and retrying may succeed."""
 
-    reason = "CONCURRENT_UPDATE"
-
 
 class Unavailable(DomainError):
     """A dependency (Redis, PostgreSQL, TorchServe, MLflow) cannot be reached; retrying may help."""
 
-    reason = "DEPENDENCY_UNAVAILABLE"
-
 
 class DeadlineExceeded(DomainError):
     """A dependency answered too slowly."""
-
-    reason = "DEPENDENCY_TIMEOUT"

@@ -3,36 +3,42 @@
 The one table of services that the server, the gateway, the client and the tests read.
 """
 
+from types import ModuleType
 from typing import NamedTuple
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from mnbara.mlserving.bandit.v1 import bandit_pb2, bandit_pb2_grpc
+from mnbara.mlserving.bandit.v1 import error_reason_pb2 as bandit_error_reason_pb2
+from mnbara.mlserving.inference.v1 import inference_pb2, inference_pb2_grpc
+from mnbara.mlserving.inference.v1 import error_reason_pb2 as inference_error_reason_pb2
+from mnbara.mlserving.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
+from mnbara.mlserving.pipeline.v1 import error_reason_pb2 as pipeline_error_reason_pb2
+from mnbara.mlserving.registry.v1 import registry_pb2, registry_pb2_grpc
+from mnbara.mlserving.registry.v1 import error_reason_pb2 as registry_error_reason_pb2
+from mnbara.mlserving.router.v1 import router_pb2, router_pb2_grpc
+from mnbara.mlserving.router.v1 import error_reason_pb2 as router_error_reason_pb2
 
 
 class ServiceEntry(NamedTuple):
-    name: str          # "bandit": MESH_SERVICES, settings prefix BANDIT_, error domain
-    package: str       # "mnbara.mlserving.bandit.v1"
-    service: str       # "BanditService"
-    full_name: str     # "mnbara.mlserving.bandit.v1.BanditService"
-    pb2_module: str    # messages
-    grpc_module: str   # stubs and servicer bases
-    error_domain: str  # ErrorInfo.domain of its errors
-    error_reasons: str  # module holding its ErrorReason enum
+    name: str               # "bandit": MESH_SERVICES, settings prefix BANDIT_, error domain
+    full_name: str          # "mnbara.mlserving.bandit.v1.BanditService"
+    messages: ModuleType    # the _pb2 module
+    stubs: ModuleType       # the _pb2_grpc module: stub, servicer base, add_..._to_server
+    error_domain: str       # ErrorInfo.domain of its errors: "bandit.mlserving.mnbara"
+    error_reasons: EnumTypeWrapper  # its ErrorReason enum: names are ErrorInfo.reason values
 
 
 SERVICES: tuple[ServiceEntry, ...] = (
-    ServiceEntry('bandit', 'mnbara.mlserving.bandit.v1', 'BanditService', 'mnbara.mlserving.bandit.v1.BanditService',
-                 'mnbara.mlserving.bandit.v1.bandit_pb2', 'mnbara.mlserving.bandit.v1.bandit_pb2_grpc',
-                 'bandit.mlserving.mnbara', 'mnbara.mlserving.bandit.v1.error_reason_pb2'),
-    ServiceEntry('inference', 'mnbara.mlserving.inference.v1', 'InferenceService', 'mnbara.mlserving.inference.v1.InferenceService',
-                 'mnbara.mlserving.inference.v1.inference_pb2', 'mnbara.mlserving.inference.v1.inference_pb2_grpc',
-                 'inference.mlserving.mnbara', 'mnbara.mlserving.inference.v1.error_reason_pb2'),
-    ServiceEntry('pipeline', 'mnbara.mlserving.pipeline.v1', 'PipelineService', 'mnbara.mlserving.pipeline.v1.PipelineService',
-                 'mnbara.mlserving.pipeline.v1.pipeline_pb2', 'mnbara.mlserving.pipeline.v1.pipeline_pb2_grpc',
-                 'pipeline.mlserving.mnbara', 'mnbara.mlserving.pipeline.v1.error_reason_pb2'),
-    ServiceEntry('registry', 'mnbara.mlserving.registry.v1', 'RegistryService', 'mnbara.mlserving.registry.v1.RegistryService',
-                 'mnbara.mlserving.registry.v1.registry_pb2', 'mnbara.mlserving.registry.v1.registry_pb2_grpc',
-                 'registry.mlserving.mnbara', 'mnbara.mlserving.registry.v1.error_reason_pb2'),
-    ServiceEntry('router', 'mnbara.mlserving.router.v1', 'RouterService', 'mnbara.mlserving.router.v1.RouterService',
-                 'mnbara.mlserving.router.v1.router_pb2', 'mnbara.mlserving.router.v1.router_pb2_grpc',
-                 'router.mlserving.mnbara', 'mnbara.mlserving.router.v1.error_reason_pb2'),
+    ServiceEntry('bandit', 'mnbara.mlserving.bandit.v1.BanditService', bandit_pb2, bandit_pb2_grpc,
+                 'bandit.mlserving.mnbara', bandit_error_reason_pb2.ErrorReason),
+    ServiceEntry('inference', 'mnbara.mlserving.inference.v1.InferenceService', inference_pb2, inference_pb2_grpc,
+                 'inference.mlserving.mnbara', inference_error_reason_pb2.ErrorReason),
+    ServiceEntry('pipeline', 'mnbara.mlserving.pipeline.v1.PipelineService', pipeline_pb2, pipeline_pb2_grpc,
+                 'pipeline.mlserving.mnbara', pipeline_error_reason_pb2.ErrorReason),
+    ServiceEntry('registry', 'mnbara.mlserving.registry.v1.RegistryService', registry_pb2, registry_pb2_grpc,
+                 'registry.mlserving.mnbara', registry_error_reason_pb2.ErrorReason),
+    ServiceEntry('router', 'mnbara.mlserving.router.v1.RouterService', router_pb2, router_pb2_grpc,
+                 'router.mlserving.mnbara', router_error_reason_pb2.ErrorReason),
 )
 
 BY_NAME = {entry.name: entry for entry in SERVICES}

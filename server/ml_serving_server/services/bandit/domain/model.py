@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+DEFAULT_DECISION_TTL_SECONDS = 7 * 24 * 3600
+"""How long a decision can be rewarded, unless the bandit says otherwise."""
+
 
 class ContextualAlgorithm(enum.Enum):
     LINEAR_THOMPSON = "linear_thompson"
@@ -31,7 +34,7 @@ class BanditDefinition:
     contextual_algorithm: ContextualAlgorithm = ContextualAlgorithm.LINEAR_THOMPSON
     exploration: float = 1.0
     ridge_lambda: float = 1.0
-    decision_ttl_seconds: int = 7 * 24 * 3600
+    decision_ttl_seconds: int = DEFAULT_DECISION_TTL_SECONDS
     discount: float = 0.0
     create_time: datetime | None = None
     update_time: datetime | None = None
@@ -81,7 +84,7 @@ class RewardEvent:
     reward: float
     event_id: str = ""
     context: tuple[float, ...] = ()
-    ttl_seconds: int = 7 * 24 * 3600
+    ttl_seconds: int = DEFAULT_DECISION_TTL_SECONDS
 
 
 @dataclass(frozen=True)

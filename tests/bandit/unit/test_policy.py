@@ -9,7 +9,7 @@ from dataclasses import FrozenInstanceError
 import numpy as np
 import pytest
 
-from ml_serving_server.bandit.policy import (
+from ml_serving_server.services.bandit.domain.policy import (
     BetaPosterior,
     LinearArmState,
     credible_interval,
@@ -128,7 +128,7 @@ def test_policy_module_keeps_scipy_out_of_the_idle_server():
     # Importing the policy loads no scipy; a credible interval loads scipy.special, never scipy.stats.
     code = (
         "import sys\n"
-        "from ml_serving_server.bandit import policy\n"
+        "from ml_serving_server.services.bandit.domain import policy\n"
         "assert not any(m.startswith('scipy') for m in sys.modules), 'scipy imported eagerly'\n"
         "policy.credible_interval(2.0, 3.0)\n"
         "assert 'scipy.special' in sys.modules\n"

@@ -16,16 +16,16 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 
-from ml_serving_server.bandit.service import BanditService
-from ml_serving_server.config import Settings
-from ml_serving_server.server import start_server
-from ml_serving_server.app import _binding, build_server
-from ml_serving_server.transport.bandit_servicer import BanditServicer
+from mnbara.mlserving.catalog import BY_NAME, SERVICES
 
-from .test_bandit_rpc import error_info
+from ml_serving_server.app import build_server
+from ml_serving_server.runtime.server import ServiceBinding, start_server
+from ml_serving_server.runtime.settings import MeshSettings
+from ml_serving_server.services.bandit.domain.service import BanditService
+from ml_serving_server.services.bandit.redis_store import RedisBanditStore
+from ml_serving_server.services.bandit.servicer import BanditServicer
 
-SERVICES = [f"mnbara.mlserving.{s}.v1.{s.capitalize()}Service" for s in ("registry", "inference", "router",
-                                                                        "bandit", "pipeline")]
+from ...support import error_info, test_runtime
 
 
 async def test_health(channel):
@@ -42,7 +42,7 @@ async def test_reflection_lists_all_services(channel):
     async for response in call:
         listed = {s.name for s in response.list_services_response.service}
         break
-    assert set(SERVICES) <= listed
+    assert {entry.full_name for entry in SERVICES} <= listed
     assert "grpc.health.v1.Health" in listed
 
 
@@ -68,9 +68,9 @@ class _BrokenStore:
 
 
 async def _server_with(servicer, **settings):
-    binding = _binding("bandit", servicer)
+    binding = ServiceBinding(BY_NAME["bandit"], servicer, built=True)
     defaults = dict(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=True)
-    return await start_server(Settings(**{**defaults, **settings}), [binding], tracer_provider=None)
+    return await start_server(MeshSettings(**{**defaults, **settings}), [binding], tracer_provider=None)
 
 
 async def test_unknown_exception_is_internal_without_details(caplog):
@@ -89,9 +89,7 @@ async def test_unknown_exception_is_internal_without_details(caplog):
 
 
 async def test_redis_down_is_unavailable(key_prefix):
-    settings = Settings(grpc_addr="127.0.0.1:0", services=("bandit",), metrics_addr="", key_prefix=key_prefix,
-                        redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.5, access_log=False)
-    mesh = await build_server(settings)
+    mesh = await build_server(test_runtime("redis://127.0.0.1:1/0", key_prefix, 0.5, services=("bandit",)))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -106,11 +104,9 @@ async def test_incoming_traceparent_continues_the_trace(redis_url, key_prefix):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    from ml_serving_server.adapters.redis_bandit_store import RedisBanditStore
-
     store = RedisBanditStore.from_url(redis_url, key_prefix, 2.0)
-    binding = _binding("bandit", BanditServicer(BanditService(store)))
-    mesh = await start_server(Settings(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=False), [binding],
+    binding = ServiceBinding(BY_NAME["bandit"], BanditServicer(BanditService(store)), built=True)
+    mesh = await start_server(MeshSettings(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=False), [binding],
                               tracer_provider=provider)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     try:
@@ -176,9 +172,7 @@ async def test_slow_redis_is_deadline_exceeded(key_prefix):
 
     black_hole = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = black_hole.sockets[0].getsockname()[1]
-    settings = Settings(grpc_addr="127.0.0.1:0", services=("bandit",), metrics_addr="", key_prefix=key_prefix,
-                        redis_url=f"redis://127.0.0.1:{port}/0", redis_timeout_s=0.3, access_log=False)
-    mesh = await build_server(settings)
+    mesh = await build_server(test_runtime(f"redis://127.0.0.1:{port}/0", key_prefix, 0.3, services=("bandit",)))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -192,10 +186,8 @@ async def test_slow_redis_is_deadline_exceeded(key_prefix):
 
 async def test_health_follows_the_state_store(key_prefix):
     """With Redis unreachable the Bandit service reports NOT_SERVING; the server itself stays up."""
-    settings = Settings(grpc_addr="127.0.0.1:0", services=("bandit",), metrics_addr="", key_prefix=key_prefix,
-                        redis_url="redis://127.0.0.1:1/0", redis_timeout_s=0.2, access_log=False,
-                        health_probe_interval_s=0.1)
-    mesh = await build_server(settings)
+    mesh = await build_server(test_runtime("redis://127.0.0.1:1/0", key_prefix, 0.2, services=("bandit",),
+                                           health_probe_seconds=0.1))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
             health = health_pb2_grpc.HealthStub(chan)

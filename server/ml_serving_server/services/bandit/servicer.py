@@ -6,8 +6,9 @@ from google.protobuf import timestamp_pb2
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
 
-from ..bandit.model import ArmDefinition, BanditDefinition, ContextualAlgorithm, RewardInput
-from ..bandit.service import BanditService, Selection
+from .domain.model import ArmDefinition, BanditDefinition, ContextualAlgorithm, RewardInput
+from .domain.results import Selection
+from .domain.service import BanditService
 
 _ALGORITHMS = {
     pb.CONTEXTUAL_ALGORITHM_UNSPECIFIED: ContextualAlgorithm.LINEAR_THOMPSON,

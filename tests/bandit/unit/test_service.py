@@ -7,95 +7,11 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from ml_serving_server.bandit.model import ArmCounts, ArmDefinition, BanditDefinition, RewardInput
-from ml_serving_server.bandit.service import BanditService
+from ml_serving_server.services.bandit.domain.model import ArmCounts, ArmDefinition, BanditDefinition, RewardInput
+from ml_serving_server.services.bandit.domain.service import BanditService
 from ml_serving_server.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
-
-
-class MemoryStore:
-    """The BanditStore port in a few dicts, enough to exercise the service's rules,
-    including what survives a delete (decisions, event markers) and incarnations."""
-
-    def __init__(self):
-        self.definitions: dict[str, tuple[int, BanditDefinition]] = {}
-        self.counts: dict[str, dict[str, ArmCounts]] = {}
-        self.decisions = {}
-        self.events: set[tuple[str, int, str]] = set()
-        self.count_reads = 0
-
-    def _alive(self, name, incarnation):
-        return name in self.definitions and self.definitions[name][1].incarnation == incarnation
-
-    async def create(self, definition):
-        if definition.name in self.definitions:
-            return False
-        self.definitions[definition.name] = (definition.incarnation, definition)
-        self.counts[definition.name] = {}
-        return True
-
-    async def get_definition(self, name):
-        return self.definitions.get(name, (0, None))[1]
-
-    async def list_definitions(self, after, limit):
-        return [d for n, (_, d) in sorted(self.definitions.items()) if n > after][:limit]
-
-    async def replace_definition(self, definition, expected_version):
-        if definition.name not in self.definitions:
-            return None
-        version, _ = self.definitions[definition.name]
-        if version != expected_version:
-            return False
-        self.definitions[definition.name] = (version + 1, definition)
-        return True
-
-    async def delete(self, name):
-        return self.definitions.pop(name, None) is not None
-
-    async def load_counts(self, name):
-        self.count_reads += 1
-        if name not in self.definitions:
-            return None
-        return self.definitions[name][0], dict(self.counts[name])
-
-    async def load_linear(self, name, dimension):
-        return {}
-
-    def _add(self, name, arm, pulls=0, rewards=0, reward=0.0):
-        c = self.counts[name].get(arm, ArmCounts())
-        self.counts[name][arm] = ArmCounts(c.pulls + pulls, c.reward_count + rewards, c.reward_sum + reward,
-                                           c.failure_sum + rewards - reward)
-
-    async def record_decision(self, decision, incarnation, ttl_seconds):
-        if not self._alive(decision.bandit, incarnation):
-            return False
-        self.decisions[decision.id] = decision
-        for arm in decision.arm_ids:
-            self._add(decision.bandit, arm, pulls=1)
-        return True
-
-    async def add_pulls(self, name, incarnation, pulls):
-        if self._alive(name, incarnation):
-            for arm, n in pulls.items():
-                self._add(name, arm, pulls=n)
-
-    async def decision_key(self):
-        return b"k" * 32
-
-    async def get_decisions(self, ids):
-        return [self.decisions.get(i) for i in ids]
-
-    async def apply_rewards(self, events):
-        applied = []
-        for e in events:
-            if not self._alive(e.bandit, e.incarnation):
-                applied.append(None)
-            elif e.event_id and (e.bandit, e.incarnation, e.event_id) in self.events:
-                applied.append(False)
-            else:
-                self.events.add((e.bandit, e.incarnation, e.event_id))
-                self._add(e.bandit, e.arm_id, rewards=1, reward=e.reward)
-                applied.append(True)
-        return applied
+from ml_serving_server.services.bandit.domain.errors import ErrorReason
+from ml_serving_server.services.bandit.memory_store import MemoryBanditStore as MemoryStore
 
 
 def arms(*ids):
@@ -156,8 +72,8 @@ async def test_names_are_unique(service):
 async def test_unknown_bandit_is_not_created_implicitly(service):
     with pytest.raises(NotFound) as caught:
         await service.select("ghost", None, (), "")
-    assert caught.value.reason == "BANDIT_NOT_FOUND"
-    assert await service._store.get_definition("ghost") is None
+    assert caught.value.reason is ErrorReason.BANDIT_NOT_FOUND
+    assert (await service.list_bandits(0, ""))[0] == []
 
 
 async def test_reward_rules(service):
@@ -169,7 +85,7 @@ async def test_reward_rules(service):
     outsider = ({"x", "y", "z"} - set(chosen)).pop()
     with pytest.raises(InvalidArgument) as caught:
         await service.reward(RewardInput(decision_id=pair.decision.id, arm_id=outsider, reward=1))
-    assert caught.value.reason == "ARM_NOT_IN_DECISION"
+    assert caught.value.reason is ErrorReason.ARM_NOT_IN_DECISION
     with pytest.raises(InvalidArgument, match="belongs to bandit"):
         await service.reward(RewardInput(decision_id=pair.decision.id, arm_id=chosen[0], bandit="other", reward=1))
 
@@ -201,7 +117,7 @@ async def test_disabled_arms_and_candidates(service):
         assert picked == {"y", "z", "w"}
     with pytest.raises(InvalidArgument) as caught:
         await service.select("b", 2, ["x", "y"], "")  # x is disabled: one candidate left
-    assert caught.value.reason == "NOT_ENOUGH_ARMS"
+    assert caught.value.reason is ErrorReason.NOT_ENOUGH_ARMS
 
 
 async def test_pagination_walks_every_name_once(service):
@@ -216,7 +132,7 @@ async def test_pagination_walks_every_name_once(service):
     assert seen == ["a", "b", "c", "d", "e"]
     with pytest.raises(InvalidArgument) as caught:
         await service.list_bandits(2, "!!not-a-token!!")
-    assert caught.value.reason == "INVALID_PAGE_TOKEN"
+    assert caught.value.reason is ErrorReason.INVALID_PAGE_TOKEN
 
 
 async def test_select_samples_from_a_snapshot_no_older_than_the_max_age():
@@ -240,7 +156,7 @@ async def test_a_bandit_deleted_elsewhere_is_gone_once_the_snapshot_ages():
     service = BanditService(store, rng=np.random.default_rng(1), max_state_age_s=0.1, clock=lambda: now[0])
     await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
     decision = (await service.select("b", None, (), "")).decision
-    del store.definitions["b"]  # another replica deleted it
+    await BanditService(store).delete_bandit("b")  # another replica deleted it
     with pytest.raises(NotFound):  # rewards go to the store at once
         await service.reward(RewardInput(decision_id=decision.id, reward=1))
     now[0] = 0.2
@@ -271,12 +187,13 @@ async def test_pulls_are_tallied_then_written(service):
     await service.close()
 
 
-async def test_an_arm_added_elsewhere_can_be_rewarded_at_once(service):
+async def test_an_arm_added_elsewhere_can_be_rewarded_at_once():
+    store = MemoryStore()
+    service = BanditService(store, max_state_age_s=60)
     await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
     await service.select("b", None, (), "")
-    version, definition = service._store.definitions["b"]
-    service._store.definitions["b"] = (version + 1, definition.with_changes(arms=arms("x", "new")))
-    # (the snapshot still has version `version` and knows no arm "new")
+    await BanditService(store).update_bandit("b", "", arms("new"), [], [])  # another replica
+    # (this replica's snapshot is young and knows no arm "new")
     duplicate, event = await service.reward(RewardInput(bandit="b", arm_id="new", reward=1))
     assert not duplicate and event.arm_id == "new"
 
@@ -296,21 +213,21 @@ async def test_a_recreated_bandit_owes_nothing_to_its_predecessor(service):
     assert [a.arm_id for a in stats.arms] == ["new"] and stats.total_reward_count == 1
 
 
-async def test_concurrent_updates_do_not_overwrite_each_other(service):
+async def test_concurrent_updates_do_not_overwrite_each_other():
+    store = MemoryStore()
+    service, other_replica = BanditService(store), BanditService(store)
     await service.create_bandit(BanditDefinition(name="b", arms=arms("a")))
-    store = service._store
     real_replace = store.replace_definition
 
     async def racing_replace(definition, expected_version):
         # Another replica adds arm "y" between our read and our write.
-        version, current = store.definitions["b"]
-        store.definitions["b"] = (version + 1, current.with_changes(arms=current.arms + arms("y")))
         store.replace_definition = real_replace
+        await other_replica.update_bandit("b", "", arms("y"), [], [])
         return await real_replace(definition, expected_version)
 
     store.replace_definition = racing_replace
     with pytest.raises(Aborted):
         await service.update_bandit("b", "", [ArmDefinition("x")], [], [])
-    assert store.definitions["b"][1].arm_ids() == ["a", "y"]  # the other update survived
+    assert (await store.get_definition("b")).arm_ids() == ["a", "y"]  # the other update survived
     updated = await service.update_bandit("b", "", [ArmDefinition("x")], [], [])  # a retry succeeds
     assert updated.arm_ids() == ["a", "y", "x"]

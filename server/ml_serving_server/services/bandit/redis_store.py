@@ -33,7 +33,9 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from ..bandit.model import (
+from ...errors import DeadlineExceeded, FailedPrecondition, Unavailable
+from .domain.errors import ErrorReason
+from .domain.model import (
     ArmCounts,
     ArmDefinition,
     BanditDefinition,
@@ -41,7 +43,6 @@ from ..bandit.model import (
     Decision,
     RewardEvent,
 )
-from ..errors import DeadlineExceeded, FailedPrecondition, Unavailable
 
 # KEYS: def, counts, lin, names. ARGV: definition JSON, name, incarnation.
 _CREATE = """
@@ -144,14 +145,14 @@ def _translate_errors(method):
             return await method(*args, **kwargs)
         except redis_errors.TimeoutError as exc:
             raise DeadlineExceeded(f"bandit state store (Redis) timed out: {exc}",
-                                   reason="STATE_STORE_TIMEOUT") from exc
+                                   reason=ErrorReason.STATE_STORE_TIMEOUT) from exc
         except (redis_errors.ConnectionError, OSError) as exc:
             raise Unavailable(f"bandit state store (Redis) unavailable: {exc}",
-                              reason="STATE_STORE_UNAVAILABLE") from exc
+                              reason=ErrorReason.STATE_STORE_UNAVAILABLE) from exc
         except redis_errors.ResponseError as exc:
             if str(exc).split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
                 raise Unavailable(f"bandit state store (Redis) cannot serve now: {exc}",
-                                  reason="STATE_STORE_UNAVAILABLE") from exc
+                                  reason=ErrorReason.STATE_STORE_UNAVAILABLE) from exc
             raise
 
     return wrapper
@@ -289,7 +290,8 @@ class RedisBanditStore:
             value = await self._redis.get(key)
             if value:
                 return value
-        raise Unavailable("could not read the decision-signing key from Redis", reason="STATE_STORE_UNAVAILABLE")
+        raise Unavailable("could not read the decision-signing key from Redis",
+                          reason=ErrorReason.STATE_STORE_UNAVAILABLE)
 
     @_translate_errors
     async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
@@ -303,7 +305,7 @@ class RedisBanditStore:
         for event, result in zip(events, results):
             if result == -2:
                 raise FailedPrecondition(f"stored linear state of arm {event.arm_id!r} of bandit {event.bandit!r} "
-                                         "has the wrong size", reason="STATE_CORRUPT")
+                                         "has the wrong size", reason=ErrorReason.STATE_CORRUPT)
         return [None if result == -1 else result == 1 for result in results]
 
     def _reward_call(self, event: RewardEvent) -> tuple[list[str], list]:

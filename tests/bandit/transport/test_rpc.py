@@ -6,19 +6,11 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
 
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            info = error_details_pb2.ErrorInfo()
-            assert status.details[0].Unpack(info)
-            return info
-    raise AssertionError("no google.rpc.Status in trailers")
+from ...support import error_info
 
 
 async def expect_error(call, code: grpc.StatusCode, reason: str) -> error_details_pb2.ErrorInfo:

@@ -17,23 +17,40 @@ from typing import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from mnbara.mlserving.catalog import ServiceEntry
 from prometheus_client import start_http_server
 
-from .config import Settings
-from .transport.interceptors import server_interceptors
+from .health import probe_dependencies
+from .interceptors import server_interceptors
+from .settings import MeshSettings
 
 log = logging.getLogger("ml_serving_server")
 
 
 @dataclass
 class ServiceBinding:
-    """A servicer and how to put it on a server."""
+    """A servicer and the contract it serves."""
 
-    full_name: str  # e.g. mnbara.mlserving.bandit.v1.BanditService
+    entry: ServiceEntry
     servicer: object
-    add_to_server: Callable[[object, grpc.aio.Server], None]
     built: bool  # False while the service answers UNIMPLEMENTED
     probe: Callable[[], Awaitable[bool]] | None = None  # can its dependencies serve? (health)
+
+    @classmethod
+    def unimplemented(cls, entry: ServiceEntry) -> "ServiceBinding":
+        """The generated base servicer: every RPC answers UNIMPLEMENTED."""
+        return cls(entry, getattr(entry.stubs, f"{_short_name(entry)}Servicer")(), built=False)
+
+    @property
+    def full_name(self) -> str:
+        return self.entry.full_name
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        getattr(self.entry.stubs, f"add_{_short_name(self.entry)}Servicer_to_server")(self.servicer, server)
+
+
+def _short_name(entry: ServiceEntry) -> str:
+    return entry.full_name.rsplit(".", 1)[1]  # BanditService
 
 
 @dataclass
@@ -59,19 +76,20 @@ class MeshServer:
                 log.exception("error while closing %s", getattr(close, "__qualname__", close))
 
 
-async def start_server(settings: Settings, bindings: list[ServiceBinding], tracer_provider) -> MeshServer:
+async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], tracer_provider) -> MeshServer:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    domains = {b.full_name: b.entry.error_domain for b in bindings}
     server = grpc.aio.server(
-        interceptors=server_interceptors(tracer_provider, settings.access_log), options=options
+        interceptors=server_interceptors(tracer_provider, settings.access_log, domains), options=options
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in bindings:
-        binding.add_to_server(binding.servicer, server)
+        binding.add_to(server)
     names = [b.full_name for b in bindings] + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
 
@@ -84,29 +102,11 @@ async def start_server(settings: Settings, bindings: list[ServiceBinding], trace
         await health_servicer.set(binding.full_name, serving)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     mesh = MeshServer(server, health_servicer, bindings, port)
-    probed = [b for b in bindings if b.probe is not None]
-    if probed:
+    probes = {b.full_name: b.probe for b in bindings if b.probe is not None}
+    if probes:
         mesh.probing = asyncio.get_running_loop().create_task(
-            _probe_dependencies(health_servicer, probed, settings.health_probe_interval_s))
+            probe_dependencies(health_servicer, probes, settings.health_probe_seconds))
     return mesh
-
-
-async def _probe_dependencies(health_servicer, bindings: list[ServiceBinding], interval_s: float) -> None:
-    """A service whose dependency (e.g. Redis) cannot serve reports NOT_SERVING, so a load
-    balancer or Kubernetes readiness probe can route around this replica meanwhile."""
-    serving = {b.full_name: True for b in bindings}
-    while True:
-        for binding in bindings:
-            try:
-                ok = await asyncio.wait_for(binding.probe(), interval_s)
-            except Exception:  # noqa: BLE001 - any failure to answer is "not serving"
-                ok = False
-            if ok != serving[binding.full_name]:
-                log.warning("health of %s: %s", binding.full_name, "SERVING" if ok else "NOT_SERVING")
-                serving[binding.full_name] = ok
-                await health_servicer.set(binding.full_name, health_pb2.HealthCheckResponse.SERVING if ok
-                                          else health_pb2.HealthCheckResponse.NOT_SERVING)
-        await asyncio.sleep(interval_s)
 
 
 def start_metrics_endpoint(addr: str) -> None:

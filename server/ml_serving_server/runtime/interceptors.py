@@ -17,8 +17,8 @@ from typing import AsyncIterator, Callable
 import grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from ..observability import RPC_HANDLED, RPC_LATENCY, request_id_var
-from . import errors as error_mapping
+from . import status as status_mapping
+from .observability import RPC_HANDLED, RPC_LATENCY, request_id_var
 
 log = logging.getLogger("ml_serving_server.rpc")
 
@@ -130,7 +130,12 @@ class MetricsInterceptor(_ScopeInterceptor):
 
 
 class ErrorInterceptor(_ScopeInterceptor):
-    """Turns domain errors into statuses with ErrorInfo; anything unknown into INTERNAL."""
+    """Turns domain errors into statuses with ErrorInfo; anything unknown into INTERNAL.
+
+    `domains` maps each hosted service's full name to its ErrorInfo domain."""
+
+    def __init__(self, domains: dict[str, str]):
+        self.domains = domains
 
     @contextlib.asynccontextmanager
     async def scope(self, method, context):
@@ -139,10 +144,11 @@ class ErrorInterceptor(_ScopeInterceptor):
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - this is the one place that maps them all
-            code, message, trailers = error_mapping.describe(exc, method, request_id_var.get())
-            if code is grpc.StatusCode.INTERNAL:
+            domain = self.domains.get(_split(method)[0], status_mapping.MESH_DOMAIN)
+            status = status_mapping.describe(exc, method, domain, request_id_var.get())
+            if status.code is grpc.StatusCode.INTERNAL:
                 log.exception("unhandled error in %s", method)
-            await context.abort(code, message, trailing_metadata=trailers)
+            await context.abort_with_status(status)
 
 
 def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
@@ -152,10 +158,10 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
     return ""
 
 
-def server_interceptors(tracer_provider, access_log: bool) -> list[grpc.aio.ServerInterceptor]:
+def server_interceptors(tracer_provider, access_log: bool, domains: dict[str, str]) -> list[grpc.aio.ServerInterceptor]:
     return [
         aio_server_interceptor(tracer_provider=tracer_provider),
         RequestContextInterceptor(access_log),
         MetricsInterceptor(),
-        ErrorInterceptor(),
+        ErrorInterceptor(domains),
     ]

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from ml_serving_server.adapters.redis_bandit_store import RedisBanditStore
-from ml_serving_server.bandit.model import ArmDefinition, BanditDefinition, RewardInput
-from ml_serving_server.bandit.service import BanditService
+from ml_serving_server.services.bandit.redis_store import RedisBanditStore
+from ml_serving_server.services.bandit.domain.model import ArmDefinition, BanditDefinition, RewardInput
+from ml_serving_server.services.bandit.domain.service import BanditService
 from ml_serving_server.errors import Aborted, InvalidArgument, NotFound
 
 

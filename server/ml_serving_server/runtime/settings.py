@@ -1,0 +1,90 @@
+"""Settings every service shares, declared (pydantic-settings), read from the environment.
+
+Each class has its own prefix; each field is typed, carries its unit in its name and a
+one-line description. The README's configuration table is generated from these classes
+and from each service's own settings class (a test fails when they drift).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from ml_serving import defaults
+from mnbara.mlserving.catalog import BY_NAME
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsBase(BaseSettings):
+    """Frozen, strict about unknown keyword arguments, read once at start."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class MeshSettings(SettingsBase):
+    model_config = SettingsConfigDict(env_prefix="MESH_")
+
+    grpc_addr: str = Field(defaults.MESH_GRPC, description="gRPC listen address of the mesh server")
+    services: Annotated[tuple[str, ...], NoDecode] = Field(
+        tuple(BY_NAME), description="comma-separated services this process hosts, or `all`")
+    metrics_addr: str = Field(defaults.MESH_METRICS, description="Prometheus `/metrics` address; empty disables it")
+    key_prefix: str = Field("mlserving", description="prefix of every Redis key (separates deployments and test runs)")
+    access_log: bool = Field(True, description="one JSON log line per RPC (method, code, ms, request id)")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL", description="level of the JSON logs on stderr")
+    shutdown_grace_seconds: float = Field(10.0, ge=0, description="how long SIGTERM waits for in-flight calls")
+    shutdown_delay_seconds: float = Field(
+        0.0, ge=0, description="on SIGTERM, how long to report NOT_SERVING before refusing new calls "
+                               "(gives load balancers time); a second signal exits at once")
+    health_probe_seconds: float = Field(
+        2.0, gt=0, description="how often each service's dependencies are probed; a service whose dependency "
+                               "fails reports NOT_SERVING on gRPC health")
+    max_message_bytes: int = Field(16 * 1024 * 1024, gt=0, description="gRPC message size limit, both directions")
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _parse_services(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() == "all":
+            return tuple(BY_NAME)
+        return tuple(dict.fromkeys(s.strip().lower() for s in value.split(",") if s.strip()))
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [s for s in value if s not in BY_NAME]
+        if unknown or not value:
+            raise ValueError(f"unknown service(s) {unknown}; choose from {', '.join(BY_NAME)} or 'all'")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+
+class RedisSettings(SettingsBase):
+    model_config = SettingsConfigDict(env_prefix="REDIS_")
+
+    url: str = Field(defaults.REDIS_URL, description="Redis for bandit state")
+    timeout_seconds: float = Field(
+        2.0, gt=0, description="Redis connect and command timeout, and the longest wait for a pooled connection")
+    max_connections: int = Field(64, gt=0, description="Redis connections per server process")
+
+
+class DatabaseSettings(SettingsBase):
+    model_config = SettingsConfigDict(env_prefix="DATABASE_")
+
+    url: str = Field("", description="PostgreSQL DSN (for the services still to come; `make up` finds or starts one)")
+
+
+class TracingSettings(SettingsBase):
+    model_config = SettingsConfigDict(env_prefix="OTEL_")
+
+    exporter_otlp_endpoint: str = Field(
+        "", description="OTLP/gRPC endpoint; empty: traces propagate but are not exported")
+    service_name: str = Field("ml-serving-mesh", description="service name on exported spans")
+
+
+RUNTIME_SETTINGS = (MeshSettings, RedisSettings, DatabaseSettings, TracingSettings)
+"""Every settings class of the runtime, in the order the README lists them."""

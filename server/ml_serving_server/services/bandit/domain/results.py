@@ -1,0 +1,48 @@
+"""What the bandit service answers: selections and statistics, in plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import ArmCounts, ContextualAlgorithm, Decision
+
+
+@dataclass(frozen=True)
+class Choice:
+    arm_id: str
+    score: float
+    rank: int
+
+
+@dataclass(frozen=True)
+class Selection:
+    decision: Decision
+    choices: list[Choice]
+    algorithm: ContextualAlgorithm | None = None
+
+    @classmethod
+    def ranked(cls, decision: Decision, ranked: list[tuple[str, float]],
+               algorithm: ContextualAlgorithm | None = None) -> "Selection":
+        """From a policy's ranking, best first: (arm_id, score) pairs."""
+        choices = [Choice(arm, float(score), rank) for rank, (arm, score) in enumerate(ranked)]
+        return cls(decision, choices, algorithm)
+
+
+@dataclass(frozen=True)
+class ArmStatistics:
+    arm_id: str
+    counts: ArmCounts
+    alpha: float
+    beta: float
+    mean: float
+    interval: tuple[float, float]
+    selection_share: float
+    disabled: bool
+
+
+@dataclass(frozen=True)
+class BanditStatistics:
+    bandit: str
+    total_pulls: int
+    total_reward_count: int
+    arms: list[ArmStatistics]

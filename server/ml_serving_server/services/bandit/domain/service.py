@@ -1,0 +1,300 @@
+"""The bandit service: selection and learning over a BanditStore.
+
+Plain Python: no gRPC, no Redis. Requests are checked first (limits.py), so a rejected
+request changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Sequence
+
+import numpy as np
+
+from ....errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from . import limits, policy
+from .decision_ids import DecisionCodec, is_self_contained
+from .errors import ErrorReason
+from .model import (
+    ArmCounts,
+    ArmDefinition,
+    BanditDefinition,
+    ContextualAlgorithm,
+    Decision,
+    RewardEvent,
+    RewardInput,
+)
+from .ports import BanditStore
+from .pulls import PullTally
+from .results import ArmStatistics, BanditStatistics, Selection
+from .snapshot import Snapshot, SnapshotCache
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class BanditService:
+    """The hot path, Select, does no state-store round trip in the steady state:
+
+    - it samples from a snapshot of the bandit's counts at most `max_state_age_s` old
+      (snapshot.py);
+    - its decision id is self-contained and signed (decision_ids.py), so there is no
+      decision record to write;
+    - its pull counts are tallied in memory and written in batches (pulls.py).
+
+    Rewards are applied to the store at once; statistics read it fresh. A definition
+    change made here is seen at once, one made on another replica within `max_state_age_s`.
+    """
+
+    def __init__(self, store: BanditStore, rng: np.random.Generator | None = None,
+                 max_state_age_s: float = 0.1, pull_flush_interval_s: float = 0.05, clock=time.monotonic):
+        self._store = store
+        self._rng = rng or np.random.default_rng()
+        self._snapshots = SnapshotCache(store, max_state_age_s, clock)
+        self._pulls = PullTally(store, pull_flush_interval_s)
+        self._codec: DecisionCodec | None = None
+
+    async def close(self) -> None:
+        """Write the pull counts still pending."""
+        await self._pulls.close()
+
+    # ----- definitions -----
+
+    async def create_bandit(self, definition: BanditDefinition) -> BanditDefinition:
+        definition = limits.normalised(definition)
+        now = _now()
+        definition = definition.with_changes(create_time=now, update_time=now)
+        if not await self._store.create(definition):
+            raise AlreadyExists(f"bandit {definition.name!r} already exists",
+                                reason=ErrorReason.BANDIT_ALREADY_EXISTS, metadata={"bandit": definition.name})
+        return definition
+
+    async def get_bandit(self, name: str) -> BanditDefinition:
+        limits.check_name(name, "name")
+        definition = await self._store.get_definition(name)
+        if definition is None:
+            raise _bandit_not_found(name)
+        return definition
+
+    async def list_bandits(self, page_size: int, page_token: str) -> tuple[list[BanditDefinition], str]:
+        limit = limits.check_page_size(page_size)
+        after = limits.decode_page_token(page_token)
+        page = await self._store.list_definitions(after, limit + 1)
+        more = len(page) > limit
+        page = page[:limit]
+        return page, (limits.encode_page_token(page[-1].name) if more else "")
+
+    async def update_bandit(self, name: str, description: str, add_arms: Sequence[ArmDefinition],
+                            disable_ids: Sequence[str], enable_ids: Sequence[str]) -> BanditDefinition:
+        limits.check_name(name, "name")
+        snapshot = await self._snapshot(name, fresh=True)
+        current = snapshot.definition
+        known = set(current.arm_ids())
+        limits.check_arm_ids("disable_arm_ids", disable_ids, known)
+        limits.check_arm_ids("enable_arm_ids", enable_ids, known)
+        both = set(disable_ids) & set(enable_ids)
+        if both:
+            raise InvalidArgument("enable_arm_ids", f"arms both enabled and disabled: {sorted(both)}")
+        arms = [
+            ArmDefinition(a.id, a.description, (a.disabled or a.id in disable_ids) and a.id not in enable_ids,
+                          a.model_version)
+            for a in current.arms
+        ]
+        arms += list(add_arms)
+        updated = current.with_changes(arms=tuple(arms), description=description or current.description,
+                                       update_time=_now())
+        updated = limits.normalised(updated)
+        replaced = await self._store.replace_definition(updated, snapshot.version)
+        self._snapshots.forget(name)
+        if replaced is None:
+            raise _bandit_not_found(name)
+        if not replaced:
+            raise Aborted(f"bandit {name!r} changed while this update was made; read it again and retry",
+                          reason=ErrorReason.CONCURRENT_UPDATE, metadata={"bandit": name})
+        return updated
+
+    async def delete_bandit(self, name: str) -> None:
+        limits.check_name(name, "name")
+        self._snapshots.forget(name)
+        if not await self._store.delete(name):
+            raise _bandit_not_found(name)
+
+    # ----- selection -----
+
+    async def select(self, bandit: str, k: int | None, candidates: Sequence[str], user_id: str) -> Selection:
+        limits.check_name(bandit, "bandit")
+        snapshot = await self._snapshot(bandit)
+        definition = snapshot.definition
+        arms = limits.candidates(definition, candidates, k)
+        posteriors = {arm: snapshot.posteriors[arm] for arm in arms}
+        ranked = policy.thompson_select(posteriors, k or 1, self._rng)
+        arm_ids, now = tuple(arm for arm, _ in ranked), _now()
+        codec = await self._decision_codec()
+        decision = Decision(codec.encode(bandit, arm_ids, now), bandit, arm_ids, user_id=user_id, time=now)
+        self._pulls.add(bandit, definition.incarnation, arm_ids)
+        return Selection.ranked(decision, ranked)
+
+    async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
+                                candidates: Sequence[str], user_id: str) -> Selection:
+        limits.check_name(bandit, "bandit")
+        definition = (await self._snapshot(bandit)).definition
+        x = limits.context_vector(definition, context, "context")
+        arms = limits.candidates(definition, candidates, k)
+        sums = await self._store.load_linear(bandit, definition.context_dimension)
+        states = {arm: _linear_state(definition, sums.get(arm)) for arm in arms}
+        if definition.contextual_algorithm is ContextualAlgorithm.LIN_UCB:
+            ranked = policy.linucb_select(states, x, k or 1, definition.exploration)
+        else:
+            ranked = policy.linear_thompson_select(states, x, k or 1, definition.exploration, self._rng)
+        decision = Decision(id=uuid.uuid4().hex, bandit=bandit, arm_ids=tuple(a for a, _ in ranked),
+                            context=tuple(float(v) for v in x), user_id=user_id, time=_now())
+        if not await self._store.record_decision(decision, definition.incarnation, definition.decision_ttl_seconds):
+            self._snapshots.forget(bandit)  # deleted since our snapshot
+            raise _bandit_not_found(bandit)
+        return Selection.ranked(decision, ranked, definition.contextual_algorithm)
+
+    # ----- rewards -----
+
+    async def reward(self, item: RewardInput) -> tuple[bool, RewardEvent]:
+        events = await self._resolve([item], field_prefix="")
+        applied = await self._apply(events)
+        return (not applied[0]), events[0]
+
+    async def batch_reward(self, items: Sequence[RewardInput]) -> tuple[int, int]:
+        limits.check_batch_size(items)
+        events = await self._resolve(items, field_prefix="rewards[{}].")
+        applied = await self._apply(events)
+        newly = sum(applied)
+        return newly, len(applied) - newly
+
+    # ----- statistics -----
+
+    async def stats(self, bandit: str) -> BanditStatistics:
+        limits.check_name(bandit, "bandit")
+        await self._pulls.flush(bandit)  # this replica's own selections show at once
+        snapshot = await self._snapshot(bandit, fresh=True)
+        definition, counts = snapshot.definition, snapshot.counts
+        total_pulls = sum(c.pulls for c in counts.values())
+        arms = []
+        for arm in definition.arms:
+            c = counts.get(arm.id, ArmCounts())
+            posterior = snapshot.posteriors[arm.id]
+            arms.append(ArmStatistics(
+                arm_id=arm.id, counts=c, alpha=posterior.alpha, beta=posterior.beta, mean=posterior.mean,
+                interval=policy.credible_interval(posterior.alpha, posterior.beta), disabled=arm.disabled,
+                selection_share=(c.pulls / total_pulls) if total_pulls else 0.0,
+            ))
+        return BanditStatistics(bandit, total_pulls, sum(c.reward_count for c in counts.values()), arms)
+
+    # ----- helpers -----
+
+    async def _snapshot(self, name: str, fresh: bool = False) -> Snapshot:
+        snapshot = await self._snapshots.get(name, fresh)
+        if snapshot is None:
+            raise _bandit_not_found(name)
+        return snapshot
+
+    async def _definition_with_arm(self, name: str, arm_id: str) -> BanditDefinition:
+        """The definition, re-read once if a cached one lacks the arm (arms are only ever added)."""
+        definition = (await self._snapshot(name)).definition
+        if arm_id and arm_id not in definition.arm_ids():
+            definition = (await self._snapshot(name, fresh=True)).definition
+        return definition
+
+    async def _apply(self, events: list[RewardEvent]) -> list[bool]:
+        outcomes = await self._store.apply_rewards(events)
+        for event, outcome in zip(events, outcomes):
+            if outcome is None:  # the bandit was deleted meanwhile
+                self._snapshots.forget(event.bandit)
+                raise _bandit_not_found(event.bandit)
+        return outcomes
+
+    async def _decision_codec(self, reload: bool = False) -> DecisionCodec:
+        if self._codec is None or reload:
+            self._codec = DecisionCodec(await self._store.decision_key())
+        return self._codec
+
+    async def _find_decisions(self, ids: Sequence[str]) -> dict[str, Decision | None]:
+        """Self-contained ids are decoded here; the others (contextual) are looked up."""
+        found: dict[str, Decision | None] = {}
+        if any(is_self_contained(i) for i in ids):
+            codec = await self._decision_codec()
+            found.update((i, codec.decode(i)) for i in ids if is_self_contained(i))
+            if None in found.values():  # the shared key may have been replaced: read it once more
+                codec = await self._decision_codec(reload=True)
+                found.update((i, codec.decode(i)) for i, d in list(found.items()) if d is None)
+        stored = [i for i in ids if not is_self_contained(i)]
+        if stored:
+            found.update(zip(stored, await self._store.get_decisions(stored)))
+        return found
+
+    async def _resolve(self, items: Sequence[RewardInput], field_prefix: str) -> list[RewardEvent]:
+        """Check every reward and tie it to a bandit and arm; raise before anything is applied."""
+        for index, item in enumerate(items):
+            limits.check_reward_fields(item, field_prefix.format(index), index)
+        decisions = await self._find_decisions([item.decision_id for item in items if item.decision_id])
+        definitions: dict[str, BanditDefinition] = {}
+        events = []
+        for index, item in enumerate(items):
+            prefix = field_prefix.format(index)
+            decision = decisions.get(item.decision_id) if item.decision_id else None
+            if item.decision_id and decision is None:
+                raise _decision_not_found(item.decision_id, prefix, index)
+            name = decision.bandit if decision else item.bandit
+            if decision and item.bandit and item.bandit != decision.bandit:
+                raise InvalidArgument(prefix + "bandit", f"decision belongs to bandit {decision.bandit!r}")
+            if name not in definitions or (item.arm_id and item.arm_id not in definitions[name].arm_ids()):
+                definitions[name] = await self._definition_with_arm(name, item.arm_id)
+            definition = definitions[name]
+            if decision and not _current(decision, definition):
+                raise _decision_not_found(item.decision_id, prefix, index)
+            arm = _reward_arm(definition, decision, item, prefix)
+            context = decision.context if decision else tuple(item.context)
+            if context and not decision:
+                limits.context_vector(definition, context, prefix + "context")
+            events.append(RewardEvent(name, definition.incarnation, arm, float(item.reward), item.event_id,
+                                      context, definition.decision_ttl_seconds))
+        return events
+
+
+def _reward_arm(definition: BanditDefinition, decision: Decision | None, item: RewardInput, prefix: str) -> str:
+    if decision is None:
+        if item.arm_id not in definition.arm_ids():
+            raise InvalidArgument(prefix + "arm_id", f"unknown arm {item.arm_id!r}", reason=ErrorReason.UNKNOWN_ARM)
+        return item.arm_id
+    if not item.arm_id:
+        if len(decision.arm_ids) != 1:
+            raise InvalidArgument(prefix + "arm_id", "is required: the decision chose several arms")
+        return decision.arm_ids[0]
+    if item.arm_id not in decision.arm_ids:
+        raise InvalidArgument(prefix + "arm_id", f"arm {item.arm_id!r} was not chosen by this decision",
+                              reason=ErrorReason.ARM_NOT_IN_DECISION)
+    return item.arm_id
+
+
+def _linear_state(definition: BanditDefinition, sums) -> policy.LinearArmState:
+    if sums is None:
+        return policy.LinearArmState.initial(definition.context_dimension, definition.ridge_lambda)
+    return policy.LinearArmState.from_sums(*sums, definition.ridge_lambda)
+
+
+def _current(decision: Decision, definition: BanditDefinition) -> bool:
+    """Made by this incarnation of the bandit (not one deleted since), and not expired."""
+    if decision.time is None or (definition.create_time and decision.time < definition.create_time):
+        return False
+    if decision.context and len(decision.context) != definition.context_dimension:
+        return False
+    return (_now() - decision.time).total_seconds() <= definition.decision_ttl_seconds
+
+
+def _bandit_not_found(name: str) -> NotFound:
+    return NotFound(f"bandit {name!r} not found; create it with CreateBandit first",
+                    reason=ErrorReason.BANDIT_NOT_FOUND, metadata={"bandit": name})
+
+
+def _decision_not_found(decision_id: str, prefix: str, index: int) -> NotFound:
+    return NotFound(f"decision {decision_id!r} not found (unknown or expired)", reason=ErrorReason.DECISION_NOT_FOUND,
+                    metadata={"field": prefix + "decision_id", "index": str(index)})

@@ -1,0 +1,110 @@
+"""BanditStore in memory: one process, no persistence.
+
+For unit tests of the domain and for trying the service without Redis. The same
+contract suite runs over this store and RedisBanditStore, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Sequence
+
+import numpy as np
+
+from .domain.model import ArmCounts, BanditDefinition, Decision, RewardEvent
+
+
+class MemoryBanditStore:
+    def __init__(self) -> None:
+        self._definitions: dict[str, tuple[int, BanditDefinition]] = {}  # name -> (version, definition)
+        self._counts: dict[str, dict[str, ArmCounts]] = {}
+        self._linear: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        self._decisions: dict[str, Decision] = {}
+        self._events: set[tuple[str, int, str]] = set()  # outlive their bandit, as in Redis
+        self._key = secrets.token_bytes(32)
+        self.count_reads = 0  # how often counts were read: shows whether a cache was used
+
+    def _alive(self, name: str, incarnation: int) -> bool:
+        entry = self._definitions.get(name)
+        return entry is not None and entry[1].incarnation == incarnation
+
+    async def create(self, definition: BanditDefinition) -> bool:
+        if definition.name in self._definitions:
+            return False
+        self._definitions[definition.name] = (definition.incarnation, definition)
+        self._counts[definition.name] = {}
+        self._linear[definition.name] = {}
+        return True
+
+    async def get_definition(self, name: str) -> BanditDefinition | None:
+        entry = self._definitions.get(name)
+        return entry[1] if entry else None
+
+    async def list_definitions(self, after: str, limit: int) -> list[BanditDefinition]:
+        return [d for n, (_, d) in sorted(self._definitions.items()) if n > after][:limit]
+
+    async def replace_definition(self, definition: BanditDefinition, expected_version: int) -> bool | None:
+        entry = self._definitions.get(definition.name)
+        if entry is None:
+            return None
+        if entry[0] != expected_version:
+            return False
+        self._definitions[definition.name] = (entry[0] + 1, definition)
+        return True
+
+    async def delete(self, name: str) -> bool:
+        self._counts.pop(name, None)
+        self._linear.pop(name, None)
+        return self._definitions.pop(name, None) is not None
+
+    async def load_counts(self, name: str) -> tuple[int, dict[str, ArmCounts]] | None:
+        self.count_reads += 1
+        if name not in self._definitions:
+            return None
+        return self._definitions[name][0], dict(self._counts[name])
+
+    async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {arm: (xx.copy(), rx.copy()) for arm, (xx, rx) in self._linear.get(name, {}).items()
+                if rx.shape == (dimension,)}
+
+    async def record_decision(self, decision: Decision, incarnation: int, ttl_seconds: int) -> bool:
+        if not self._alive(decision.bandit, incarnation):
+            return False
+        self._decisions[decision.id] = decision  # kept for the process's life; the domain checks expiry
+        for arm in decision.arm_ids:
+            self._add(decision.bandit, arm, pulls=1)
+        return True
+
+    async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
+        return [self._decisions.get(i) for i in ids]
+
+    async def add_pulls(self, name: str, incarnation: int, pulls: dict[str, int]) -> None:
+        if self._alive(name, incarnation):
+            for arm, n in pulls.items():
+                self._add(name, arm, pulls=n)
+
+    async def decision_key(self) -> bytes:
+        return self._key
+
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
+        return [self._apply(event) for event in events]
+
+    def _apply(self, e: RewardEvent) -> bool | None:
+        if not self._alive(e.bandit, e.incarnation):
+            return None
+        marker = (e.bandit, e.incarnation, e.event_id)
+        if e.event_id and marker in self._events:
+            return False
+        if e.event_id:
+            self._events.add(marker)
+        self._add(e.bandit, e.arm_id, rewards=1, reward=e.reward)
+        if e.context:
+            x = np.asarray(e.context, dtype=float)
+            xx, rx = self._linear[e.bandit].get(e.arm_id, (np.zeros((x.size, x.size)), np.zeros(x.size)))
+            self._linear[e.bandit][e.arm_id] = (xx + np.outer(x, x), rx + e.reward * x)
+        return True
+
+    def _add(self, name: str, arm: str, pulls: int = 0, rewards: int = 0, reward: float = 0.0) -> None:
+        c = self._counts[name].get(arm, ArmCounts())
+        self._counts[name][arm] = ArmCounts(c.pulls + pulls, c.reward_count + rewards, c.reward_sum + reward,
+                                            c.failure_sum + rewards - reward)

@@ -1,0 +1,31 @@
+"""Helpers shared by the test suites (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from ml_serving_server.runtime.service import Runtime
+from ml_serving_server.runtime.settings import DatabaseSettings, MeshSettings, RedisSettings
+
+
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    """The one google.rpc.ErrorInfo a mesh error carries."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "no google.rpc.Status in trailers"
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
+
+
+def test_runtime(redis_url: str = "redis://127.0.0.1:6379/0", key_prefix: str = "mlserving-test",
+                 redis_timeout_seconds: float = 2.0, **mesh) -> Runtime:
+    """Settings for an in-process server on a free port, without metrics endpoint or access log."""
+    mesh = {"grpc_addr": "127.0.0.1:0", "metrics_addr": "", "access_log": False, "key_prefix": key_prefix,
+            "shutdown_grace_seconds": 1.0, **mesh}
+    return Runtime(MeshSettings(**mesh), RedisSettings(url=redis_url, timeout_seconds=redis_timeout_seconds),
+                   DatabaseSettings())
+
+
+test_runtime.__test__ = False  # a helper, not a test
