@@ -37,9 +37,13 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
     """Build the services named in runtime.mesh.services and serve them on one server.
 
     `service_settings` gives a service's settings by name (default: read from the environment)."""
+    built = {package.entry.name: package for package in packages}
+    unknown = [name for name in runtime.mesh.services if name not in built and name not in BY_NAME]
+    if unknown:
+        raise ValueError(f"MESH_SERVICES: unknown service(s) {unknown}; choose from "
+                         f"{', '.join(sorted({*BY_NAME, *built}))} or 'all'")
     tracing = tracing or TracingSettings()
     tracer_provider = setup_tracing(tracing.service_name, tracing.exporter_otlp_endpoint)
-    built = {package.entry.name: package for package in packages}
     closers: list = []
     bindings = []
     for name in runtime.mesh.services:

@@ -7,6 +7,7 @@ function; app.py lists those packages, one line each.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Generic, TypeVar
 
@@ -40,3 +41,4 @@ class ServicePackage(Generic[SettingsT]):
     entry: ServiceEntry  # the contract it serves
     settings: type[SettingsT]  # its own settings class (own env prefix)
     build: Callable[[SettingsT, Runtime], BuiltService]
+    reasons: type[enum.Enum]  # its domain's ErrorReason: mirrors the contract's (a test checks)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from mnbara.mlserving.catalog import BY_NAME
 
 from ...runtime.service import BuiltService, Runtime, ServicePackage
+from .domain.errors import ErrorReason
 from .domain.service import BanditService
 from .redis_store import RedisBanditStore
 from .servicer import BanditServicer
@@ -29,4 +30,4 @@ def build(settings: BanditSettings, runtime: Runtime) -> BuiltService:
     return BuiltService(BanditServicer(service), probe=store.ping, closers=[service.close, store.close])
 
 
-SERVICE = ServicePackage(BY_NAME["bandit"], BanditSettings, build)
+SERVICE = ServicePackage(BY_NAME["bandit"], BanditSettings, build, ErrorReason)

@@ -245,7 +245,8 @@ class RedisBanditStore:
         fields: dict[str, dict[str, float]] = {}
         for key, value in raw.items():
             kind, _, arm = key.decode().partition(":")
-            fields.setdefault(arm, {})[kind] = float(value)
+            if arm:  # skips _i and _v, the bandit's own fields
+                fields.setdefault(arm, {})[kind] = float(value)
         counts = {
             arm: ArmCounts(pulls=int(f.get("p", 0)), reward_count=int(f.get("n", 0)),
                            reward_sum=f.get("s", 0.0), failure_sum=f.get("f", 0.0))

@@ -1,0 +1,1 @@
+"""What every service shares: server, interceptors, status mapping, health, observability, settings."""

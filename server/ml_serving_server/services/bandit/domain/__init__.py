@@ -1,0 +1,1 @@
+"""The bandit rules and maths: plain Python, no gRPC, protobuf, Redis or HTTP (a contract test checks)."""
