@@ -7,7 +7,7 @@ and from each service's own settings class (a test fails when they drift).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from ml_serving import defaults
 from mnbara.mlserving.catalog import BY_NAME
@@ -30,7 +30,8 @@ class MeshSettings(SettingsBase):
     metrics_addr: str = Field(defaults.MESH_METRICS, description="Prometheus `/metrics` address; empty disables it")
     key_prefix: str = Field("mlserving", description="prefix of every Redis key (separates deployments and test runs)")
     access_log: bool = Field(True, description="one JSON log line per RPC (method, code, ms, request id)")
-    log_level: str = Field("INFO", validation_alias="LOG_LEVEL", description="level of the JSON logs on stderr")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias="LOG_LEVEL", description="level of the JSON logs on stderr")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="how long SIGTERM waits for in-flight calls")
     shutdown_delay_seconds: float = Field(
         0.0, ge=0, description="on SIGTERM, how long to report NOT_SERVING before refusing new calls "
@@ -56,10 +57,10 @@ class MeshSettings(SettingsBase):
             raise ValueError(f"name at least one service: {', '.join(BY_NAME)} or 'all'")
         return value
 
-    @field_validator("log_level")
+    @field_validator("log_level", mode="before")
     @classmethod
-    def _upper(cls, value: str) -> str:
-        return value.upper()
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 class RedisSettings(SettingsBase):
