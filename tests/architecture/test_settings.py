@@ -4,6 +4,7 @@ variable in it is the one the class really reads."""
 from __future__ import annotations
 
 import pytest
+
 from ml_serving_tools import settings_table
 
 SAMPLES = {str: "sample-value", int: 7, float: 7.5, bool: False}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from ml_serving import defaults
 from mnbara.mlserving.catalog import BY_NAME
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ml_serving import defaults
 
 
 class SettingsBase(BaseSettings):

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from ml_serving_server.services.bandit.redis_store import RedisBanditStore
+from ml_serving_server.errors import Aborted, InvalidArgument, NotFound
 from ml_serving_server.services.bandit.domain.model import ArmDefinition, BanditDefinition, RewardInput
 from ml_serving_server.services.bandit.domain.service import BanditService
-from ml_serving_server.errors import Aborted, InvalidArgument, NotFound
+from ml_serving_server.services.bandit.redis_store import RedisBanditStore
 
 
 @contextlib.asynccontextmanager

@@ -7,10 +7,10 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from ml_serving_server.services.bandit.domain.model import ArmCounts, ArmDefinition, BanditDefinition, RewardInput
-from ml_serving_server.services.bandit.domain.service import BanditService
 from ml_serving_server.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from ml_serving_server.services.bandit.domain.errors import ErrorReason
+from ml_serving_server.services.bandit.domain.model import ArmDefinition, BanditDefinition, RewardInput
+from ml_serving_server.services.bandit.domain.service import BanditService
 from ml_serving_server.services.bandit.memory_store import MemoryBanditStore as MemoryStore
 
 

@@ -11,12 +11,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
+from mnbara.mlserving.catalog import BY_NAME, SERVICES
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
-
-from mnbara.mlserving.catalog import BY_NAME, SERVICES
 
 from ml_serving_server.app import build_server
 from ml_serving_server.runtime.server import ServiceBinding, start_server
@@ -47,8 +46,8 @@ async def test_reflection_lists_all_services(channel):
 
 
 async def test_unbuilt_services_answer_unimplemented(channel):
-    from mnbara.mlserving.registry.v1 import registry_pb2, registry_pb2_grpc
     from mnbara.mlserving.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
+    from mnbara.mlserving.registry.v1 import registry_pb2, registry_pb2_grpc
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pipeline_pb2_grpc.PipelineServiceStub(channel).GetFeatureSchema(pipeline_pb2.GetFeatureSchemaRequest())
