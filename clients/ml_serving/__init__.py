@@ -6,12 +6,15 @@ The seed README's names: `MLflowModelRegistry` (the registry client), `ModelServ
 (the inference client whose `predict` returns plain Python) and `ABTestingRouter`
 (synchronous `get_model_for_user`).
 
-Address: ML_SERVING_ADDR, default 127.0.0.1:8000 (the Envoy front door, which proxies
-native gRPC); 127.0.0.1:50051 reaches the mesh directly. Default deadline:
+Address: ML_SERVING_ADDR, default DEFAULT_ADDRESS (the Envoy front door, which proxies
+native gRPC); DIRECT_ADDRESS reaches the mesh directly. Default deadline:
 ML_SERVING_TIMEOUT seconds (default 10). Failed calls raise `MLServingError` subclasses
-carrying the status's ErrorInfo (reason, domain, metadata).
+carrying the status's ErrorInfo (reason, domain, metadata); `reason_of` matches the reason
+on the service's ErrorReason enum. List methods have `iter_...` companions that yield every
+item across pages (`BanditClient.iter_bandits`), and `pages` yields the pages of any List call.
 """
 
+from ._methods import pages
 from .bandit import BanditClient
 from .config import DEFAULT_ADDRESS, DIRECT_ADDRESS, default_address, default_timeout
 from .errors import (
@@ -43,5 +46,5 @@ __all__ = [
     "InvalidArgumentError", "MLServingError", "MLflowModelRegistry", "ModelServer", "NotFoundError",
     "OutOfRangeError", "PermissionDeniedError", "PipelineClient", "RegistryClient", "ResourceExhaustedError",
     "RouterClient", "UnauthenticatedError", "UnavailableError", "UnimplementedError", "default_address",
-    "default_timeout", "from_rpc_error", "prediction_value",
+    "default_timeout", "from_rpc_error", "pages", "prediction_value",
 ]

@@ -1,8 +1,9 @@
 """Where the mesh is and how long to wait for it, from the environment.
 
-ML_SERVING_ADDR      host:port of the mesh. Default 127.0.0.1:8000, the Envoy front door,
+ML_SERVING_ADDR      host:port of the mesh. Default DEFAULT_ADDRESS, the Envoy front door,
                      which serves REST and also proxies native gRPC to the services.
-                     127.0.0.1:50051 reaches the mesh's gRPC server directly (no Envoy).
+                     DIRECT_ADDRESS reaches the mesh's gRPC server directly (no Envoy).
+                     Both come from `defaults`, the addresses the whole mesh shares.
 ML_SERVING_TIMEOUT   default deadline of each unary call in seconds (default 10);
                      0 or a negative value means no deadline.
 """

@@ -3,7 +3,8 @@
 The mesh puts a google.rpc.Status with one google.rpc.ErrorInfo in the
 `grpc-status-details-bin` trailer of every error; `from_rpc_error` turns that into an
 `MLServingError` subclass chosen by status code, carrying the ErrorInfo's reason,
-domain and metadata.
+domain and metadata. A mesh service's reasons are the value names of the ErrorReason enum
+in its contract, so errors can also be matched on that enum (`reason_of`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import grpc
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.rpc import error_details_pb2, status_pb2
+from mnbara.mlserving.catalog import SERVICES
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+REASONS_BY_DOMAIN: dict[str, EnumTypeWrapper] = {service.error_domain: service.error_reasons for service in SERVICES}
+"""Each mesh service's ErrorInfo.domain and its ErrorReason enum."""
 
 
 class MLServingError(Exception):
@@ -30,6 +36,29 @@ class MLServingError(Exception):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.status = status
         """The full google.rpc.Status from the trailer, if there was one."""
+
+    @property
+    def reason_enum(self) -> int | None:
+        """The reason as a value of its domain's ErrorReason enum; None when the domain is not a mesh
+        service's (or is empty) or the reason is not in the enum (a newer server). The numbers repeat
+        across services (7 is both bandit's BANDIT_NOT_FOUND and registry's MODEL_NOT_FOUND), so
+        compare them only together with the domain, or use `reason_of`."""
+        reasons = REASONS_BY_DOMAIN.get(self.domain)
+        if reasons is None:
+            return None
+        try:
+            return reasons.Value(self.reason)
+        except ValueError:
+            return None
+
+    def reason_of(self, reasons: EnumTypeWrapper) -> int | None:
+        """The reason as a value of `reasons`, one service's ErrorReason enum; None when the error
+        comes from another domain or its reason is not one of the enum's:
+
+        >>> from mnbara.mlserving.bandit.v1.error_reason_pb2 import ErrorReason
+        >>> if error.reason_of(ErrorReason) == ErrorReason.BANDIT_NOT_FOUND: ...
+        """
+        return self.reason_enum if REASONS_BY_DOMAIN.get(self.domain) is reasons else None
 
     def __str__(self) -> str:
         reason = f" [{self.reason}]" if self.reason else ""
@@ -95,6 +124,7 @@ class ResourceExhaustedError(MLServingError):
 class CancelledError(MLServingError):
     """CANCELLED."""
 
+
 ERRORS_BY_CODE: dict[grpc.StatusCode, type[MLServingError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -113,7 +143,10 @@ ERRORS_BY_CODE: dict[grpc.StatusCode, type[MLServingError]] = {
 }
 
 
-def _status_from_trailers(trailers) -> status_pb2.Status | None:
+def _rich_status(trailers) -> status_pb2.Status | None:
+    """The google.rpc.Status in the trailers. Not grpcio-status's from_call: it discards the
+    status when the call's message differs from the status's (a proxy may re-encode or drop
+    grpc-message), and with it the ErrorInfo a caller matches on."""
     for key, value in trailers or ():
         if key == STATUS_DETAILS_KEY:
             try:
@@ -128,7 +161,7 @@ def from_rpc_error(error: grpc.RpcError) -> MLServingError:
     that is also a grpc.Call (what sync stubs raise). Unknown codes give a plain MLServingError."""
     code = (error.code() if hasattr(error, "code") else None) or grpc.StatusCode.UNKNOWN
     message = (error.details() if hasattr(error, "details") else None) or ""
-    status = _status_from_trailers(error.trailing_metadata() if hasattr(error, "trailing_metadata") else None)
+    status = _rich_status(error.trailing_metadata() if hasattr(error, "trailing_metadata") else None)
     info = error_details_pb2.ErrorInfo()
     if status is not None:
         message = message or status.message

@@ -11,7 +11,8 @@ from mnbara.mlserving.inference.v1 import inference_pb2 as pb
 from mnbara.mlserving.inference.v1 import inference_pb2_grpc
 from mnbara.mlserving.registry.v1 import registry_pb2
 
-from ._base import AsyncClient, model_input, server_stream, unary
+from ._base import AsyncClient, model_input
+from ._methods import paged, server_stream, unary
 
 StageLike = registry_pb2.Stage | str
 Inputs = Mapping[str, Any] | struct_pb2.Struct
@@ -28,7 +29,7 @@ def prediction_value(response: Any) -> Any:
     return json_format.MessageToDict(response.prediction)
 
 
-class InferenceClient(AsyncClient):
+class InferenceClient(AsyncClient[inference_pb2_grpc.InferenceServiceStub]):
     """Async client of mnbara.mlserving.inference.v1.InferenceService. Methods return the
     response messages; `ModelServer.predict` returns plain Python instead."""
 
@@ -41,7 +42,7 @@ class InferenceClient(AsyncClient):
         Production). `inputs` is a dict (sent as a Struct) or raw bytes. Returns the PredictResponse."""
         request = pb.PredictRequest(model_name=model_name, version=version, stage=stage, alias=alias,
                                     raw_output=raw_output, **model_input(inputs))
-        return await self._call("Predict", request, timeout)
+        return await self._call(self.stub.Predict, request, timeout)
 
     async def batch_predict(self, model_name: str, instances: Sequence[Inputs | bytes], *,
                             version: str | None = None, stage: StageLike | None = None, alias: str | None = None,
@@ -50,7 +51,7 @@ class InferenceClient(AsyncClient):
         request = pb.BatchPredictRequest(model_name=model_name, version=version, stage=stage, alias=alias,
                                          raw_output=raw_output,
                                          instances=[pb.PredictInstance(**model_input(item)) for item in instances])
-        return await self._call("BatchPredict", request, timeout)
+        return await self._call(self.stub.BatchPredict, request, timeout)
 
     async def load_model(self, model_name: str, *, version: str | None = None, stage: StageLike | None = None,
                          alias: str | None = None, min_workers: int = 0, max_workers: int = 0, batch_size: int = 0,
@@ -64,18 +65,23 @@ class InferenceClient(AsyncClient):
                                       max_batch_delay=max_batch_delay, response_timeout=response_timeout,
                                       startup_timeout=startup_timeout, handler=handler,
                                       wait_until_ready=wait_until_ready, set_default=set_default)
-        return await self._call("LoadModel", request, timeout)
+        return await self._call(self.stub.LoadModel, request, timeout)
 
     async def unload_model(self, model_name: str, version: str, *,
                            timeout: float | None = None) -> pb.UnloadModelResponse:
         """Unload a version from TorchServe."""
-        return await self._call("UnloadModel", pb.UnloadModelRequest(model_name=model_name, version=version),
-                                timeout)
+        request = pb.UnloadModelRequest(model_name=model_name, version=version)
+        return await self._call(self.stub.UnloadModel, request, timeout)
 
-    stream_predict = server_stream(pb.StreamPredictRequest, pb.StreamPredictResponse)
-    scale_model = unary(pb.ScaleModelRequest, pb.ScaleModelResponse)
-    list_loaded_models = unary(pb.ListLoadedModelsRequest, pb.ListLoadedModelsResponse)
-    describe_loaded_model = unary(pb.DescribeLoadedModelRequest, pb.DescribeLoadedModelResponse)
+    stream_predict = server_stream(lambda stub: stub.StreamPredict, pb.StreamPredictRequest,
+                                   pb.StreamPredictResponse)
+    scale_model = unary(lambda stub: stub.ScaleModel, pb.ScaleModelRequest, pb.ScaleModelResponse)
+    list_loaded_models = unary(lambda stub: stub.ListLoadedModels, pb.ListLoadedModelsRequest,
+                               pb.ListLoadedModelsResponse)
+    describe_loaded_model = unary(lambda stub: stub.DescribeLoadedModel, pb.DescribeLoadedModelRequest,
+                                  pb.DescribeLoadedModelResponse)
+
+    iter_loaded_models = paged(list_loaded_models, lambda page: page.loaded_models)
 
 
 class ModelServer(InferenceClient):

@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 import pytest
+from mnbara.mlserving.bandit.v1.error_reason_pb2 import ErrorReason
 from opentelemetry.sdk.trace import TracerProvider
 
 import ml_serving
@@ -76,6 +77,7 @@ async def test_unknown_bandit_is_not_found(bandits):
     error = caught.value
     assert error.code is grpc.StatusCode.NOT_FOUND
     assert (error.reason, error.domain) == ("BANDIT_NOT_FOUND", "bandit.mlserving.mnbara")
+    assert error.reason_of(ErrorReason) == error.reason_enum == ErrorReason.BANDIT_NOT_FOUND
 
 
 async def test_invalid_argument_carries_field(bandits):

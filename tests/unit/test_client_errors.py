@@ -56,12 +56,11 @@ def test_trailer_becomes_typed_error_with_error_info(make):
 
 def test_server_rich_status_round_trips():
     """The server's own trailer builder and the client's parser agree."""
-    from ml_serving_server.transport.errors import rich_status
+    from ml_serving_server.runtime.status import rich_status
 
     code = grpc.StatusCode.NOT_FOUND
-    error = from_rpc_error(aio_error(code, "no bandit x",
-                                     rich_status(code, "no bandit x", "BANDIT_NOT_FOUND", "bandit.mlserving.mnbara",
-                                                 {"bandit": "x"})))
+    status = rich_status(code, "no bandit x", "BANDIT_NOT_FOUND", "bandit.mlserving.mnbara", {"bandit": "x"})
+    error = from_rpc_error(aio_error(status.code, status.details, status.trailing_metadata))
     assert type(error) is ml_serving.NotFoundError
     assert (error.reason, error.metadata) == ("BANDIT_NOT_FOUND", {"bandit": "x"})
 
@@ -121,3 +120,38 @@ def test_timeout_defaults(monkeypatch):
     monkeypatch.setenv("ML_SERVING_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="ML_SERVING_TIMEOUT"):
         config.default_timeout()
+
+
+def test_reason_matches_its_services_error_reason_enum():
+    from mnbara.mlserving.bandit.v1.error_reason_pb2 import ErrorReason as BanditReason
+    from mnbara.mlserving.registry.v1.error_reason_pb2 import ErrorReason as RegistryReason
+
+    code = grpc.StatusCode.NOT_FOUND
+    error = from_rpc_error(aio_error(code, "no bandit x", trailer(code, "no bandit x", "BANDIT_NOT_FOUND",
+                                                                  "bandit.mlserving.mnbara")))
+    assert error.reason_enum == BanditReason.BANDIT_NOT_FOUND
+    assert error.reason_of(BanditReason) == BanditReason.BANDIT_NOT_FOUND
+    # the same number is another service's reason: matching names the enum, so it tells them apart
+    assert RegistryReason.MODEL_NOT_FOUND == BanditReason.BANDIT_NOT_FOUND
+    assert error.reason_of(RegistryReason) is None
+    assert error.reason == "BANDIT_NOT_FOUND"
+
+
+@pytest.mark.parametrize("reason, domain", [
+    ("SOMETHING_NEWER", "bandit.mlserving.mnbara"),  # a reason this client's contracts do not know
+    ("NOT_IMPLEMENTED", "mlserving.mnbara"),  # the mesh's own domain: no service enum
+    ("", ""),  # no ErrorInfo at all
+])
+def test_reason_enum_is_none_outside_the_known_enums(reason, domain):
+    from mnbara.mlserving.bandit.v1.error_reason_pb2 import ErrorReason
+
+    error = ml_serving.MLServingError(grpc.StatusCode.UNKNOWN, "m", reason, domain)
+    assert error.reason_enum is None and error.reason_of(ErrorReason) is None
+
+
+def test_every_mesh_service_domain_has_its_enum():
+    from mnbara.mlserving.catalog import SERVICES
+
+    for service in SERVICES:
+        error = ml_serving.MLServingError(grpc.StatusCode.INVALID_ARGUMENT, "m", "INVALID_FIELD", service.error_domain)
+        assert error.reason_of(service.error_reasons) == service.error_reasons.Value("INVALID_FIELD")
