@@ -1,10 +1,12 @@
 # The two commands:  `make up` runs the whole mesh locally;  `make test` runs every test.
 # Both set up what they need first (virtual environment, pinned dependencies, Redis and
-# PostgreSQL found or started embedded).
+# PostgreSQL found or started embedded). The tools are console scripts of the
+# ml_serving_tools package (tools/), installed into the virtual environment.
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
+BIN     = $(VENV)/bin
 STATE  ?= .run
 
 .PHONY: up test install proto lint bench clean
@@ -19,22 +21,22 @@ install: $(VENV)/.installed
 
 # Run the whole mesh (all five services + Envoy) in the foreground; Ctrl-C stops it.
 up: install
-	$(PY) scripts/run_mesh.py --state-dir $(STATE)
+	$(BIN)/mesh-up --state-dir $(STATE)
 
 # Run the whole test suite (unit, transport, contract, e2e) against real processes.
 test: install
-	$(PY) scripts/run_tests.py --state-dir $(STATE)
+	$(BIN)/mesh-test --state-dir $(STATE)
 
-# Regenerate gen/ (Python code and descriptor set) from proto/.
+# Regenerate gen/ (Python code, descriptor set, service catalog) from proto/.
 proto: install
-	$(PY) scripts/gen_proto.py
+	$(BIN)/mesh-proto
 
+# buf lint, then check gen/ is fresh (both materialise build/third_party first).
 lint: install
-	PATH=$(VENV)/bin:$$PATH buf lint
-	$(PY) scripts/gen_proto.py --check
+	$(BIN)/mesh-proto --lint --check
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py --state-dir $(STATE)
 
 clean:
 	rm -rf build $(STATE)

@@ -22,16 +22,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import stack  # noqa: E402  (scripts/stack.py)
-from grpc_health.v1 import health_pb2  # noqa: E402
-from mnbara.mlserving.bandit.v1 import bandit_pb2  # noqa: E402
+from grpc_health.v1 import health_pb2
+from ml_serving import defaults
+from ml_serving_tools import stack
+from mnbara.mlserving.bandit.v1 import bandit_pb2
 
 BANDIT_SERVICE = "/mnbara.mlserving.bandit.v1.BanditService/"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("REDIS_URL", defaults.REDIS_URL)
 
 
 # ----- command line and output -----

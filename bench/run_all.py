@@ -5,6 +5,9 @@ affect the next), with the options given here passed through:
 
     python bench/run_all.py [--quick] [--reps N] [--access-log on|off] [--only select,rss]
 
+Redis is found or started as for `make test` (REDIS_URL, else the local default, else an
+embedded one under --state-dir, stopped at the end) and passed to every benchmark.
+
 Exit status: 0 when every benchmark ran to the end (a missed target is reported, not an
 error), 1 when one of them failed.
 """
@@ -12,10 +15,14 @@ error), 1 when one of them failed.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ml_serving_tools import devservices
+from ml_serving_tools.paths import STATE_DIR
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ["select", "gateway", "rewards", "rss"]
@@ -27,7 +34,9 @@ def main() -> int:
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--access-log", choices=("on", "off"), default=None)
     p.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {BENCHMARKS}")
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR, help="where an embedded Redis keeps its data")
     args = p.parse_args()
+    env = {**os.environ, "REDIS_URL": devservices.ensure_redis(args.state_dir.resolve())}
     passthrough = (["--quick"] if args.quick else []) + (["--reps", str(args.reps)] if args.reps else []) \
         + (["--access-log", args.access_log] if args.access_log else [])
 
@@ -39,7 +48,7 @@ def main() -> int:
         script = HERE / f"bench_{name}.py"
         print(f"== {script.name} {' '.join(passthrough)}", flush=True)
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, str(script), *passthrough], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run([sys.executable, str(script), *passthrough], stdout=subprocess.PIPE, text=True, env=env)
         sys.stdout.write(proc.stdout)
         took = time.monotonic() - started
         lines = [line for line in proc.stdout.splitlines() if line.strip() and not line.startswith("#")]

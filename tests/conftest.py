@@ -1,20 +1,19 @@
-"""Shared fixtures: where Redis is, a key prefix no other test run uses, and an
-in-process mesh server (every service, production interceptors) on a free port."""
+"""Shared fixtures: where Redis is, a key prefix no other test run uses, an in-process
+mesh server (every service, production interceptors) on a free port, and the real stack
+for end-to-end tests (a mesh server process and Envoy, on free loopback ports)."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 
 import grpc
 import pytest
 
 from ml_serving_server.app import build_server
+from ml_serving_tools import stack as stack_module
 
 from .support import test_runtime
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +49,26 @@ async def mesh(redis_url, key_prefix):
 async def channel(mesh):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
         yield chan
+
+
+@pytest.fixture(scope="session")
+def stack_env(redis_url, key_prefix) -> dict[str, str]:
+    """Environment of a mesh server process in the end-to-end tests."""
+    return {"REDIS_URL": redis_url, "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO"}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, stack_env):
+    """A mesh server process hosting every service, and Envoy in front of it."""
+    state = tmp_path_factory.mktemp("stack")
+    running = stack_module.start_stack(
+        state, stack_env,
+        grpc_addr=f"127.0.0.1:{stack_module.free_port()}",
+        front_door=f"127.0.0.1:{stack_module.free_port()}",
+        admin_addr=f"127.0.0.1:{stack_module.free_port()}",
+        metrics_addr=f"127.0.0.1:{stack_module.free_port()}",
+        base_id=stack_module.free_port(),
+    )
+    running.log_path = state / "mesh.log"
+    yield running
+    running.stop()

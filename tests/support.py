@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -29,3 +34,25 @@ def test_runtime(redis_url: str = "redis://127.0.0.1:6379/0", key_prefix: str = 
 
 
 test_runtime.__test__ = False  # a helper, not a test
+
+
+@dataclass
+class Reply:
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(front_door: str, method: str, path: str, body=None, raw: bytes | None = None) -> Reply:
+    """One REST call through Envoy, by the standard library, so a test sees exactly what Envoy sends."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(f"http://{front_door}{path}", data=data, method=method,
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return Reply(response.status, response.headers.get("content-type", ""), response.read())
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, error.headers.get("content-type", ""), error.read())

@@ -12,7 +12,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from ..conftest import ROOT
+from ml_serving_tools.paths import ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 

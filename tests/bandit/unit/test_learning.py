@@ -1,22 +1,13 @@
-"""Seeded learning simulations: do the policies actually learn? (bench/bandit_learning.py)
+"""Seeded learning simulations: do the policies actually learn?
 
-The simulation code lives in bench/ so `python bench/bandit_learning.py` prints the same
-tables; run pytest with -s to see them here.
+`python bench/bandit_learning.py` prints the same tables; run pytest with -s to see them here.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_BENCH = Path(__file__).resolve().parents[2] / "bench" / "bandit_learning.py"
-_spec = importlib.util.spec_from_file_location("bandit_learning", _BENCH)
-sim = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("bandit_learning", sim)  # dataclasses look their module up here
-_spec.loader.exec_module(sim)
+from ml_serving_tools import bandit_simulation as sim
 
 SEED = 2024
 

@@ -1,0 +1,196 @@
+"""The ml_serving client library against a real server (all five services, Bandit on real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import pytest
+from mnbara.mlserving.bandit.v1.error_reason_pb2 import ErrorReason
+from opentelemetry.sdk.trace import TracerProvider
+
+import ml_serving
+from ml_serving import (
+    ABTestingRouter,
+    BanditClient,
+    InferenceClient,
+    MLflowModelRegistry,
+    ModelServer,
+    PipelineClient,
+    RegistryClient,
+    RouterClient,
+    _base,
+)
+
+
+@pytest.fixture(scope="session")
+def address(mesh):
+    return f"127.0.0.1:{mesh.port}"
+
+
+@pytest.fixture(scope="session")
+async def bandits(address):
+    async with BanditClient(address=address) as client:
+        yield client
+
+
+def new_name() -> str:
+    return f"client-{uuid.uuid4().hex[:10]}"
+
+
+async def test_bandit_round_trip(bandits):
+    name = new_name()
+    created = (await bandits.create_bandit(name, ["a", "b", "c"], description="client test")).bandit
+    assert [arm.id for arm in created.arms] == ["a", "b", "c"] and created.prior_alpha == 1.0
+
+    decision = await bandits.select(name, k=2, user_id="u1")
+    assert len(decision.choices) == 2 and decision.decision_id
+    chosen = decision.choices[0].arm_id
+    rewarded = await bandits.reward(decision_id=decision.decision_id, arm_id=chosen, reward=1.0, event_id="e1")
+    assert (rewarded.duplicate, rewarded.bandit, rewarded.arm_id) == (False, name, chosen)
+    assert (await bandits.reward(decision_id=decision.decision_id, arm_id=chosen, reward=1.0,
+                                 event_id="e1")).duplicate
+
+    batch = await bandits.batch_reward([{"bandit": name, "arm_id": "c", "reward": 0.0, "event_id": "e2"},
+                                        {"bandit": name, "arm_id": "c", "reward": 1.0, "event_id": "e3"}])
+    assert (batch.applied_count, batch.duplicate_count) == (2, 0)
+
+    stats = await bandits.get_stats(name)
+    assert stats.total_pulls == 2 and stats.total_reward_count == 3
+    by_arm = {arm.arm_id: arm for arm in stats.arms}
+    assert by_arm["c"].reward_count == 2 + (chosen == "c") and by_arm[chosen].reward_sum >= 1.0
+
+    assert name in [b.name for b in (await bandits.list_bandits(page_size=1000)).bandits]
+    await bandits.update_bandit(name, add_arms=["d"], disable_arm_ids=["a"])
+    assert [(a.id, a.disabled) for a in (await bandits.get_bandit(name)).bandit.arms][::3] == [("a", True),
+                                                                                             ("d", False)]
+    await bandits.delete_bandit(name)
+    with pytest.raises(ml_serving.NotFoundError):
+        await bandits.get_stats(name)
+
+
+async def test_contextual_select(bandits):
+    name = new_name()
+    await bandits.create_bandit(name, ["x", "y"], context_dimension=2,
+                                contextual_algorithm="CONTEXTUAL_ALGORITHM_LIN_UCB")
+    response = await bandits.select_contextual(name, [0.5, 1.0])
+    assert response.choices[0].arm_id in {"x", "y"}
+    assert response.algorithm == ml_serving.bandit.pb.CONTEXTUAL_ALGORITHM_LIN_UCB
+
+
+async def test_unknown_bandit_is_not_found(bandits):
+    with pytest.raises(ml_serving.NotFoundError) as caught:
+        await bandits.select("never-created-" + uuid.uuid4().hex[:6])
+    error = caught.value
+    assert error.code is grpc.StatusCode.NOT_FOUND
+    assert (error.reason, error.domain) == ("BANDIT_NOT_FOUND", "bandit.mlserving.mnbara")
+    assert error.reason_of(ErrorReason) == error.reason_enum == ErrorReason.BANDIT_NOT_FOUND
+
+
+async def test_invalid_argument_carries_field(bandits):
+    name = new_name()
+    await bandits.create_bandit(name, ["a", "b"])
+    with pytest.raises(ml_serving.InvalidArgumentError) as caught:
+        await bandits.select(name, k=0)
+    assert caught.value.reason == "INVALID_FIELD" and caught.value.metadata["field"] == "k"
+    with pytest.raises(ml_serving.AlreadyExistsError) as exists:
+        await bandits.create_bandit(name, ["a"])
+    assert exists.value.reason == "BANDIT_ALREADY_EXISTS"
+
+
+async def test_unbuilt_bandit_rpc_is_unimplemented(bandits):
+    with pytest.raises(ml_serving.UnimplementedError) as caught:
+        await bandits.list_decisions(bandit="b")
+    assert caught.value.reason == "NOT_IMPLEMENTED"
+
+
+async def test_client_on_a_given_channel_is_not_closed_by_it(channel):
+    async with BanditClient(channel=channel) as client:
+        with pytest.raises(ml_serving.NotFoundError):
+            await client.get_bandit("missing-" + uuid.uuid4().hex[:6])
+    assert channel.get_state() is not grpc.ChannelConnectivity.SHUTDOWN
+
+
+async def test_unreachable_address_is_unavailable():
+    async with BanditClient(address="127.0.0.1:1", timeout=2) as client:
+        with pytest.raises((ml_serving.UnavailableError, ml_serving.DeadlineExceededError)):
+            await client.get_stats("b")
+
+
+async def test_trace_context_goes_out_with_the_call(address, monkeypatch):
+    """The client's own channel carries OpenTelemetry's interceptor: the active span's W3C
+    traceparent goes out with the call."""
+    headers = []
+
+    class Capture(grpc.aio.UnaryUnaryClientInterceptor):  # runs after the OpenTelemetry interceptor
+        async def intercept_unary_unary(self, continuation, details, request):
+            headers.append(dict(details.metadata or ()))
+            return await continuation(details, request)
+
+    with_otel = _base.aio_interceptors
+    monkeypatch.setattr(_base, "aio_interceptors", lambda: [*with_otel(), Capture()])
+    async with BanditClient(address=address) as client:
+        with TracerProvider().get_tracer("test").start_as_current_span("caller") as span:
+            with pytest.raises(ml_serving.NotFoundError):
+                await client.get_stats("missing-" + uuid.uuid4().hex[:6])
+    assert headers[0]["traceparent"].split("-")[1] == f"{span.get_span_context().trace_id:032x}"
+
+
+# The seed README's usage examples, as written. Registry, Inference and Router are not built
+# on the server yet, so each reaches its service and answers UNIMPLEMENTED (NOT_IMPLEMENTED).
+
+async def test_seed_register_a_model(address, monkeypatch):
+    monkeypatch.setenv("ML_SERVING_ADDR", address)
+    registry = MLflowModelRegistry()
+    with pytest.raises(ml_serving.UnimplementedError) as caught:
+        await registry.create_registered_model(
+            name="recommendation-model",
+            description="Product recommendation model"
+        )
+    assert (caught.value.reason, caught.value.domain) == ("NOT_IMPLEMENTED", "registry.mlserving.mnbara")
+    assert "CreateRegisteredModel" in caught.value.message
+    await registry.close()
+
+
+async def test_seed_make_predictions(address, monkeypatch):
+    monkeypatch.setenv("ML_SERVING_ADDR", address)
+    server = ModelServer()
+    with pytest.raises(ml_serving.UnimplementedError) as caught:
+        result = await server.predict(  # noqa: F841
+            model_name="recommendation-model",
+            inputs={"user_id": 123, "context": {"page": "home"}}
+        )
+    assert (caught.value.reason, caught.value.domain) == ("NOT_IMPLEMENTED", "inference.mlserving.mnbara")
+    assert "InferenceService/Predict" in caught.value.message
+    await server.close()
+
+
+async def test_seed_ab_testing(address, monkeypatch):
+    monkeypatch.setenv("ML_SERVING_ADDR", address)
+    router = ABTestingRouter()
+
+    def seed_example():  # synchronous, as in the README; run off the event loop that serves the mesh
+        model, version = router.get_model_for_user(
+            user_id="user123",
+            context={"user_segments": ["premium"]}
+        )
+        return model, version
+
+    with pytest.raises(ml_serving.UnimplementedError) as caught:
+        await asyncio.to_thread(seed_example)
+    assert (caught.value.reason, caught.value.domain) == ("NOT_IMPLEMENTED", "router.mlserving.mnbara")
+    assert "AssignVariant" in caught.value.message
+    router.close()
+
+
+@pytest.mark.parametrize("client_type, call", [
+    (RegistryClient, lambda c: c.get_registered_model("m")),
+    (InferenceClient, lambda c: c.list_loaded_models()),
+    (RouterClient, lambda c: c.assign_variant("u", segments=["premium"])),
+    (PipelineClient, lambda c: c.get_feature_schema()),
+])
+async def test_unbuilt_services_are_unimplemented(address, client_type, call):
+    async with client_type(address=address) as client:
+        with pytest.raises(ml_serving.UnimplementedError):
+            await call(client)

@@ -1,0 +1,112 @@
+"""`make up` (console script `mesh-up`): the whole mesh locally, in the foreground, until Ctrl-C.
+
+Finds Redis and PostgreSQL (or starts embedded ones), starts one mesh server hosting
+all five services and Envoy in front of it, creates a `demo` bandit so the printed
+examples work, and stops everything cleanly on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+from ml_serving import defaults
+from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
+from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
+
+from . import devservices, stack
+from .paths import STATE_DIR
+
+
+def _setting(name: str, default: object) -> str:
+    return os.environ.get(name, "").strip() or str(default)
+
+
+def create_demo_bandit(grpc_addr: str) -> None:
+    with grpc.insecure_channel(grpc_addr) as channel:
+        try:
+            bandit_pb2_grpc.BanditServiceStub(channel).CreateBandit(pb.CreateBanditRequest(bandit=pb.Bandit(
+                name="demo", description="created by make up",
+                arms=[pb.Arm(id="model-a"), pb.Arm(id="model-b"), pb.Arm(id="model-c")], context_dimension=3)),
+                timeout=5)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+
+
+def banner(running: stack.Stack, redis_url: str, database_url: str) -> str:
+    front = running.front_door
+    return f"""
+ML serving mesh is up.
+  REST + gRPC front door (Envoy)  http://{front}
+  mesh gRPC (direct)              {running.grpc_addr}
+  Prometheus metrics              http://{running.metrics_addr}/metrics
+  Envoy admin                     http://{running.admin_addr}
+  Redis                           {redis_url}
+  PostgreSQL                      {database_url}
+
+Try:
+  curl -s -X POST http://{front}/api/v1/bandits/select -d '{{"bandit": "demo", "k": 2}}'
+  curl -s http://{front}/api/v1/bandits/stats?bandit=demo
+  .venv/bin/grpcurl -plaintext {front} list
+  .venv/bin/grpcurl -plaintext -d '{{"bandit": "demo"}}' {front} mnbara.mlserving.bandit.v1.BanditService/Select
+
+Ctrl-C stops everything.
+"""
+
+
+def start_local_stack(state: Path, env: dict[str, str]) -> stack.Stack:
+    """The stack on the default addresses, each overridable by its environment variable."""
+    return stack.start_stack(
+        state, env,
+        grpc_addr=_setting("MESH_GRPC_ADDR", defaults.MESH_GRPC),
+        front_door=_setting("ENVOY_LISTEN", defaults.FRONT_DOOR),
+        admin_addr=_setting("ENVOY_ADMIN", defaults.ENVOY_ADMIN),
+        metrics_addr=_setting("MESH_METRICS_ADDR", defaults.MESH_METRICS),
+        base_id=int(_setting("ENVOY_BASE_ID", defaults.ENVOY_BASE_ID)),
+    )
+
+
+def wait_for_stop_or_exit(running: stack.Stack, state: Path) -> int:
+    """Block until Ctrl-C / SIGTERM (0) or until one of the processes dies (1)."""
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    while not stopping.wait(0.5):
+        dead = [p for p in running.processes if p.poll() is not None]
+        if dead:
+            print(f"a process exited (code {dead[0].returncode}); see the logs in {state}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    args = parser.parse_args(argv)
+    # Until the stack runs, SIGTERM interrupts like Ctrl-C, so what started so far is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    state = args.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+
+    redis_url = devservices.ensure_redis(state)
+    database_url = devservices.ensure_postgres(state)
+    running = start_local_stack(state, {"REDIS_URL": redis_url, "DATABASE_URL": database_url})
+    try:
+        create_demo_bandit(running.grpc_addr)
+        print(banner(running, redis_url, database_url), flush=True)
+        print(f"logs: {state}/mesh.log, {state}/envoy-*.log", flush=True)
+        return wait_for_stop_or_exit(running, state)
+    finally:
+        print("stopping...", flush=True)
+        running.stop()
+        devservices.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
