@@ -73,7 +73,7 @@ def main() -> int:
     delta_health = [e - d for e, d in zip(p50["health-env"], p50["health"])]
     h.result(f"# bench_gateway: REST via Envoy vs direct gRPC, {calls} sequential calls, {reps} reps, "
              f"keep-alive HTTP/1.1, access log {args.access_log}")
-    h.result(h.ratio_line("rest select p50", p50["rest"], p50["grpc"], "ms", "grpc", target=1.5))
+    h.result(h.ratio_line("rest select p50", p50["rest"], p50["grpc"], "ms", "grpc", target=1.3))
     h.result(h.ratio_line("rest select p99", p99["rest"], p99["grpc"], "ms", "grpc"))
     h.result(f"rest select p50 overhead over grpc: {h.fmt(h.median(delta))} ms (median of {reps})")
     h.result(h.ratio_line("envoy health p50", p50["health-env"], p50["health"], "ms", "direct"))

@@ -65,7 +65,7 @@ def main() -> int:
     p99 = {k: [h.percentile(v, 99) for v in seq[k]] for k in seq}
     h.result(f"# bench_select: Select ({ARMS} arms) vs Health/Check floor, direct gRPC, {calls} sequential "
              f"calls, {args.in_flight} in flight x {window} s, {reps} reps, {log}")
-    h.result(h.ratio_line("select p50", p50["select"], p50["floor"], "ms", "floor", target=1.5))
+    h.result(h.ratio_line("select p50", p50["select"], p50["floor"], "ms", "floor", target=1.3))
     h.result(h.ratio_line("select p99", p99["select"], p99["floor"], "ms", "floor"))
     rate = {k: [r for r, _ in v] for k, v in tput.items()}
     cpu = {k: [c for _, c in v] for k, v in tput.items()}
