@@ -1,6 +1,8 @@
 """gRPC health that follows dependencies: a service whose dependency (Redis, ...) cannot
-serve reports NOT_SERVING, so a load balancer or a Kubernetes readiness probe can route
-around this replica meanwhile."""
+serve reports NOT_SERVING, and so does the server as a whole (service ""), so a load
+balancer, Envoy's upstream health check or a Kubernetes readiness probe can route around
+this replica meanwhile. Services not built yet are NOT_SERVING from the start and do not
+count towards the whole: they answer UNIMPLEMENTED whatever their dependencies do."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ from grpc_health.v1 import health, health_pb2
 
 log = logging.getLogger("ml_serving_server")
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
 
 async def probe_dependencies(health_servicer: health.aio.HealthServicer,
                              probes: dict[str, Callable[[], Awaitable[bool]]], interval_s: float) -> None:
-    """Forever: ask each service's probe, and publish a change of its answer."""
+    """Forever: ask each service's probe, and publish a change of its answer and of the whole."""
     serving = dict.fromkeys(probes, True)
     while True:
+        changed = False
         for name, probe in probes.items():
             try:
                 ok = await asyncio.wait_for(probe(), interval_s)
@@ -25,7 +31,8 @@ async def probe_dependencies(health_servicer: health.aio.HealthServicer,
                 ok = False
             if ok != serving[name]:
                 log.warning("health of %s: %s", name, "SERVING" if ok else "NOT_SERVING")
-                serving[name] = ok
-                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING if ok
-                                          else health_pb2.HealthCheckResponse.NOT_SERVING)
+                serving[name], changed = ok, True
+                await health_servicer.set(name, SERVING if ok else NOT_SERVING)
+        if changed:
+            await health_servicer.set("", SERVING if all(serving.values()) else NOT_SERVING)
         await asyncio.sleep(interval_s)

@@ -184,7 +184,8 @@ async def test_slow_redis_is_deadline_exceeded(key_prefix):
 
 
 async def test_health_follows_the_state_store(key_prefix):
-    """With Redis unreachable the Bandit service reports NOT_SERVING; the server itself stays up."""
+    """With Redis unreachable the Bandit service, and so the server as a whole, report NOT_SERVING
+    (the server itself stays up and answers health checks)."""
     mesh = await build_server(test_runtime("redis://127.0.0.1:1/0", key_prefix, 0.2, services=("bandit",),
                                            health_probe_seconds=0.1))
     try:
@@ -197,6 +198,33 @@ async def test_health_follows_the_state_store(key_prefix):
                 await asyncio.sleep(0.05)
             assert (await health.Check(bandit)).status == health_pb2.HealthCheckResponse.NOT_SERVING
             overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
-            assert overall.status == health_pb2.HealthCheckResponse.SERVING
+            assert overall.status == health_pb2.HealthCheckResponse.NOT_SERVING  # the whole follows its services
+    finally:
+        await mesh.stop(0)
+
+
+async def test_health_of_the_whole_recovers_with_its_services():
+    healthy = [False]
+
+    async def probe():
+        return healthy[0]
+
+    binding = ServiceBinding(BY_NAME["bandit"], BanditServicer(BanditService(_SlowStore())), built=True, probe=probe)
+    mesh = await start_server(MeshSettings(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=False,
+                                           health_probe_seconds=0.05), [binding], tracer_provider=None)
+
+    async def overall_becomes(status) -> bool:
+        for _ in range(100):
+            if (await health.Check(health_pb2.HealthCheckRequest(service=""))).status == status:
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+            health = health_pb2_grpc.HealthStub(chan)
+            assert await overall_becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
+            healthy[0] = True
+            assert await overall_becomes(health_pb2.HealthCheckResponse.SERVING)
     finally:
         await mesh.stop(0)
