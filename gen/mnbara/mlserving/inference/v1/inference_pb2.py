@@ -23,6 +23,7 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from mnbara.mlserving.auth.v1 import auth_pb2 as mnbara_dot_mlserving_dot_auth_dot_v1_dot_auth__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
@@ -30,7 +31,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from mnbara.mlserving.registry.v1 import registry_pb2 as mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-mnbara/mlserving/inference/v1/inference.proto\x12\x1dmnbara.mlserving.inference.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a+mnbara/mlserving/registry/v1/registry.proto\"n\n\rResolvedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x32\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.Stage\"Z\n\x0fPredictInstance\x12)\n\x06inputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x13\n\traw_input\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\"\xe7\x01\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12)\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructH\x01\x12\x13\n\traw_input\x18\x06 \x01(\x0cH\x01\x12\x12\n\nraw_output\x18\x07 \x01(\x08\x42\n\n\x08selectorB\x07\n\x05input\"\xba\x01\n\x0fPredictResponse\x12;\n\x05model\x18\x01 \x01(\x0b\x32,.mnbara.mlserving.inference.v1.ResolvedModel\x12,\n\nprediction\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0eraw_prediction\x18\x03 \x01(\x0cH\x00\x12\x18\n\x10model_latency_ms\x18\x04 \x01(\x01\x42\x08\n\x06output\"\xe6\x01\n\x13\x42\x61tchPredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12\x41\n\tinstances\x18\x05 \x03(\x0b\x32..mnbara.mlserving.inference.v1.PredictInstance\x12\x12\n\nraw_output\x18\x06 \x01(\x08\x42\n\n\x08selector\"\x95\x01\n\rPredictResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12,\n\nprediction\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0eraw_prediction\x18\x03 \x01(\x0cH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\xc0\x01\n\x14\x42\x61tchPredictResponse\x12;\n\x05model\x18\x01 \x01(\x0b\x32,.mnbara.mlserving.inference.v1.ResolvedModel\x12=\n\x07results\x18\x02 \x03(\x0b\x32,.mnbara.mlserving.inference.v1.PredictResult\x12\x15\n\rsuccess_count\x18\x03 \x01(\x05\x12\x15\n\rfailure_count\x18\x04 \x01(\x05\"\xed\x01\n\x14StreamPredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12)\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructH\x01\x12\x13\n\traw_input\x18\x06 \x01(\x0cH\x01\x12\x12\n\nraw_output\x18\x07 \x01(\x08\x42\n\n\x08selectorB\x07\n\x05input\"\xc3\x01\n\x15StreamPredictResponse\x12;\n\x05model\x18\x01 \x01(\x0b\x32,.mnbara.mlserving.inference.v1.ResolvedModel\x12\r\n\x05index\x18\x02 \x01(\x05\x12,\n\nprediction\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0eraw_prediction\x18\x04 \x01(\x0cH\x00\x12\x0c\n\x04last\x18\x05 \x01(\x08\x42\x08\n\x06output\"\xb7\x01\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12;\n\x06status\x18\x02 \x01(\x0e\x32+.mnbara.mlserving.inference.v1.WorkerStatus\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12\x1a\n\x12memory_usage_bytes\x18\x05 \x01(\x03\x12\x0b\n\x03gpu\x18\x06 \x01(\x08\"\xc7\x03\n\x0bLoadedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12@\n\x06status\x18\x03 \x01(\x0e\x32\x30.mnbara.mlserving.inference.v1.LoadedModelStatus\x12\x13\n\x0bmin_workers\x18\x04 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x05 \x01(\x05\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12\x32\n\x0fmax_batch_delay\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10response_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x07workers\x18\t \x03(\x0b\x32%.mnbara.mlserving.inference.v1.Worker\x12\x14\n\x0c\x61rtifact_uri\x18\n \x01(\t\x12\x1a\n\x12is_default_version\x18\x0b \x01(\x08\x12-\n\tload_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tloaded_by\x18\r \x01(\t\"\xa7\x03\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12\x13\n\x0bmin_workers\x18\x05 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x06 \x01(\x05\x12\x12\n\nbatch_size\x18\x07 \x01(\x05\x12\x32\n\x0fmax_batch_delay\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10response_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fstartup_timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07handler\x18\x0b \x01(\t\x12\x18\n\x10wait_until_ready\x18\x0c \x01(\x08\x12\x13\n\x0bset_default\x18\r \x01(\x08\x42\n\n\x08selector\"U\n\x11LoadModelResponse\x12@\n\x0cloaded_model\x18\x01 \x01(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel\"k\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x30\n\rdrain_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x15\n\x13UnloadModelResponse\"|\n\x11ScaleModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bmin_workers\x18\x03 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x04 \x01(\x05\x12\x18\n\x10wait_until_ready\x18\x05 \x01(\x08\"V\n\x12ScaleModelResponse\x12@\n\x0cloaded_model\x18\x01 \x01(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel\"T\n\x17ListLoadedModelsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"v\n\x18ListLoadedModelsResponse\x12\x41\n\rloaded_models\x18\x01 \x03(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x1a\x44\x65scribeLoadedModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"_\n\x1b\x44\x65scribeLoadedModelResponse\x12@\n\x0cloaded_model\x18\x01 \x01(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel*\xe2\x01\n\x11LoadedModelStatus\x12#\n\x1fLOADED_MODEL_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLOADED_MODEL_STATUS_LOADING\x10\x01\x12\x1d\n\x19LOADED_MODEL_STATUS_READY\x10\x02\x12 \n\x1cLOADED_MODEL_STATUS_DEGRADED\x10\x03\x12#\n\x1fLOADED_MODEL_STATUS_UNAVAILABLE\x10\x04\x12!\n\x1dLOADED_MODEL_STATUS_UNLOADING\x10\x05*\x99\x01\n\x0cWorkerStatus\x12\x1d\n\x19WORKER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKER_STATUS_STARTING\x10\x01\x12\x17\n\x13WORKER_STATUS_READY\x10\x02\x12\x1b\n\x17WORKER_STATUS_UNLOADING\x10\x03\x12\x18\n\x14WORKER_STATUS_FAILED\x10\x04\x32\xb6\x0b\n\x10InferenceService\x12\xa2\x01\n\x07Predict\x12-.mnbara.mlserving.inference.v1.PredictRequest\x1a..mnbara.mlserving.inference.v1.PredictResponse\"8\x82\xd3\xe4\x93\x02\x32\"-/api/v1/inference/models/{model_name}:predict:\x01*\x12\xb6\x01\n\x0c\x42\x61tchPredict\x12\x32.mnbara.mlserving.inference.v1.BatchPredictRequest\x1a\x33.mnbara.mlserving.inference.v1.BatchPredictResponse\"=\x82\xd3\xe4\x93\x02\x37\"2/api/v1/inference/models/{model_name}:batchPredict:\x01*\x12\xbc\x01\n\rStreamPredict\x12\x33.mnbara.mlserving.inference.v1.StreamPredictRequest\x1a\x34.mnbara.mlserving.inference.v1.StreamPredictResponse\">\x82\xd3\xe4\x93\x02\x38\"3/api/v1/inference/models/{model_name}:streamPredict:\x01*0\x01\x12\x93\x01\n\tLoadModel\x12/.mnbara.mlserving.inference.v1.LoadModelRequest\x1a\x30.mnbara.mlserving.inference.v1.LoadModelResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/inference/models:\x01*\x12\xb6\x01\n\x0bUnloadModel\x12\x31.mnbara.mlserving.inference.v1.UnloadModelRequest\x1a\x32.mnbara.mlserving.inference.v1.UnloadModelResponse\"@\x82\xd3\xe4\x93\x02:*8/api/v1/inference/models/{model_name}/versions/{version}\x12\xbc\x01\n\nScaleModel\x12\x30.mnbara.mlserving.inference.v1.ScaleModelRequest\x1a\x31.mnbara.mlserving.inference.v1.ScaleModelResponse\"I\x82\xd3\xe4\x93\x02\x43\">/api/v1/inference/models/{model_name}/versions/{version}:scale:\x01*\x12\xa5\x01\n\x10ListLoadedModels\x12\x36.mnbara.mlserving.inference.v1.ListLoadedModelsRequest\x1a\x37.mnbara.mlserving.inference.v1.ListLoadedModelsResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/inference/models\x12\xce\x01\n\x13\x44\x65scribeLoadedModel\x12\x39.mnbara.mlserving.inference.v1.DescribeLoadedModelRequest\x1a:.mnbara.mlserving.inference.v1.DescribeLoadedModelResponse\"@\x82\xd3\xe4\x93\x02:\x12\x38/api/v1/inference/models/{model_name}/versions/{version}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-mnbara/mlserving/inference/v1/inference.proto\x12\x1dmnbara.mlserving.inference.v1\x1a\x1cgoogle/api/annotations.proto\x1a#mnbara/mlserving/auth/v1/auth.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a+mnbara/mlserving/registry/v1/registry.proto\"n\n\rResolvedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x32\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.Stage\"Z\n\x0fPredictInstance\x12)\n\x06inputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.StructH\x00\x12\x13\n\traw_input\x18\x02 \x01(\x0cH\x00\x42\x07\n\x05input\"\xe7\x01\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12)\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructH\x01\x12\x13\n\traw_input\x18\x06 \x01(\x0cH\x01\x12\x12\n\nraw_output\x18\x07 \x01(\x08\x42\n\n\x08selectorB\x07\n\x05input\"\xba\x01\n\x0fPredictResponse\x12;\n\x05model\x18\x01 \x01(\x0b\x32,.mnbara.mlserving.inference.v1.ResolvedModel\x12,\n\nprediction\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0eraw_prediction\x18\x03 \x01(\x0cH\x00\x12\x18\n\x10model_latency_ms\x18\x04 \x01(\x01\x42\x08\n\x06output\"\xe6\x01\n\x13\x42\x61tchPredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12\x41\n\tinstances\x18\x05 \x03(\x0b\x32..mnbara.mlserving.inference.v1.PredictInstance\x12\x12\n\nraw_output\x18\x06 \x01(\x08\x42\n\n\x08selector\"\x95\x01\n\rPredictResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12,\n\nprediction\x18\x02 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0eraw_prediction\x18\x03 \x01(\x0cH\x00\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\xc0\x01\n\x14\x42\x61tchPredictResponse\x12;\n\x05model\x18\x01 \x01(\x0b\x32,.mnbara.mlserving.inference.v1.ResolvedModel\x12=\n\x07results\x18\x02 \x03(\x0b\x32,.mnbara.mlserving.inference.v1.PredictResult\x12\x15\n\rsuccess_count\x18\x03 \x01(\x05\x12\x15\n\rfailure_count\x18\x04 \x01(\x05\"\xed\x01\n\x14StreamPredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12)\n\x06inputs\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructH\x01\x12\x13\n\traw_input\x18\x06 \x01(\x0cH\x01\x12\x12\n\nraw_output\x18\x07 \x01(\x08\x42\n\n\x08selectorB\x07\n\x05input\"\xc3\x01\n\x15StreamPredictResponse\x12;\n\x05model\x18\x01 \x01(\x0b\x32,.mnbara.mlserving.inference.v1.ResolvedModel\x12\r\n\x05index\x18\x02 \x01(\x05\x12,\n\nprediction\x18\x03 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x18\n\x0eraw_prediction\x18\x04 \x01(\x0cH\x00\x12\x0c\n\x04last\x18\x05 \x01(\x08\x42\x08\n\x06output\"\xb7\x01\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12;\n\x06status\x18\x02 \x01(\x0e\x32+.mnbara.mlserving.inference.v1.WorkerStatus\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12\x1a\n\x12memory_usage_bytes\x18\x05 \x01(\x03\x12\x0b\n\x03gpu\x18\x06 \x01(\x08\"\xc7\x03\n\x0bLoadedModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12@\n\x06status\x18\x03 \x01(\x0e\x32\x30.mnbara.mlserving.inference.v1.LoadedModelStatus\x12\x13\n\x0bmin_workers\x18\x04 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x05 \x01(\x05\x12\x12\n\nbatch_size\x18\x06 \x01(\x05\x12\x32\n\x0fmax_batch_delay\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10response_timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x07workers\x18\t \x03(\x0b\x32%.mnbara.mlserving.inference.v1.Worker\x12\x14\n\x0c\x61rtifact_uri\x18\n \x01(\t\x12\x1a\n\x12is_default_version\x18\x0b \x01(\x08\x12-\n\tload_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tloaded_by\x18\r \x01(\t\"\xa7\x03\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\tH\x00\x12\x34\n\x05stage\x18\x03 \x01(\x0e\x32#.mnbara.mlserving.registry.v1.StageH\x00\x12\x0f\n\x05\x61lias\x18\x04 \x01(\tH\x00\x12\x13\n\x0bmin_workers\x18\x05 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x06 \x01(\x05\x12\x12\n\nbatch_size\x18\x07 \x01(\x05\x12\x32\n\x0fmax_batch_delay\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x33\n\x10response_timeout\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x0fstartup_timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07handler\x18\x0b \x01(\t\x12\x18\n\x10wait_until_ready\x18\x0c \x01(\x08\x12\x13\n\x0bset_default\x18\r \x01(\x08\x42\n\n\x08selector\"U\n\x11LoadModelResponse\x12@\n\x0cloaded_model\x18\x01 \x01(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel\"k\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x30\n\rdrain_timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x15\n\x13UnloadModelResponse\"|\n\x11ScaleModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bmin_workers\x18\x03 \x01(\x05\x12\x13\n\x0bmax_workers\x18\x04 \x01(\x05\x12\x18\n\x10wait_until_ready\x18\x05 \x01(\x08\"V\n\x12ScaleModelResponse\x12@\n\x0cloaded_model\x18\x01 \x01(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel\"T\n\x17ListLoadedModelsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"v\n\x18ListLoadedModelsResponse\x12\x41\n\rloaded_models\x18\x01 \x03(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x1a\x44\x65scribeLoadedModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"_\n\x1b\x44\x65scribeLoadedModelResponse\x12@\n\x0cloaded_model\x18\x01 \x01(\x0b\x32*.mnbara.mlserving.inference.v1.LoadedModel*\xe2\x01\n\x11LoadedModelStatus\x12#\n\x1fLOADED_MODEL_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLOADED_MODEL_STATUS_LOADING\x10\x01\x12\x1d\n\x19LOADED_MODEL_STATUS_READY\x10\x02\x12 \n\x1cLOADED_MODEL_STATUS_DEGRADED\x10\x03\x12#\n\x1fLOADED_MODEL_STATUS_UNAVAILABLE\x10\x04\x12!\n\x1dLOADED_MODEL_STATUS_UNLOADING\x10\x05*\x99\x01\n\x0cWorkerStatus\x12\x1d\n\x19WORKER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16WORKER_STATUS_STARTING\x10\x01\x12\x17\n\x13WORKER_STATUS_READY\x10\x02\x12\x1b\n\x17WORKER_STATUS_UNLOADING\x10\x03\x12\x18\n\x14WORKER_STATUS_FAILED\x10\x04\x32\xcc\x0c\n\x10InferenceService\x12\xb5\x01\n\x07Predict\x12-.mnbara.mlserving.inference.v1.PredictRequest\x1a..mnbara.mlserving.inference.v1.PredictResponse\"K\x8a\xb5\x18\x0finference.write\x82\xd3\xe4\x93\x02\x32\"-/api/v1/inference/models/{model_name}:predict:\x01*\x12\xc9\x01\n\x0c\x42\x61tchPredict\x12\x32.mnbara.mlserving.inference.v1.BatchPredictRequest\x1a\x33.mnbara.mlserving.inference.v1.BatchPredictResponse\"P\x8a\xb5\x18\x0finference.write\x82\xd3\xe4\x93\x02\x37\"2/api/v1/inference/models/{model_name}:batchPredict:\x01*\x12\xcf\x01\n\rStreamPredict\x12\x33.mnbara.mlserving.inference.v1.StreamPredictRequest\x1a\x34.mnbara.mlserving.inference.v1.StreamPredictResponse\"Q\x8a\xb5\x18\x0finference.write\x82\xd3\xe4\x93\x02\x38\"3/api/v1/inference/models/{model_name}:streamPredict:\x01*0\x01\x12\xa6\x01\n\tLoadModel\x12/.mnbara.mlserving.inference.v1.LoadModelRequest\x1a\x30.mnbara.mlserving.inference.v1.LoadModelResponse\"6\x8a\xb5\x18\x0finference.admin\x82\xd3\xe4\x93\x02\x1d\"\x18/api/v1/inference/models:\x01*\x12\xc9\x01\n\x0bUnloadModel\x12\x31.mnbara.mlserving.inference.v1.UnloadModelRequest\x1a\x32.mnbara.mlserving.inference.v1.UnloadModelResponse\"S\x8a\xb5\x18\x0finference.admin\x82\xd3\xe4\x93\x02:*8/api/v1/inference/models/{model_name}/versions/{version}\x12\xcf\x01\n\nScaleModel\x12\x30.mnbara.mlserving.inference.v1.ScaleModelRequest\x1a\x31.mnbara.mlserving.inference.v1.ScaleModelResponse\"\\\x8a\xb5\x18\x0finference.admin\x82\xd3\xe4\x93\x02\x43\">/api/v1/inference/models/{model_name}/versions/{version}:scale:\x01*\x12\xb7\x01\n\x10ListLoadedModels\x12\x36.mnbara.mlserving.inference.v1.ListLoadedModelsRequest\x1a\x37.mnbara.mlserving.inference.v1.ListLoadedModelsResponse\"2\x8a\xb5\x18\x0einference.read\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/inference/models\x12\xe0\x01\n\x13\x44\x65scribeLoadedModel\x12\x39.mnbara.mlserving.inference.v1.DescribeLoadedModelRequest\x1a:.mnbara.mlserving.inference.v1.DescribeLoadedModelResponse\"R\x8a\xb5\x18\x0einference.read\x82\xd3\xe4\x93\x02:\x12\x38/api/v1/inference/models/{model_name}/versions/{version}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,67 +39,67 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mnbara.mlserving.inference.
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INFERENCESERVICE'].methods_by_name['Predict']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['Predict']._serialized_options = b'\202\323\344\223\0022\"-/api/v1/inference/models/{model_name}:predict:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['Predict']._serialized_options = b'\212\265\030\017inference.write\202\323\344\223\0022\"-/api/v1/inference/models/{model_name}:predict:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['BatchPredict']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['BatchPredict']._serialized_options = b'\202\323\344\223\0027\"2/api/v1/inference/models/{model_name}:batchPredict:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['BatchPredict']._serialized_options = b'\212\265\030\017inference.write\202\323\344\223\0027\"2/api/v1/inference/models/{model_name}:batchPredict:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['StreamPredict']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['StreamPredict']._serialized_options = b'\202\323\344\223\0028\"3/api/v1/inference/models/{model_name}:streamPredict:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['StreamPredict']._serialized_options = b'\212\265\030\017inference.write\202\323\344\223\0028\"3/api/v1/inference/models/{model_name}:streamPredict:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['LoadModel']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['LoadModel']._serialized_options = b'\202\323\344\223\002\035\"\030/api/v1/inference/models:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['LoadModel']._serialized_options = b'\212\265\030\017inference.admin\202\323\344\223\002\035\"\030/api/v1/inference/models:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['UnloadModel']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['UnloadModel']._serialized_options = b'\202\323\344\223\002:*8/api/v1/inference/models/{model_name}/versions/{version}'
+  _globals['_INFERENCESERVICE'].methods_by_name['UnloadModel']._serialized_options = b'\212\265\030\017inference.admin\202\323\344\223\002:*8/api/v1/inference/models/{model_name}/versions/{version}'
   _globals['_INFERENCESERVICE'].methods_by_name['ScaleModel']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['ScaleModel']._serialized_options = b'\202\323\344\223\002C\">/api/v1/inference/models/{model_name}/versions/{version}:scale:\001*'
+  _globals['_INFERENCESERVICE'].methods_by_name['ScaleModel']._serialized_options = b'\212\265\030\017inference.admin\202\323\344\223\002C\">/api/v1/inference/models/{model_name}/versions/{version}:scale:\001*'
   _globals['_INFERENCESERVICE'].methods_by_name['ListLoadedModels']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['ListLoadedModels']._serialized_options = b'\202\323\344\223\002\032\022\030/api/v1/inference/models'
+  _globals['_INFERENCESERVICE'].methods_by_name['ListLoadedModels']._serialized_options = b'\212\265\030\016inference.read\202\323\344\223\002\032\022\030/api/v1/inference/models'
   _globals['_INFERENCESERVICE'].methods_by_name['DescribeLoadedModel']._loaded_options = None
-  _globals['_INFERENCESERVICE'].methods_by_name['DescribeLoadedModel']._serialized_options = b'\202\323\344\223\002:\0228/api/v1/inference/models/{model_name}/versions/{version}'
-  _globals['_LOADEDMODELSTATUS']._serialized_start=3794
-  _globals['_LOADEDMODELSTATUS']._serialized_end=4020
-  _globals['_WORKERSTATUS']._serialized_start=4023
-  _globals['_WORKERSTATUS']._serialized_end=4176
-  _globals['_RESOLVEDMODEL']._serialized_start=275
-  _globals['_RESOLVEDMODEL']._serialized_end=385
-  _globals['_PREDICTINSTANCE']._serialized_start=387
-  _globals['_PREDICTINSTANCE']._serialized_end=477
-  _globals['_PREDICTREQUEST']._serialized_start=480
-  _globals['_PREDICTREQUEST']._serialized_end=711
-  _globals['_PREDICTRESPONSE']._serialized_start=714
-  _globals['_PREDICTRESPONSE']._serialized_end=900
-  _globals['_BATCHPREDICTREQUEST']._serialized_start=903
-  _globals['_BATCHPREDICTREQUEST']._serialized_end=1133
-  _globals['_PREDICTRESULT']._serialized_start=1136
-  _globals['_PREDICTRESULT']._serialized_end=1285
-  _globals['_BATCHPREDICTRESPONSE']._serialized_start=1288
-  _globals['_BATCHPREDICTRESPONSE']._serialized_end=1480
-  _globals['_STREAMPREDICTREQUEST']._serialized_start=1483
-  _globals['_STREAMPREDICTREQUEST']._serialized_end=1720
-  _globals['_STREAMPREDICTRESPONSE']._serialized_start=1723
-  _globals['_STREAMPREDICTRESPONSE']._serialized_end=1918
-  _globals['_WORKER']._serialized_start=1921
-  _globals['_WORKER']._serialized_end=2104
-  _globals['_LOADEDMODEL']._serialized_start=2107
-  _globals['_LOADEDMODEL']._serialized_end=2562
-  _globals['_LOADMODELREQUEST']._serialized_start=2565
-  _globals['_LOADMODELREQUEST']._serialized_end=2988
-  _globals['_LOADMODELRESPONSE']._serialized_start=2990
-  _globals['_LOADMODELRESPONSE']._serialized_end=3075
-  _globals['_UNLOADMODELREQUEST']._serialized_start=3077
-  _globals['_UNLOADMODELREQUEST']._serialized_end=3184
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=3186
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=3207
-  _globals['_SCALEMODELREQUEST']._serialized_start=3209
-  _globals['_SCALEMODELREQUEST']._serialized_end=3333
-  _globals['_SCALEMODELRESPONSE']._serialized_start=3335
-  _globals['_SCALEMODELRESPONSE']._serialized_end=3421
-  _globals['_LISTLOADEDMODELSREQUEST']._serialized_start=3423
-  _globals['_LISTLOADEDMODELSREQUEST']._serialized_end=3507
-  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_start=3509
-  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_end=3627
-  _globals['_DESCRIBELOADEDMODELREQUEST']._serialized_start=3629
-  _globals['_DESCRIBELOADEDMODELREQUEST']._serialized_end=3694
-  _globals['_DESCRIBELOADEDMODELRESPONSE']._serialized_start=3696
-  _globals['_DESCRIBELOADEDMODELRESPONSE']._serialized_end=3791
-  _globals['_INFERENCESERVICE']._serialized_start=4179
-  _globals['_INFERENCESERVICE']._serialized_end=5641
+  _globals['_INFERENCESERVICE'].methods_by_name['DescribeLoadedModel']._serialized_options = b'\212\265\030\016inference.read\202\323\344\223\002:\0228/api/v1/inference/models/{model_name}/versions/{version}'
+  _globals['_LOADEDMODELSTATUS']._serialized_start=3831
+  _globals['_LOADEDMODELSTATUS']._serialized_end=4057
+  _globals['_WORKERSTATUS']._serialized_start=4060
+  _globals['_WORKERSTATUS']._serialized_end=4213
+  _globals['_RESOLVEDMODEL']._serialized_start=312
+  _globals['_RESOLVEDMODEL']._serialized_end=422
+  _globals['_PREDICTINSTANCE']._serialized_start=424
+  _globals['_PREDICTINSTANCE']._serialized_end=514
+  _globals['_PREDICTREQUEST']._serialized_start=517
+  _globals['_PREDICTREQUEST']._serialized_end=748
+  _globals['_PREDICTRESPONSE']._serialized_start=751
+  _globals['_PREDICTRESPONSE']._serialized_end=937
+  _globals['_BATCHPREDICTREQUEST']._serialized_start=940
+  _globals['_BATCHPREDICTREQUEST']._serialized_end=1170
+  _globals['_PREDICTRESULT']._serialized_start=1173
+  _globals['_PREDICTRESULT']._serialized_end=1322
+  _globals['_BATCHPREDICTRESPONSE']._serialized_start=1325
+  _globals['_BATCHPREDICTRESPONSE']._serialized_end=1517
+  _globals['_STREAMPREDICTREQUEST']._serialized_start=1520
+  _globals['_STREAMPREDICTREQUEST']._serialized_end=1757
+  _globals['_STREAMPREDICTRESPONSE']._serialized_start=1760
+  _globals['_STREAMPREDICTRESPONSE']._serialized_end=1955
+  _globals['_WORKER']._serialized_start=1958
+  _globals['_WORKER']._serialized_end=2141
+  _globals['_LOADEDMODEL']._serialized_start=2144
+  _globals['_LOADEDMODEL']._serialized_end=2599
+  _globals['_LOADMODELREQUEST']._serialized_start=2602
+  _globals['_LOADMODELREQUEST']._serialized_end=3025
+  _globals['_LOADMODELRESPONSE']._serialized_start=3027
+  _globals['_LOADMODELRESPONSE']._serialized_end=3112
+  _globals['_UNLOADMODELREQUEST']._serialized_start=3114
+  _globals['_UNLOADMODELREQUEST']._serialized_end=3221
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=3223
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=3244
+  _globals['_SCALEMODELREQUEST']._serialized_start=3246
+  _globals['_SCALEMODELREQUEST']._serialized_end=3370
+  _globals['_SCALEMODELRESPONSE']._serialized_start=3372
+  _globals['_SCALEMODELRESPONSE']._serialized_end=3458
+  _globals['_LISTLOADEDMODELSREQUEST']._serialized_start=3460
+  _globals['_LISTLOADEDMODELSREQUEST']._serialized_end=3544
+  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_start=3546
+  _globals['_LISTLOADEDMODELSRESPONSE']._serialized_end=3664
+  _globals['_DESCRIBELOADEDMODELREQUEST']._serialized_start=3666
+  _globals['_DESCRIBELOADEDMODELREQUEST']._serialized_end=3731
+  _globals['_DESCRIBELOADEDMODELRESPONSE']._serialized_start=3733
+  _globals['_DESCRIBELOADEDMODELRESPONSE']._serialized_end=3828
+  _globals['_INFERENCESERVICE']._serialized_start=4216
+  _globals['_INFERENCESERVICE']._serialized_end=5828
 # @@protoc_insertion_point(module_scope)
