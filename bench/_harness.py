@@ -123,6 +123,9 @@ class Mesh:
                 "MESH_KEY_PREFIX": self.prefix,
                 "MESH_ACCESS_LOG": "true" if self.access_log else "false",
                 "LOG_LEVEL": "INFO",
+                # These benchmarks measure the mesh without identity checks; bench_auth.py
+                # measures what auth adds.
+                "AUTH_ENABLED": "false",
             }
             self.proc = stack.start_mesh(env, self.state_dir / "mesh.log")
             self._exits.callback(stack.stop, self.proc)

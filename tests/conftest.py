@@ -12,8 +12,9 @@ import pytest
 
 from ml_serving_server.app import build_server
 from ml_serving_tools import stack as stack_module
+from ml_serving_tools.devauth import DevKeys, ensure_dev_keys, mint_token
 
-from .support import test_runtime
+from .support import BearerToken, test_runtime
 
 
 @pytest.fixture(scope="session")
@@ -38,28 +39,42 @@ def key_prefix(redis_url):
 
 
 @pytest.fixture(scope="session")
-async def mesh(redis_url, key_prefix):
-    """A real grpc.aio server hosting every service, backed by real Redis."""
-    server = await build_server(test_runtime(redis_url, key_prefix))
+def dev_keys(tmp_path_factory) -> DevKeys:
+    """A signing key pair for this test session; tokens are minted with `mint_token`."""
+    return ensure_dev_keys(tmp_path_factory.mktemp("auth"))
+
+
+@pytest.fixture(scope="session")
+def token(dev_keys) -> str:
+    """A token carrying every scope."""
+    return mint_token(dev_keys, subject="test-suite")
+
+
+@pytest.fixture(scope="session")
+async def mesh(redis_url, key_prefix, dev_keys):
+    """A real grpc.aio server hosting every service, backed by real Redis, checking tokens."""
+    server = await build_server(test_runtime(redis_url, key_prefix, keys=dev_keys))
     yield server
     await server.stop(1.0)
 
 
 @pytest.fixture(scope="session")
-async def channel(mesh):
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
+async def channel(mesh, token):
+    """A channel to `mesh` whose calls carry `token`."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}", interceptors=[BearerToken(token)]) as chan:
         yield chan
 
 
 @pytest.fixture(scope="session")
-def stack_env(redis_url, key_prefix) -> dict[str, str]:
-    """Environment of a mesh server process in the end-to-end tests."""
-    return {"REDIS_URL": redis_url, "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO"}
+def stack_env(redis_url, key_prefix, dev_keys) -> dict[str, str]:
+    """Environment of a mesh server process in the end-to-end tests (checking tokens)."""
+    return {"REDIS_URL": redis_url, "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO",
+            "AUTH_JWKS_FILE": str(dev_keys.jwks), "AUTH_ISSUER": dev_keys.issuer, "AUTH_AUDIENCE": dev_keys.audience}
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, stack_env):
-    """A mesh server process hosting every service, and Envoy in front of it."""
+def stack(tmp_path_factory, stack_env, token):
+    """A mesh server process hosting every service, and Envoy in front of it; `.token` has every scope."""
     state = tmp_path_factory.mktemp("stack")
     running = stack_module.start_stack(
         state, stack_env,
@@ -70,5 +85,6 @@ def stack(tmp_path_factory, stack_env):
         base_id=stack_module.free_port(),
     )
     running.log_path = state / "mesh.log"
+    running.token = token
     yield running
     running.stop()

@@ -82,8 +82,9 @@ class ClientBase(Generic[StubT]):
     a channel on first use, or give an open `channel` (grpc.aio for the async clients, blocking
     for the others), which the client uses and never closes. `timeout` is the default deadline
     of unary calls in seconds (default ML_SERVING_TIMEOUT, else 10; 0 means none); every
-    method also takes `timeout=`. `metadata` is sent with every call (e.g. an authorization
-    header); `options` are gRPC channel arguments.
+    method also takes `timeout=`. `token` is the bearer token sent with every call: a string,
+    or a callable returning one (called per call, so it can refresh); default ML_SERVING_TOKEN.
+    `metadata` is sent with every call too; `options` are gRPC channel arguments.
     """
 
     stub_type: type[StubT]
@@ -91,8 +92,10 @@ class ClientBase(Generic[StubT]):
 
     def __init__(self, address: str | None = None, *, channel: grpc.aio.Channel | grpc.Channel | None = None,
                  timeout: float | None = None, credentials: grpc.ChannelCredentials | None = None,
-                 metadata: Metadata = (), options: ChannelOptions = ()) -> None:
+                 metadata: Metadata = (), options: ChannelOptions = (),
+                 token: str | Callable[[], str] | None = None) -> None:
         self.address = address or config.default_address()
+        self._token = config.default_token() if token is None else token
         self.timeout = config.default_timeout() if timeout is None else deadline(None, timeout)
         self._channel: Any = channel
         self._owns_channel = channel is None
@@ -101,9 +104,16 @@ class ClientBase(Generic[StubT]):
         self._metadata = tuple(metadata)
         self._stub: StubT | None = None
 
+    def _call_metadata(self) -> Metadata | None:
+        """The client's metadata, with the bearer token when there is one."""
+        token = self._token() if callable(self._token) else self._token
+        if token:
+            return (*self._metadata, ("authorization", f"Bearer {token}"))
+        return self._metadata or None
+
     def _call_options(self, timeout: float | None) -> dict[str, Any]:
         """The keywords of a unary call: its deadline and the client's metadata."""
-        return {"timeout": deadline(self.timeout, timeout), "metadata": self._metadata or None}
+        return {"timeout": deadline(self.timeout, timeout), "metadata": self._call_metadata()}
 
 
 class AsyncClient(ClientBase[StubT]):
@@ -135,7 +145,7 @@ class AsyncClient(ClientBase[StubT]):
     async def _stream(self, rpc: Callable[..., Any], request: Message,
                       timeout: float | None = None) -> AsyncIterator[Any]:
         """Iterate a server-streaming RPC. No deadline unless `timeout` is given: streams may be endless."""
-        call = rpc(request, timeout=deadline(None, timeout), metadata=self._metadata or None)
+        call = rpc(request, timeout=deadline(None, timeout), metadata=self._call_metadata())
         try:
             async for response in call:
                 yield response

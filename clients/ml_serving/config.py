@@ -6,6 +6,7 @@ ML_SERVING_ADDR      host:port of the mesh. Default DEFAULT_ADDRESS, the Envoy f
                      Both come from `defaults`, the addresses the whole mesh shares.
 ML_SERVING_TIMEOUT   default deadline of each unary call in seconds (default 10);
                      0 or a negative value means no deadline.
+ML_SERVING_TOKEN     bearer token sent with every call (`make up` prints one).
 """
 
 from __future__ import annotations
@@ -34,3 +35,8 @@ def default_timeout() -> float | None:
     except ValueError:
         raise ValueError(f"ML_SERVING_TIMEOUT must be a number of seconds, got {raw!r}") from None
     return seconds if seconds > 0 else None
+
+
+def default_token() -> str:
+    """ML_SERVING_TOKEN, else no token."""
+    return os.environ.get("ML_SERVING_TOKEN", "").strip()

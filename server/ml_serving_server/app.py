@@ -13,10 +13,11 @@ from typing import Iterable
 
 from mnbara.mlserving.catalog import BY_NAME
 
+from .runtime.auth import verifier_from
 from .runtime.observability import setup_logging, setup_tracing
 from .runtime.server import MeshServer, ServiceBinding, serve_until_signalled, start_metrics_endpoint, start_server
 from .runtime.service import Runtime, ServicePackage
-from .runtime.settings import DatabaseSettings, MeshSettings, RedisSettings, TracingSettings
+from .runtime.settings import AuthSettings, DatabaseSettings, MeshSettings, RedisSettings, TracingSettings
 from .services.bandit import SERVICE as BANDIT
 
 log = logging.getLogger("ml_serving_server")
@@ -28,7 +29,7 @@ SERVICE_PACKAGES: tuple[ServicePackage, ...] = (
 
 
 def runtime_from_env() -> Runtime:
-    return Runtime(MeshSettings(), RedisSettings(), DatabaseSettings())
+    return Runtime(MeshSettings(), RedisSettings(), DatabaseSettings(), AuthSettings())
 
 
 async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SERVICE_PACKAGES,
@@ -42,6 +43,7 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
     if unknown:
         raise ValueError(f"MESH_SERVICES: unknown service(s) {unknown}; choose from "
                          f"{', '.join(sorted({*BY_NAME, *built}))} or 'all'")
+    verifier = verifier_from(runtime.auth)
     tracing = tracing or TracingSettings()
     tracer_provider = setup_tracing(tracing.service_name, tracing.exporter_otlp_endpoint)
     closers: list = []
@@ -55,7 +57,7 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
         service = package.build(settings, runtime)
         closers += service.closers
         bindings.append(ServiceBinding(package.entry, service.servicer, built=True, probe=service.probe))
-    mesh = await start_server(runtime.mesh, bindings, tracer_provider)
+    mesh = await start_server(runtime.mesh, bindings, tracer_provider, verifier=verifier)
     mesh.on_close.extend(closers)
     if hasattr(tracer_provider, "shutdown"):
         mesh.on_close.append(tracer_provider.shutdown)

@@ -8,20 +8,29 @@ import importlib
 import sys
 import textwrap
 
+from pathlib import Path
+
 import grpc
+import grpc_tools
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_tools import protoc
 
 from ml_serving_server.app import SERVICE_PACKAGES, build_server
 from ml_serving_server.errors import CommonReason
+from ml_serving_tools.devauth import mint_token
+from ml_serving_tools.paths import ROOT
 
-from ..support import error_info, test_runtime
+from ..support import BearerToken, error_info, test_runtime
 
 ECHO_PROTO = """
 syntax = "proto3";
 package throwaway.echo.v1;
-service EchoService { rpc Echo(EchoRequest) returns (EchoResponse); rpc Shout(EchoRequest) returns (EchoResponse); }
+import "mnbara/mlserving/auth/v1/auth.proto";
+service EchoService {
+  rpc Echo(EchoRequest) returns (EchoResponse) { option (mnbara.mlserving.auth.v1.required_scope) = "echo.read"; }
+  rpc Shout(EchoRequest) returns (EchoResponse) { option (mnbara.mlserving.auth.v1.required_scope) = "echo.write"; }
+}
 message EchoRequest { string text = 1; }
 message EchoResponse { string text = 1; }
 enum ErrorReason { ERROR_REASON_UNSPECIFIED = 0; %s }
@@ -72,8 +81,9 @@ SERVICE = ServicePackage(ENTRY, EchoSettings, build, ErrorReason)
 @pytest.fixture
 def echo_package(tmp_path, monkeypatch):
     (tmp_path / "echo.proto").write_text(ECHO_PROTO)
-    assert protoc.main(["protoc", f"-I{tmp_path}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                        "echo.proto"]) == 0
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    assert protoc.main(["protoc", f"-I{tmp_path}", f"-I{ROOT / 'proto'}", f"-I{well_known}",
+                        f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", "echo.proto"]) == 0
     (tmp_path / "echo_service").mkdir()
     (tmp_path / "echo_service" / "__init__.py").write_text(textwrap.dedent(ECHO_PACKAGE))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -83,13 +93,14 @@ def echo_package(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-async def test_a_new_service_is_served_with_the_runtime_s_health_errors_and_settings(echo_package, redis_url,
-                                                                                     key_prefix):
+async def test_a_new_service_is_served_with_the_runtime_s_health_errors_settings_and_auth(
+        echo_package, redis_url, key_prefix, dev_keys):
     echo_pb2, echo_pb2_grpc = echo_package.echo_pb2, echo_package.echo_pb2_grpc
-    runtime = test_runtime(redis_url, key_prefix, services=("bandit", "echo"))
+    runtime = test_runtime(redis_url, key_prefix, keys=dev_keys, services=("bandit", "echo"))
     mesh = await build_server(runtime, packages=(*SERVICE_PACKAGES, echo_package.SERVICE))
+    token = mint_token(dev_keys, scopes=["echo.read", "echo.write"])
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}", interceptors=[BearerToken(token)]) as channel:
             echo = echo_pb2_grpc.EchoServiceStub(channel)
             assert (await echo.Echo(echo_pb2.EchoRequest(text="hi"))).text == "echo: hi"  # ECHO_PREFIX
             with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -20,6 +20,8 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+subject_var: contextvars.ContextVar[str] = contextvars.ContextVar("subject", default="")
+"""The `sub` of the caller's verified token, set by the auth interceptor for the RPC's task."""
 
 RPC_HANDLED = Counter(
     "grpc_server_handled_total",
@@ -47,6 +49,9 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        subject = subject_var.get()
+        if subject:
+            entry["subject"] = subject
         span_context = trace.get_current_span().get_span_context()
         if span_context.is_valid:
             entry["trace_id"] = format(span_context.trace_id, "032x")

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from mnbara.mlserving.catalog import ServiceEntry
 from prometheus_client import start_http_server
 
+from .auth import AuthInterceptor, TokenVerifier, required_scopes
 from .health import probe_dependencies
 from .interceptors import server_interceptors
 from .settings import MeshSettings
@@ -76,16 +77,23 @@ class MeshServer:
                 log.exception("error while closing %s", getattr(close, "__qualname__", close))
 
 
-async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], tracer_provider) -> MeshServer:
+async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], tracer_provider, *,
+                       verifier: TokenVerifier | None) -> MeshServer:
+    """Serve the bindings. `verifier` checks every mesh RPC's token and scope; None (only when
+    auth is explicitly off) lets every caller through."""
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
+        # One limit for all metadata, soft and hard alike: a caller gets a clear error, not a coin toss.
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
         ("grpc.so_reuseport", 0),
     ]
     domains = {b.full_name: b.entry.error_domain for b in bindings}
-    server = grpc.aio.server(
-        interceptors=server_interceptors(tracer_provider, settings.access_log, domains), options=options
-    )
+    interceptors = server_interceptors(tracer_provider, settings.access_log, domains)
+    if verifier is not None:
+        interceptors.append(AuthInterceptor(verifier, required_scopes(b.entry for b in bindings), domains))
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in bindings:

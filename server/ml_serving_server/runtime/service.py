@@ -13,7 +13,7 @@ from typing import Awaitable, Callable, Generic, TypeVar
 
 from mnbara.mlserving.catalog import ServiceEntry
 
-from .settings import DatabaseSettings, MeshSettings, RedisSettings, SettingsBase
+from .settings import AuthSettings, DatabaseSettings, MeshSettings, RedisSettings, SettingsBase
 
 SettingsT = TypeVar("SettingsT", bound=SettingsBase)
 
@@ -25,6 +25,7 @@ class Runtime:
     mesh: MeshSettings
     redis: RedisSettings
     database: DatabaseSettings
+    auth: AuthSettings
 
 
 @dataclass

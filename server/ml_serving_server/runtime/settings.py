@@ -41,6 +41,8 @@ class MeshSettings(SettingsBase):
         2.0, gt=0, description="how often each service's dependencies are probed; a service whose dependency "
                                "fails reports NOT_SERVING on gRPC health")
     max_message_bytes: int = Field(16 * 1024 * 1024, gt=0, description="gRPC message size limit, both directions")
+    max_metadata_bytes: int = Field(16 * 1024, ge=8 * 1024, description="limit of a call's metadata (headers); "
+                                    "Envoy's is lower, so an oversized header is refused there first")
 
     @field_validator("services", mode="before")
     @classmethod
@@ -79,6 +81,19 @@ class DatabaseSettings(SettingsBase):
     url: str = Field("", description="PostgreSQL DSN (for the services still to come; `make up` finds or starts one)")
 
 
+class AuthSettings(SettingsBase):
+    model_config = SettingsConfigDict(env_prefix="AUTH_")
+
+    enabled: bool = Field(True, description="check bearer tokens and scopes on every mesh RPC; false logs a "
+                                            "warning at start-up and lets every caller do everything")
+    jwks_file: str = Field("", description="JSON Web Key Set file with the token issuer's public keys")
+    jwks_url: str = Field("", description="the issuer's JWKS URL (instead of a file), fetched and cached")
+    issuer: str = Field("", description="required `iss` of tokens (empty: not checked)")
+    audience: str = Field("ml-serving-mesh", description="required `aud` of tokens")
+    clock_skew_seconds: float = Field(30.0, ge=0, description="leeway when checking `exp` and `nbf`")
+    token_cache_entries: int = Field(10_000, gt=0, description="verified tokens kept until they expire")
+
+
 class TracingSettings(SettingsBase):
     model_config = SettingsConfigDict(env_prefix="OTEL_")
 
@@ -87,5 +102,5 @@ class TracingSettings(SettingsBase):
     service_name: str = Field("ml-serving-mesh", description="service name on exported spans")
 
 
-RUNTIME_SETTINGS = (MeshSettings, RedisSettings, DatabaseSettings, TracingSettings)
+RUNTIME_SETTINGS = (MeshSettings, AuthSettings, RedisSettings, DatabaseSettings, TracingSettings)
 """Every settings class of the runtime, in the order the README lists them."""

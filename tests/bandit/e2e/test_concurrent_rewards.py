@@ -15,6 +15,8 @@ from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
 
 from ml_serving_tools import stack as stack_module
 
+from ...support import BearerToken
+
 SERVERS = 4
 TOTAL = 20_000
 REPEATED = TOTAL // 10
@@ -54,8 +56,8 @@ def plan(seed: int = 7) -> tuple[list[pb.RewardRequest], Counter, dict[str, floa
     return rewards, counts, sums
 
 
-async def send_all(addrs: list[str], bandit: str, rewards: list[pb.RewardRequest]) -> Counter:
-    channels = [grpc.aio.insecure_channel(a) for a in addrs]
+async def send_all(addrs: list[str], bandit: str, rewards: list[pb.RewardRequest], token: str) -> Counter:
+    channels = [grpc.aio.insecure_channel(a, interceptors=[BearerToken(token)]) for a in addrs]
     stubs = [bandit_pb2_grpc.BanditServiceStub(c) for c in channels]
     outcome: Counter = Counter()
     queue = list(enumerate(rewards))
@@ -76,14 +78,14 @@ async def send_all(addrs: list[str], bandit: str, rewards: list[pb.RewardRequest
     return outcome
 
 
-async def test_concurrent_rewards_from_four_replicas_are_exact(servers):
+async def test_concurrent_rewards_from_four_replicas_are_exact(servers, token):
     bandit = f"conc-{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(servers[0]) as channel:
+    async with grpc.aio.insecure_channel(servers[0], interceptors=[BearerToken(token)]) as channel:
         stub = bandit_pb2_grpc.BanditServiceStub(channel)
         await stub.CreateBandit(pb.CreateBanditRequest(bandit=pb.Bandit(name=bandit, arms=[pb.Arm(id=a)
                                                                                            for a in ARMS])))
         rewards, counts, sums = plan()
-        outcome = await send_all(servers, bandit, rewards)
+        outcome = await send_all(servers, bandit, rewards, token)
         stats = await stub.GetStats(pb.GetStatsRequest(bandit=bandit))
 
     assert outcome == {"applied": TOTAL - REPEATED, "duplicate": REPEATED}

@@ -30,8 +30,8 @@ def address(mesh):
 
 
 @pytest.fixture(scope="session")
-async def bandits(address):
-    async with BanditClient(address=address) as client:
+async def bandits(address, token):
+    async with BanditClient(address=address, token=token) as client:
         yield client
 
 

@@ -31,8 +31,9 @@ def test_list_shows_every_service(stack):
 def test_select_through_grpcurl(stack):
     name = f"grpcurl-{uuid.uuid4().hex[:8]}"
     assert call(stack.front_door, "POST", "/api/v1/bandits/definitions",
-                {"name": name, "arms": [{"id": "x"}, {"id": "y"}]}).status == 200
-    done = grpcurl("-plaintext", "-d", json.dumps({"bandit": name, "k": 2}), stack.front_door,
+                {"name": name, "arms": [{"id": "x"}, {"id": "y"}]}, token=stack.token).status == 200
+    done = grpcurl("-plaintext", "-H", f"authorization: Bearer {stack.token}", "-d",
+                   json.dumps({"bandit": name, "k": 2}), stack.front_door,
                    "mnbara.mlserving.bandit.v1.BanditService/Select")
     assert done.returncode == 0, done.stderr
     reply = json.loads(done.stdout)

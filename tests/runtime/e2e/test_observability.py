@@ -39,7 +39,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 @pytest.fixture(scope="module")
-def traced_stack(tmp_path_factory, stack_env):
+def traced_stack(tmp_path_factory, stack_env, token):
     collector = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
@@ -51,6 +51,7 @@ def traced_stack(tmp_path_factory, stack_env):
         grpc_addr=f"127.0.0.1:{stack_module.free_port()}", front_door=f"127.0.0.1:{stack_module.free_port()}",
         admin_addr=f"127.0.0.1:{stack_module.free_port()}", metrics_addr=f"127.0.0.1:{stack_module.free_port()}",
         base_id=stack_module.free_port())
+    running.token = token
     yield running, collector
     running.stop()
     server.stop(0)
@@ -60,7 +61,7 @@ def test_traceparent_through_envoy_reaches_the_exported_span(traced_stack):
     running, collector = traced_stack
     request = urllib.request.Request(
         f"http://{running.front_door}/api/v1/bandits/stats?bandit=no-such-bandit",
-        headers={"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01"})
+        headers={"traceparent": f"00-{TRACE_ID}-b7ad6b7169203331-01", "authorization": f"Bearer {running.token}"})
     try:
         urllib.request.urlopen(request, timeout=10)
     except urllib.error.HTTPError as error:
@@ -77,9 +78,10 @@ def test_traceparent_through_envoy_reaches_the_exported_span(traced_stack):
 def test_metrics_endpoint_counts_rpcs_by_code(traced_stack):
     running, _ = traced_stack
     name = f"metrics-{uuid.uuid4().hex[:8]}"
-    call(running.front_door, "POST", "/api/v1/bandits/definitions", {"name": name, "arms": [{"id": "a"}]})
-    call(running.front_door, "POST", "/api/v1/bandits/select", {"bandit": name})
-    call(running.front_door, "POST", "/api/v1/bandits/select", {"bandit": ""})
+    call(running.front_door, "POST", "/api/v1/bandits/definitions", {"name": name, "arms": [{"id": "a"}]},
+         token=running.token)
+    call(running.front_door, "POST", "/api/v1/bandits/select", {"bandit": name}, token=running.token)
+    call(running.front_door, "POST", "/api/v1/bandits/select", {"bandit": ""}, token=running.token)
     body = urllib.request.urlopen(f"http://{running.metrics_addr}/metrics", timeout=5).read().decode()
     select = 'grpc_method="Select",grpc_service="mnbara.mlserving.bandit.v1.BanditService"'
     assert f'grpc_server_handled_total{{grpc_code="OK",{select}}} 1.0' in body

@@ -69,7 +69,8 @@ class _BrokenStore:
 async def _server_with(servicer, **settings):
     binding = ServiceBinding(BY_NAME["bandit"], servicer, built=True)
     defaults = dict(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=True)
-    return await start_server(MeshSettings(**{**defaults, **settings}), [binding], tracer_provider=None)
+    return await start_server(MeshSettings(**{**defaults, **settings}), [binding], tracer_provider=None,
+                              verifier=None)
 
 
 async def test_unknown_exception_is_internal_without_details(caplog):
@@ -106,7 +107,7 @@ async def test_incoming_traceparent_continues_the_trace(redis_url, key_prefix):
     store = RedisBanditStore.from_url(redis_url, key_prefix, 2.0)
     binding = ServiceBinding(BY_NAME["bandit"], BanditServicer(BanditService(store)), built=True)
     mesh = await start_server(MeshSettings(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=False), [binding],
-                              tracer_provider=provider)
+                              tracer_provider=provider, verifier=None)
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:
@@ -211,7 +212,8 @@ async def test_health_of_the_whole_recovers_with_its_services():
 
     binding = ServiceBinding(BY_NAME["bandit"], BanditServicer(BanditService(_SlowStore())), built=True, probe=probe)
     mesh = await start_server(MeshSettings(grpc_addr="127.0.0.1:0", metrics_addr="", access_log=False,
-                                           health_probe_seconds=0.05), [binding], tracer_provider=None)
+                                           health_probe_seconds=0.05), [binding], tracer_provider=None,
+                              verifier=None)
 
     async def overall_becomes(status) -> bool:
         for _ in range(100):
