@@ -9,7 +9,36 @@ A service's enum mirrors `enum ErrorReason` in its proto (a test keeps them equa
 from __future__ import annotations
 
 import enum
-from typing import Mapping
+from typing import Iterable, Mapping
+
+QUOTE_CHARS = 64
+"""How much of one user-supplied value an error message echoes."""
+LISTED_VALUES = 5
+"""How many user-supplied values an error message lists."""
+METADATA_VALUE_CHARS = 128
+"""How much of a value ErrorInfo metadata carries (a valid name or id fits whole)."""
+
+
+def quoted(value: object) -> str:
+    """User input as it may appear in an error message: quoted, escaped, and cut to a
+    short prefix, so a message never grows with what a caller sends."""
+    text = str(value)
+    if len(text) > QUOTE_CHARS:
+        return repr(text[:QUOTE_CHARS]) + "…"
+    return repr(text)
+
+
+def listed(values: Iterable[object]) -> str:
+    """A few of `values`, quoted, and how many more there are: "'a', 'b' and 7 more"."""
+    values = list(values)
+    shown = ", ".join(quoted(v) for v in values[:LISTED_VALUES])
+    hidden = len(values) - LISTED_VALUES
+    return f"{shown} and {hidden} more" if hidden > 0 else shown
+
+
+def _bounded(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= METADATA_VALUE_CHARS else text[:METADATA_VALUE_CHARS] + "…"
 
 
 class CommonReason(enum.Enum):
@@ -30,7 +59,7 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
         self.reason = reason
-        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self.metadata = {k: _bounded(v) for k, v in (metadata or {}).items()}  # user input too
 
 
 class InvalidArgument(DomainError):

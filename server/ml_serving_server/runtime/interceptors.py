@@ -1,8 +1,9 @@
-"""Server interceptors: request context and logs, metrics, error mapping.
+"""Server interceptors: request context and logs, metrics, error mapping, undecodable requests.
 
 Each interceptor is an async context manager around the handler (`scope`), so the
 same code serves unary and server-streaming RPCs. Order, outermost first, is set by
-`server_interceptors`: tracing (OpenTelemetry's), request context, metrics, errors.
+`server_interceptors`: tracing (OpenTelemetry's), request context, metrics, errors,
+request decoding.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import uuid
 from typing import AsyncIterator, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from .. import errors
+from ..errors import CommonReason
 from . import status as status_mapping
 from .observability import RPC_HANDLED, RPC_LATENCY, request_id_var
 
@@ -29,6 +33,13 @@ class _ScopeInterceptor(grpc.aio.ServerInterceptor):
     def scope(self, method: str, context: grpc.aio.ServicerContext) -> contextlib.AbstractAsyncContextManager:
         raise NotImplementedError
 
+    def admit(self, request) -> None:
+        """Called in the scope before the handler; may refuse the request by raising."""
+
+    def deserializer(self, deserializer: Callable | None) -> Callable | None:
+        """The request deserializer to use instead of the handler's."""
+        return deserializer
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
@@ -37,13 +48,13 @@ class _ScopeInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self.deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=self.deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler  # client-streaming RPCs: none in our contracts
@@ -51,6 +62,7 @@ class _ScopeInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, behavior: Callable, method: str):
         async def unary(request, context):
             async with self.scope(method, context):
+                self.admit(request)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
@@ -61,14 +73,20 @@ class _ScopeInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_stream(self, behavior: Callable, method: str):
         async def stream(request, context) -> AsyncIterator:
             async with self.scope(method, context):
-                result = behavior(request, context)
-                if inspect.isasyncgen(result):
-                    async for item in result:
-                        yield item
-                elif inspect.isawaitable(result):
-                    await result
+                self.admit(request)
+                async for item in _responses(behavior(request, context)):
+                    yield item
 
         return stream
+
+
+async def _responses(result) -> AsyncIterator:
+    """What a streaming handler sends: it yields its responses, or writes them and returns."""
+    if inspect.isasyncgen(result):
+        async for item in result:
+            yield item
+    elif inspect.isawaitable(result):
+        await result
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -151,6 +169,92 @@ class ErrorInterceptor(_ScopeInterceptor):
             await context.abort_with_status(status)
 
 
+class _UndecodableRequest:
+    """Stands in for a request body that does not parse, so that the call is answered by
+    the interceptors rather than by grpc (UNKNOWN, the parser's text, a logged traceback)."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+
+
+def _tolerant(deserializer: Callable) -> Callable:
+    def deserialize(raw: bytes):
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return _UndecodableRequest(_decode_problem(deserializer, exc))
+
+    return deserialize
+
+
+def _decode_problem(deserializer: Callable, exc: DecodeError) -> str:
+    message_type = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = message_type.full_name if message_type else "request message"
+    # The parser's own words follow its "Error parsing message with type '...': " preamble.
+    detail = str(exc).rpartition(": ")[2][:80] or "cannot be parsed"
+    return f"is not a valid {name} (malformed protobuf, or a string field that is not UTF-8): {detail}"
+
+
+class _UndecodableMetadataFilter(logging.Filter):
+    """Drops grpc's log of a header value that is not UTF-8 (a traceback each time the value
+    is decoded, several times per call); the call is served with the value read as Latin-1,
+    so a malformed traceparent only starts a new trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Invalid encoding on %s"
+
+
+_UNDECODABLE_METADATA_FILTER = _UndecodableMetadataFilter()
+
+
+class RequestDecodingInterceptor(_ScopeInterceptor):
+    """Malformed input at the transport, the same for every service: a request body that
+    does not parse is INVALID_ARGUMENT (INVALID_FIELD, field "request") before any handler
+    runs, and header values that are not UTF-8 log nothing.
+
+    It sits inside the error interceptor, which maps its refusal like any domain error."""
+
+    def __init__(self):
+        logging.getLogger("grpc._cython.cygrpc").addFilter(_UNDECODABLE_METADATA_FILTER)  # idempotent
+
+    def scope(self, method, context):
+        return contextlib.nullcontext()
+
+    def deserializer(self, deserializer):
+        return _tolerant(deserializer) if deserializer is not None else None
+
+    def admit(self, request) -> None:
+        if isinstance(request, _UndecodableRequest):
+            raise errors.InvalidArgument("request", request.problem)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await super().intercept_service(continuation, handler_call_details)
+        if handler is None or not (handler.request_streaming and handler.response_streaming):
+            return handler
+        # Bidirectional streams (reflection) pass the other interceptors untouched: refused here.
+        return grpc.stream_stream_rpc_method_handler(
+            _checking_each_request(handler.stream_stream),
+            request_deserializer=self.deserializer(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _checking_each_request(behavior: Callable) -> Callable:
+    async def checked(requests: AsyncIterator, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        async for request in requests:
+            if isinstance(request, _UndecodableRequest):
+                await context.abort_with_status(status_mapping.rich_status(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}", CommonReason.INVALID_FIELD.name,
+                    status_mapping.MESH_DOMAIN, {"field": "request"}))
+            yield request
+
+    async def stream(requests, context) -> AsyncIterator:
+        async for response in _responses(behavior(checked(requests, context), context)):
+            yield response
+
+    return stream
+
+
 def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
     for item in context.invocation_metadata() or ():
         if item.key == key:
@@ -164,4 +268,5 @@ def server_interceptors(tracer_provider, access_log: bool, domains: dict[str, st
         RequestContextInterceptor(access_log),
         MetricsInterceptor(),
         ErrorInterceptor(domains),
+        RequestDecodingInterceptor(),
     ]

@@ -16,6 +16,7 @@ from ml_serving_server.services.bandit.domain.model import (
     BanditDefinition,
     Decision,
     RewardEvent,
+    RewardOutcome,
 )
 from ml_serving_server.services.bandit.memory_store import MemoryBanditStore
 from ml_serving_server.services.bandit.redis_store import RedisBanditStore
@@ -38,8 +39,12 @@ def definition(name: str, *arm_ids: str, dimension: int = 0, created: datetime |
                             create_time=created, update_time=created)
 
 
-def reward(d: BanditDefinition, arm: str, value: float, event_id: str = "", context=()) -> RewardEvent:
-    return RewardEvent(d.name, d.incarnation, arm, value, event_id, tuple(context), 60)
+def reward(d: BanditDefinition, arm: str, value: float, event_id: str = "", context=(), decision_id="") -> RewardEvent:
+    return RewardEvent(d.name, d.incarnation, arm, value, event_id, tuple(context), 60, decision_id)
+
+
+APPLIED, DUPLICATE, CONFLICT, GONE = (RewardOutcome.APPLIED, RewardOutcome.DUPLICATE, RewardOutcome.CONFLICT,
+                                      RewardOutcome.BANDIT_GONE)
 
 
 async def test_create_is_once_per_name_and_round_trips_the_definition(store):
@@ -88,10 +93,50 @@ async def test_rewards_count_once_per_event_id(store):
     await store.create(d)
     outcomes = await store.apply_rewards([reward(d, "x", 1.0, "e1"), reward(d, "x", 1.0, "e1"),
                                           reward(d, "y", 0.25), reward(d, "y", 0.25)])
-    assert outcomes == [True, False, True, True]  # no event id: never deduplicated
+    assert outcomes == [APPLIED, DUPLICATE, APPLIED, APPLIED]  # no event id: never deduplicated
     _, counts = await store.load_counts("b")
     assert counts["x"] == ArmCounts(pulls=0, reward_count=1, reward_sum=1.0, failure_sum=0.0)
     assert counts["y"] == ArmCounts(pulls=0, reward_count=2, reward_sum=0.5, failure_sum=1.5)
+
+
+@pytest.mark.parametrize("other", [
+    dict(arm="y", value=1.0, context=(1.0,)),
+    dict(arm="x", value=0.5, context=(1.0,)),
+    dict(arm="x", value=1.0, context=(2.0,)),
+], ids=["another arm", "another reward", "another context"])
+async def test_an_event_id_reused_for_other_content_is_a_conflict_that_changes_nothing(store, other):
+    d = definition("b", "x", "y", dimension=1)
+    await store.create(d)
+    first = reward(d, "x", 1.0, "e1", context=(1.0,))
+    reused = reward(d, other["arm"], other["value"], "e1", context=other["context"])
+    assert await store.apply_rewards([first, reused, first]) == [APPLIED, CONFLICT, DUPLICATE]
+    _, counts = await store.load_counts("b")
+    assert set(counts) == {"x"} and counts["x"].reward_count == 1 and counts["x"].reward_sum == 1.0
+    assert set(await store.load_linear("b", 1)) == {"x"}
+
+
+async def test_event_ids_are_scoped_to_their_decision(store):
+    d = definition("b", "x")
+    await store.create(d)
+    click = [reward(d, "x", 1.0, "click", decision_id="d-1"), reward(d, "x", 1.0, "click", decision_id="d-2"),
+             reward(d, "x", 1.0, "click"), reward(d, "x", 1.0, "click", decision_id="d-1")]
+    assert await store.apply_rewards(click) == [APPLIED, APPLIED, APPLIED, DUPLICATE]
+    assert await store.apply_rewards([reward(d, "x", 0.0, "click", decision_id="d-2")]) == [CONFLICT]
+    assert (await store.load_counts("b"))[1]["x"].reward_count == 3
+
+
+async def test_markers_written_before_fingerprints_still_count_as_duplicates(redis_url, key_prefix):
+    """Markers of an earlier release hold "1" instead of a fingerprint: a retry stays a duplicate."""
+    store = RedisBanditStore.from_url(redis_url, f"{key_prefix}:contract:{uuid.uuid4().hex[:8]}", 2.0)
+    try:
+        d = definition("b", "x")
+        await store.create(d)
+        plain, of_decision = reward(d, "x", 1.0, "e-old"), reward(d, "x", 1.0, "e-old", decision_id="d-1")
+        await store._redis.set(store._event_keys(plain)[0], "1", ex=60)  # then, markers were bandit-wide
+        assert await store.apply_rewards([plain, of_decision]) == [DUPLICATE, DUPLICATE]
+        assert await store.apply_rewards([reward(d, "x", 1.0, "e-new", decision_id="d-1")]) == [APPLIED]
+    finally:
+        await store.close()
 
 
 async def test_a_gone_incarnation_takes_no_rewards_pulls_or_decisions(store):
@@ -100,12 +145,12 @@ async def test_a_gone_incarnation_takes_no_rewards_pulls_or_decisions(store):
     await store.delete("b")
     new = definition("b", "x", created=old.create_time + timedelta(seconds=1))
     await store.create(new)
-    assert await store.apply_rewards([reward(old, "x", 1.0, "e1")]) == [None]
+    assert await store.apply_rewards([reward(old, "x", 1.0, "e1")]) == [GONE]
     await store.add_pulls("b", old.incarnation, {"x": 5})
     decision = Decision("d-old", "b", ("x",), time=old.create_time)
     assert not await store.record_decision(decision, old.incarnation, 60)
     assert (await store.load_counts("b"))[1] == {}
-    assert await store.apply_rewards([reward(new, "x", 1.0, "e1")]) == [True]  # old markers do not shadow
+    assert await store.apply_rewards([reward(new, "x", 1.0, "e1")]) == [APPLIED]  # old markers do not shadow
 
 
 async def test_pulls_and_decisions(store):

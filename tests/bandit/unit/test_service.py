@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -60,7 +61,7 @@ async def test_long_ids_are_rejected_before_any_lookup(service):
     await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
     with pytest.raises(InvalidArgument) as caught:
         await service.select("b", None, ["y" * 20_000], "")
-    assert caught.value.field == "candidate_arm_ids" and "y" * 200 not in caught.value.message
+    assert caught.value.field == "candidate_arm_ids[0]" and "y" * 200 not in caught.value.message
 
 
 async def test_names_are_unique(service):
@@ -231,3 +232,62 @@ async def test_concurrent_updates_do_not_overwrite_each_other():
     assert (await store.get_definition("b")).arm_ids() == ["a", "y"]  # the other update survived
     updated = await service.update_bandit("b", "", [ArmDefinition("x")], [], [])  # a retry succeeds
     assert updated.arm_ids() == ["a", "y", "x"]
+
+
+async def test_update_errors_name_the_requests_own_fields(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x", "y", "z")))
+    cases = [
+        (dict(add_arms=[ArmDefinition("new"), ArmDefinition("x")]), "add_arms[1].id", ErrorReason.INVALID_FIELD),
+        (dict(add_arms=[ArmDefinition("n"), ArmDefinition("n")]), "add_arms[1].id", ErrorReason.INVALID_FIELD),
+        (dict(add_arms=[ArmDefinition("bad id")]), "add_arms[0].id", ErrorReason.INVALID_FIELD),
+        (dict(disable_ids=["x", "nope"]), "disable_arm_ids[1]", ErrorReason.UNKNOWN_ARM),
+        (dict(enable_ids=["nope"]), "enable_arm_ids[0]", ErrorReason.UNKNOWN_ARM),
+    ]
+    for fields, field, reason in cases:
+        request = {"description": "", "add_arms": [], "disable_ids": [], "enable_ids": [], **fields}
+        with pytest.raises(InvalidArgument) as caught:
+            await service.update_bandit("b", **request)
+        assert (caught.value.field, caught.value.reason.name) == (field, reason.name)
+    assert (await service.get_bandit("b")).arm_ids() == ["x", "y", "z"]
+
+
+async def test_messages_quote_a_short_prefix_of_a_few_ids(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    unknown = [f"{'u' * 100}-{i}" for i in range(999)]
+    with pytest.raises(InvalidArgument) as caught:
+        await service.select("b", None, unknown, "")
+    message = caught.value.message
+    assert caught.value.reason is ErrorReason.UNKNOWN_ARM and caught.value.field == "candidate_arm_ids"
+    assert message.count("'" + "u" * 64 + "'…") == 5 and message.endswith("and 994 more")
+    assert len(message) < 500
+    with pytest.raises(NotFound) as caught:
+        await service.reward(RewardInput(decision_id="d" * 500, reward=1))
+    assert len(caught.value.message) < 150
+
+
+async def test_an_event_id_reused_for_another_reward_is_a_conflict(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x", "y")))
+    first = RewardInput(bandit="b", arm_id="x", reward=1, event_id="e")
+    assert await service.reward(first) == (False, ANY)
+    assert (await service.reward(first))[0]  # the same again: a duplicate
+    for other in (dict(arm_id="y"), dict(reward=0.0)):
+        with pytest.raises(AlreadyExists) as caught:
+            await service.reward(RewardInput(**{**first.__dict__, **other}))
+        assert caught.value.reason is ErrorReason.EVENT_ID_CONFLICT
+        assert caught.value.metadata == {"field": "event_id", "event_id": "e", "index": "0"}
+    batch = [RewardInput(bandit="b", arm_id="y", reward=1, event_id="f"),
+             RewardInput(**{**first.__dict__, "reward": 0.5})]
+    with pytest.raises(AlreadyExists) as caught:
+        await service.batch_reward(batch)
+    assert caught.value.metadata["field"] == "rewards[1].event_id"
+    assert (await service.stats("b")).total_reward_count == 2  # e once, and the batch's other reward
+
+
+async def test_each_decision_has_its_own_event_ids(service):
+    await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
+    one, two = [(await service.select("b", None, (), "")).decision.id for _ in range(2)]
+    assert not (await service.reward(RewardInput(decision_id=one, reward=1, event_id="click")))[0]
+    assert not (await service.reward(RewardInput(decision_id=two, reward=1, event_id="click")))[0]
+    assert (await service.reward(RewardInput(decision_id=one, arm_id="x", reward=1, event_id="click")))[0]
+    with pytest.raises(AlreadyExists):
+        await service.reward(RewardInput(decision_id=one, reward=0, event_id="click"))

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .domain.model import ArmCounts, BanditDefinition, Decision, RewardEvent
+from .domain.model import ArmCounts, BanditDefinition, Decision, RewardEvent, RewardOutcome
 
 
 class MemoryBanditStore:
@@ -20,7 +20,8 @@ class MemoryBanditStore:
         self._counts: dict[str, dict[str, ArmCounts]] = {}
         self._linear: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         self._decisions: dict[str, Decision] = {}
-        self._events: set[tuple[str, int, str]] = set()  # outlive their bandit, as in Redis
+        # (bandit, incarnation, decision id, event id) -> fingerprint; outlive their bandit, as in Redis
+        self._events: dict[tuple[str, int, str, str], str] = {}
         self._key = secrets.token_bytes(32)
         self.count_reads = 0  # how often counts were read: shows whether a cache was used
 
@@ -86,23 +87,24 @@ class MemoryBanditStore:
     async def decision_key(self) -> bytes:
         return self._key
 
-    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[RewardOutcome]:
         return [self._apply(event) for event in events]
 
-    def _apply(self, e: RewardEvent) -> bool | None:
+    def _apply(self, e: RewardEvent) -> RewardOutcome:
         if not self._alive(e.bandit, e.incarnation):
-            return None
-        marker = (e.bandit, e.incarnation, e.event_id)
+            return RewardOutcome.BANDIT_GONE
+        marker = (e.bandit, e.incarnation, e.decision_id, e.event_id)
         if e.event_id and marker in self._events:
-            return False
+            same = self._events[marker] == e.fingerprint
+            return RewardOutcome.DUPLICATE if same else RewardOutcome.CONFLICT
         if e.event_id:
-            self._events.add(marker)
+            self._events[marker] = e.fingerprint
         self._add(e.bandit, e.arm_id, rewards=1, reward=e.reward)
         if e.context:
             x = np.asarray(e.context, dtype=float)
             xx, rx = self._linear[e.bandit].get(e.arm_id, (np.zeros((x.size, x.size)), np.zeros(x.size)))
             self._linear[e.bandit][e.arm_id] = (xx + np.outer(x, x), rx + e.reward * x)
-        return True
+        return RewardOutcome.APPLIED
 
     def _add(self, name: str, arm: str, pulls: int = 0, rewards: int = 0, reward: float = 0.0) -> None:
         c = self._counts[name].get(arm, ArmCounts())

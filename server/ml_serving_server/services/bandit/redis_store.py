@@ -11,7 +11,12 @@ single Redis or a primary with replicas, not Redis Cluster):
                                reward events, s:ARM reward sum, f:ARM failure sum (1 - r)
   P:bandit:{name}:lin          hash: A:ARM sum of x x^T and b:ARM sum of r x, packed
                                little-endian float64
-  P:bandit:{name}:ev:I:EVENT   marks an event id as counted in incarnation I (expires with decisions)
+  P:bandit:{name}:ev:I:EVENT   marks an event id (of a reward without decision) as counted in
+                               incarnation I; holds the event's fingerprint (or 1, written before
+                               fingerprints were kept); expires with decisions
+  P:bandit:{name}:evd:I:D:EVENT  the same for a reward of a decision, D a digest of its id (so each
+                               decision has its own event ids); until they expire, markers of the
+                               earlier release (ev:I:EVENT holding 1, for any reward) still count
   P:decision:ID                JSON contextual decision, expires after the bandit's decision TTL
   P:decision-key               random key signing self-contained decision ids (shared by replicas)
 
@@ -24,6 +29,7 @@ a script's writes when it fails halfway).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import secrets
 from datetime import datetime
@@ -33,7 +39,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from ...errors import DeadlineExceeded, FailedPrecondition, Unavailable
+from ...errors import DeadlineExceeded, FailedPrecondition, Unavailable, quoted
 from .domain.errors import ErrorReason
 from .domain.model import (
     ArmCounts,
@@ -42,6 +48,7 @@ from .domain.model import (
     ContextualAlgorithm,
     Decision,
     RewardEvent,
+    RewardOutcome,
 )
 
 # KEYS: def, counts, lin, names. ARGV: definition JSON, name, incarnation.
@@ -88,9 +95,11 @@ for i = 2, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], ARGV[i + 
 return 1
 """
 
-# KEYS: counts, lin, event marker. ARGV: incarnation, arm, reward, ttl, dedupe (0/1), d, x1..xd.
+# KEYS: counts, lin, event marker[, the marker an earlier release would have used]. ARGV:
+# incarnation, arm, reward, ttl, event fingerprint ('' for a reward without event id: never
+# deduplicated), d, x1..xd.
 # Returns 1 applied, 0 duplicate event, -1 bandit gone, -2 stored linear state of the
-# wrong size (nothing written in every case but 1).
+# wrong size, -3 event id already counted with other content (nothing written in every case but 1).
 _REWARD = """
 if redis.call('HGET', KEYS[1], '_i') ~= ARGV[1] then return -1 end
 local arm, r, d = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[6])
@@ -100,7 +109,13 @@ if d > 0 then
   target_blob = redis.call('HGET', KEYS[2], 'b:' .. arm)
   if (gram_blob and #gram_blob ~= 8 * d * d) or (target_blob and #target_blob ~= 8 * d) then return -2 end
 end
-if ARGV[5] == '1' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[4]) then return 0 end
+if ARGV[5] ~= '' then
+  local seen = redis.call('GET', KEYS[3])
+  if not seen and KEYS[4] and redis.call('GET', KEYS[4]) == '1' then seen = '1' end
+  if seen == ARGV[5] or seen == '1' then return 0 end
+  if seen then return -3 end
+  redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
+end
 redis.call('HINCRBY', KEYS[1], 'n:' .. arm, 1)
 redis.call('HINCRBYFLOAT', KEYS[1], 's:' .. arm, ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'f:' .. arm, 1 - r)
@@ -295,7 +310,7 @@ class RedisBanditStore:
                           reason=ErrorReason.STATE_STORE_UNAVAILABLE)
 
     @_translate_errors
-    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[RewardOutcome]:
         if len(events) == 1:  # one round trip, without the pipeline's SCRIPT EXISTS check
             results = [await self._reward(*self._reward_call(events[0]))]
         else:
@@ -305,16 +320,29 @@ class RedisBanditStore:
                 results = await pipe.execute()
         for event, result in zip(events, results):
             if result == -2:
-                raise FailedPrecondition(f"stored linear state of arm {event.arm_id!r} of bandit {event.bandit!r} "
-                                         "has the wrong size", reason=ErrorReason.STATE_CORRUPT)
-        return [None if result == -1 else result == 1 for result in results]
+                raise FailedPrecondition(f"stored linear state of arm {quoted(event.arm_id)} of bandit "
+                                         f"{quoted(event.bandit)} has the wrong size", reason=ErrorReason.STATE_CORRUPT)
+        return [_REWARD_OUTCOMES[result] for result in results]
 
     def _reward_call(self, event: RewardEvent) -> tuple[list[str], list]:
-        keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"),
-                self._key(event.bandit, f"ev:{event.incarnation}:{event.event_id}")]
+        keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"), *self._event_keys(event)]
         args = [event.incarnation, event.arm_id, repr(event.reward), event.ttl_seconds,
-                "1" if event.event_id else "0", len(event.context), *(repr(v) for v in event.context)]
+                event.fingerprint if event.event_id else "", len(event.context), *(repr(v) for v in event.context)]
         return keys, args
+
+    def _event_keys(self, event: RewardEvent) -> list[str]:
+        """The event's marker, and for a reward of a decision the marker an earlier release
+        used for it (bandit-wide): a retry across the upgrade is still a duplicate."""
+        bandit_wide = self._key(event.bandit, f"ev:{event.incarnation}:{event.event_id}")
+        if not event.decision_id:
+            return [bandit_wide]
+        # A digest keeps the key short: decision ids run to 512 characters.
+        decision = hashlib.sha256(event.decision_id.encode()).hexdigest()[:32]
+        return [self._key(event.bandit, f"evd:{event.incarnation}:{decision}:{event.event_id}"), bandit_wide]
+
+
+_REWARD_OUTCOMES = {1: RewardOutcome.APPLIED, 0: RewardOutcome.DUPLICATE, -1: RewardOutcome.BANDIT_GONE,
+                    -3: RewardOutcome.CONFLICT}
 
 
 # ----- serialisation (the store's own format, not a public contract) -----

@@ -45,7 +45,7 @@ class Arm(_message.Message):
     def __init__(self, id: _Optional[str] = ..., description: _Optional[str] = ..., disabled: _Optional[bool] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Bandit(_message.Message):
-    __slots__ = ("name", "description", "arms", "prior_alpha", "prior_beta", "context_dimension", "contextual_algorithm", "exploration", "ridge_lambda", "decision_ttl_seconds", "discount", "create_time", "update_time")
+    __slots__ = ("name", "description", "arms", "prior_alpha", "prior_beta", "context_dimension", "contextual_algorithm", "exploration", "ridge_lambda", "decision_ttl_seconds", "discount", "create_time", "update_time", "created_by", "updated_by")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ARMS_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,8 @@ class Bandit(_message.Message):
     DISCOUNT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     arms: _containers.RepeatedCompositeFieldContainer[Arm]
@@ -72,7 +74,9 @@ class Bandit(_message.Message):
     discount: float
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., prior_alpha: _Optional[float] = ..., prior_beta: _Optional[float] = ..., context_dimension: _Optional[int] = ..., contextual_algorithm: _Optional[_Union[ContextualAlgorithm, str]] = ..., exploration: _Optional[float] = ..., ridge_lambda: _Optional[float] = ..., decision_ttl_seconds: _Optional[int] = ..., discount: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    created_by: str
+    updated_by: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., arms: _Optional[_Iterable[_Union[Arm, _Mapping]]] = ..., prior_alpha: _Optional[float] = ..., prior_beta: _Optional[float] = ..., context_dimension: _Optional[int] = ..., contextual_algorithm: _Optional[_Union[ContextualAlgorithm, str]] = ..., exploration: _Optional[float] = ..., ridge_lambda: _Optional[float] = ..., decision_ttl_seconds: _Optional[int] = ..., discount: _Optional[float] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., updated_by: _Optional[str] = ...) -> None: ...
 
 class CreateBanditRequest(_message.Message):
     __slots__ = ("bandit",)

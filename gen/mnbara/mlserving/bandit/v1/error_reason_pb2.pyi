@@ -26,6 +26,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATE_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
     STATE_STORE_TIMEOUT: _ClassVar[ErrorReason]
     STATE_CORRUPT: _ClassVar[ErrorReason]
+    EVENT_ID_CONFLICT: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
@@ -46,3 +47,4 @@ CONCURRENT_UPDATE: ErrorReason
 STATE_STORE_UNAVAILABLE: ErrorReason
 STATE_STORE_TIMEOUT: ErrorReason
 STATE_CORRUPT: ErrorReason
+EVENT_ID_CONFLICT: ErrorReason

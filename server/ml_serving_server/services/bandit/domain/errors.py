@@ -29,3 +29,4 @@ class ErrorReason(enum.Enum):
     STATE_STORE_UNAVAILABLE = enum.auto()
     STATE_STORE_TIMEOUT = enum.auto()
     STATE_CORRUPT = enum.auto()
+    EVENT_ID_CONFLICT = enum.auto()

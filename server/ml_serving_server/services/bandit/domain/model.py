@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -76,7 +78,11 @@ class Decision:
 
 @dataclass(frozen=True)
 class RewardEvent:
-    """One reward, resolved to a bandit and arm, ready to apply."""
+    """One reward, resolved to a bandit and arm, ready to apply.
+
+    Its event id counts once within its scope: the decision it rewards, else the bandit
+    (per incarnation). The same event id again with the same content is a duplicate;
+    with other content (the fingerprint differs) it is a conflict."""
 
     bandit: str
     incarnation: int
@@ -85,6 +91,22 @@ class RewardEvent:
     event_id: str = ""
     context: tuple[float, ...] = ()
     ttl_seconds: int = DEFAULT_DECISION_TTL_SECONDS
+    decision_id: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of what the event says, kept with its event id to tell a retry from a conflict."""
+        content = json.dumps([self.decision_id, self.arm_id, float(self.reward), [float(v) for v in self.context]])
+        return hashlib.sha256(content.encode()).hexdigest()[:32]
+
+
+class RewardOutcome(enum.Enum):
+    """What the store did with one reward event."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # its event id was counted before, with the same content
+    CONFLICT = "conflict"  # its event id was counted before, with other content: nothing changed
+    BANDIT_GONE = "bandit_gone"  # that incarnation of the bandit no longer exists
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .model import ArmCounts, BanditDefinition, Decision, RewardEvent
+from .model import ArmCounts, BanditDefinition, Decision, RewardEvent, RewardOutcome
 
 
 class BanditStore(Protocol):
@@ -42,6 +42,7 @@ class BanditStore(Protocol):
     async def decision_key(self) -> bytes:
         """The key that signs self-contained decision ids, the same for every replica."""
 
-    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[bool | None]:
-        """Apply each event atomically: True applied, False its event id was already
-        counted, None that incarnation of the bandit is gone."""
+    async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[RewardOutcome]:
+        """Apply each event atomically, in order. An event id is marked, with the event's
+        fingerprint, per incarnation and scope (its decision, else the bandit) for the
+        event's ttl; a marked one changes nothing and is a DUPLICATE or a CONFLICT."""

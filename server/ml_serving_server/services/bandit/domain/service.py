@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ....errors import Aborted, AlreadyExists, InvalidArgument, NotFound
+from ....errors import Aborted, AlreadyExists, InvalidArgument, NotFound, listed, quoted
 from . import limits, policy
 from .decision_ids import DecisionCodec, is_self_contained
 from .errors import ErrorReason
@@ -25,6 +25,7 @@ from .model import (
     Decision,
     RewardEvent,
     RewardInput,
+    RewardOutcome,
 )
 from .ports import BanditStore
 from .pulls import PullTally
@@ -68,7 +69,7 @@ class BanditService:
         now = _now()
         definition = definition.with_changes(create_time=now, update_time=now)
         if not await self._store.create(definition):
-            raise AlreadyExists(f"bandit {definition.name!r} already exists",
+            raise AlreadyExists(f"bandit {quoted(definition.name)} already exists",
                                 reason=ErrorReason.BANDIT_ALREADY_EXISTS, metadata={"bandit": definition.name})
         return definition
 
@@ -82,22 +83,23 @@ class BanditService:
     async def list_bandits(self, page_size: int, page_token: str) -> tuple[list[BanditDefinition], str]:
         limit = limits.check_page_size(page_size)
         after = limits.decode_page_token(page_token)
-        page = await self._store.list_definitions(after, limit + 1)
-        more = len(page) > limit
-        page = page[:limit]
+        found = await self._store.list_definitions(after, limit + 1)
+        page = limits.page_within_budget(found, limit)
+        more = len(found) > len(page)
         return page, (limits.encode_page_token(page[-1].name) if more else "")
 
     async def update_bandit(self, name: str, description: str, add_arms: Sequence[ArmDefinition],
                             disable_ids: Sequence[str], enable_ids: Sequence[str]) -> BanditDefinition:
         limits.check_name(name, "name")
+        limits.check_update(description, add_arms, disable_ids, enable_ids)
+        both = set(disable_ids) & set(enable_ids)
+        if both:
+            raise InvalidArgument("enable_arm_ids", f"arms both enabled and disabled: {listed(sorted(both))}")
         snapshot = await self._snapshot(name, fresh=True)
         current = snapshot.definition
         known = set(current.arm_ids())
         limits.check_arm_ids("disable_arm_ids", disable_ids, known)
         limits.check_arm_ids("enable_arm_ids", enable_ids, known)
-        both = set(disable_ids) & set(enable_ids)
-        if both:
-            raise InvalidArgument("enable_arm_ids", f"arms both enabled and disabled: {sorted(both)}")
         arms = [
             ArmDefinition(a.id, a.description, (a.disabled or a.id in disable_ids) and a.id not in enable_ids,
                           a.model_version)
@@ -106,13 +108,13 @@ class BanditService:
         arms += list(add_arms)
         updated = current.with_changes(arms=tuple(arms), description=description or current.description,
                                        update_time=_now())
-        updated = limits.normalised(updated)
+        limits.check_updated(current, updated, add_arms)
         replaced = await self._store.replace_definition(updated, snapshot.version)
         self._snapshots.forget(name)
         if replaced is None:
             raise _bandit_not_found(name)
         if not replaced:
-            raise Aborted(f"bandit {name!r} changed while this update was made; read it again and retry",
+            raise Aborted(f"bandit {quoted(name)} changed while this update was made; read it again and retry",
                           reason=ErrorReason.CONCURRENT_UPDATE, metadata={"bandit": name})
         return updated
 
@@ -125,7 +127,7 @@ class BanditService:
     # ----- selection -----
 
     async def select(self, bandit: str, k: int | None, candidates: Sequence[str], user_id: str) -> Selection:
-        limits.check_name(bandit, "bandit")
+        limits.check_selection(bandit, k, candidates, user_id)
         snapshot = await self._snapshot(bandit)
         definition = snapshot.definition
         arms = limits.candidates(definition, candidates, k)
@@ -139,7 +141,8 @@ class BanditService:
 
     async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
                                 candidates: Sequence[str], user_id: str) -> Selection:
-        limits.check_name(bandit, "bandit")
+        limits.check_selection(bandit, k, candidates, user_id)
+        limits.check_context_size(context, "context")
         definition = (await self._snapshot(bandit)).definition
         x = limits.context_vector(definition, context, "context")
         arms = limits.candidates(definition, candidates, k)
@@ -159,14 +162,17 @@ class BanditService:
     # ----- rewards -----
 
     async def reward(self, item: RewardInput) -> tuple[bool, RewardEvent]:
+        """(whether it was a duplicate, the event); an event id reused for another reward is a conflict."""
         events = await self._resolve([item], field_prefix="")
-        applied = await self._apply(events)
+        applied = await self._apply(events, field_prefix="")
         return (not applied[0]), events[0]
 
     async def batch_reward(self, items: Sequence[RewardInput]) -> tuple[int, int]:
+        """(newly applied, duplicates). A conflicting event id fails the call after the
+        batch's other rewards were applied, as a store failure midway would."""
         limits.check_batch_size(items)
         events = await self._resolve(items, field_prefix="rewards[{}].")
-        applied = await self._apply(events)
+        applied = await self._apply(events, field_prefix="rewards[{}].")
         newly = sum(applied)
         return newly, len(applied) - newly
 
@@ -204,13 +210,17 @@ class BanditService:
             definition = (await self._snapshot(name, fresh=True)).definition
         return definition
 
-    async def _apply(self, events: list[RewardEvent]) -> list[bool]:
+    async def _apply(self, events: list[RewardEvent], field_prefix: str) -> list[bool]:
+        """Per event, whether it was newly counted (False: a duplicate)."""
         outcomes = await self._store.apply_rewards(events)
         for event, outcome in zip(events, outcomes):
-            if outcome is None:  # the bandit was deleted meanwhile
+            if outcome is RewardOutcome.BANDIT_GONE:  # deleted meanwhile
                 self._snapshots.forget(event.bandit)
                 raise _bandit_not_found(event.bandit)
-        return outcomes
+        for index, outcome in enumerate(outcomes):
+            if outcome is RewardOutcome.CONFLICT:
+                raise _event_id_conflict(events[index], field_prefix.format(index), index, batch=len(events) > 1)
+        return [outcome is RewardOutcome.APPLIED for outcome in outcomes]
 
     async def _decision_codec(self, reload: bool = False) -> DecisionCodec:
         if self._codec is None or reload:
@@ -245,7 +255,7 @@ class BanditService:
                 raise _decision_not_found(item.decision_id, prefix, index)
             name = decision.bandit if decision else item.bandit
             if decision and item.bandit and item.bandit != decision.bandit:
-                raise InvalidArgument(prefix + "bandit", f"decision belongs to bandit {decision.bandit!r}")
+                raise InvalidArgument(prefix + "bandit", f"decision belongs to bandit {quoted(decision.bandit)}")
             if name not in definitions or (item.arm_id and item.arm_id not in definitions[name].arm_ids()):
                 definitions[name] = await self._definition_with_arm(name, item.arm_id)
             definition = definitions[name]
@@ -256,21 +266,22 @@ class BanditService:
             if context and not decision:
                 limits.context_vector(definition, context, prefix + "context")
             events.append(RewardEvent(name, definition.incarnation, arm, float(item.reward), item.event_id,
-                                      context, definition.decision_ttl_seconds))
+                                      context, definition.decision_ttl_seconds, item.decision_id))
         return events
 
 
 def _reward_arm(definition: BanditDefinition, decision: Decision | None, item: RewardInput, prefix: str) -> str:
     if decision is None:
         if item.arm_id not in definition.arm_ids():
-            raise InvalidArgument(prefix + "arm_id", f"unknown arm {item.arm_id!r}", reason=ErrorReason.UNKNOWN_ARM)
+            raise InvalidArgument(prefix + "arm_id", f"unknown arm {quoted(item.arm_id)}",
+                                  reason=ErrorReason.UNKNOWN_ARM)
         return item.arm_id
     if not item.arm_id:
         if len(decision.arm_ids) != 1:
             raise InvalidArgument(prefix + "arm_id", "is required: the decision chose several arms")
         return decision.arm_ids[0]
     if item.arm_id not in decision.arm_ids:
-        raise InvalidArgument(prefix + "arm_id", f"arm {item.arm_id!r} was not chosen by this decision",
+        raise InvalidArgument(prefix + "arm_id", f"arm {quoted(item.arm_id)} was not chosen by this decision",
                               reason=ErrorReason.ARM_NOT_IN_DECISION)
     return item.arm_id
 
@@ -291,10 +302,21 @@ def _current(decision: Decision, definition: BanditDefinition) -> bool:
 
 
 def _bandit_not_found(name: str) -> NotFound:
-    return NotFound(f"bandit {name!r} not found; create it with CreateBandit first",
+    return NotFound(f"bandit {quoted(name)} not found; create it with CreateBandit first",
                     reason=ErrorReason.BANDIT_NOT_FOUND, metadata={"bandit": name})
 
 
 def _decision_not_found(decision_id: str, prefix: str, index: int) -> NotFound:
-    return NotFound(f"decision {decision_id!r} not found (unknown or expired)", reason=ErrorReason.DECISION_NOT_FOUND,
+    return NotFound(f"decision {quoted(decision_id)} not found (unknown or expired)",
+                    reason=ErrorReason.DECISION_NOT_FOUND,
                     metadata={"field": prefix + "decision_id", "index": str(index)})
+
+
+def _event_id_conflict(event: RewardEvent, prefix: str, index: int, batch: bool) -> AlreadyExists:
+    scope = "this decision" if event.decision_id else f"bandit {quoted(event.bandit)}"
+    message = (f"{prefix}event_id: event id {quoted(event.event_id)} was already counted for {scope} with another "
+               "arm, reward or context; a retry must repeat the reward exactly, a new reward needs a new event id")
+    if batch:
+        message += "; the batch's other rewards went through (sent again, none counts twice)"
+    return AlreadyExists(message, reason=ErrorReason.EVENT_ID_CONFLICT,
+                         metadata={"field": prefix + "event_id", "event_id": event.event_id, "index": str(index)})
