@@ -262,11 +262,15 @@ def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str:
     return ""
 
 
-def server_interceptors(tracer_provider, access_log: bool, domains: dict[str, str]) -> list[grpc.aio.ServerInterceptor]:
+def server_interceptors(tracer_provider, access_log: bool, domains: dict[str, str],
+                        auth: grpc.aio.ServerInterceptor | None = None) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first. `auth` runs before the request is looked at: a caller without a valid
+    token learns nothing about what it sent."""
     return [
         aio_server_interceptor(tracer_provider=tracer_provider),
         RequestContextInterceptor(access_log),
         MetricsInterceptor(),
         ErrorInterceptor(domains),
+        *([auth] if auth is not None else []),
         RequestDecodingInterceptor(),
     ]

@@ -90,10 +90,9 @@ async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], t
         ("grpc.so_reuseport", 0),
     ]
     domains = {b.full_name: b.entry.error_domain for b in bindings}
-    interceptors = server_interceptors(tracer_provider, settings.access_log, domains)
-    if verifier is not None:
-        interceptors.append(AuthInterceptor(verifier, required_scopes(b.entry for b in bindings), domains))
-    server = grpc.aio.server(interceptors=interceptors, options=options)
+    auth = AuthInterceptor(verifier, required_scopes(b.entry for b in bindings), domains) if verifier else None
+    server = grpc.aio.server(interceptors=server_interceptors(tracer_provider, settings.access_log, domains, auth),
+                             options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for binding in bindings:

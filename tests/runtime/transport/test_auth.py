@@ -159,3 +159,12 @@ async def test_a_rotated_key_is_picked_up_from_the_jwks_file(tmp_path):
     time.sleep(0.01)  # a new modification time
     keys.jwks.write_text(rotated.jwks.read_text())
     assert (await verifier.verify(mint_token(rotated, subject="after"))).subject == "after"
+
+
+async def test_an_unauthenticated_caller_learns_nothing_about_its_request(mesh):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as channel:
+        garbage = channel.unary_unary("/mnbara.mlserving.bandit.v1.BanditService/GetStats",
+                                      request_serializer=None, response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await garbage(b"\xff\xff\xff", timeout=5)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED  # not INVALID_ARGUMENT
