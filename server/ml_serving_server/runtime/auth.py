@@ -130,6 +130,11 @@ def _scopes(claims: dict) -> frozenset[str]:
     return frozenset(scopes)
 
 
+def caller() -> str:
+    """The subject of the current RPC's verified token ("" when auth is off)."""
+    return subject_var.get()
+
+
 def required_scopes(entries: Iterable[ServiceEntry]) -> dict[str, str]:
     """'/pkg.Service/Method' -> its required scope, for every RPC of the given services."""
     scopes = {}

@@ -168,3 +168,24 @@ async def test_unbuilt_rpcs_answer_unimplemented(channel, stub):
         await stub.ListDecisions(pb.ListDecisionsRequest(bandit="x"))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_info(caught.value).reason == "NOT_IMPLEMENTED"
+
+
+async def test_who_created_and_who_changed_a_bandit_is_recorded(mesh, dev_keys):
+    from ml_serving_tools.devauth import mint_token
+
+    from ...support import BearerToken
+
+    name = f"audit-{uuid.uuid4().hex[:8]}"
+    async def as_user(subject: str):
+        token = mint_token(dev_keys, subject=subject)
+        return grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}", interceptors=[BearerToken(token)])
+
+    async with await as_user("alice") as alice, await as_user("bob") as bob:
+        created = await bandit_pb2_grpc.BanditServiceStub(alice).CreateBandit(
+            pb.CreateBanditRequest(bandit=pb.Bandit(name=name, arms=[pb.Arm(id="a")])))
+        updated = await bandit_pb2_grpc.BanditServiceStub(bob).UpdateBandit(
+            pb.UpdateBanditRequest(name=name, add_arms=[pb.Arm(id="b")]))
+        stored = await bandit_pb2_grpc.BanditServiceStub(alice).GetBandit(pb.GetBanditRequest(name=name))
+    assert (created.bandit.created_by, created.bandit.updated_by) == ("alice", "alice")
+    assert (updated.bandit.created_by, updated.bandit.updated_by) == ("alice", "bob")
+    assert (stored.bandit.created_by, stored.bandit.updated_by) == ("alice", "bob")

@@ -291,3 +291,10 @@ async def test_each_decision_has_its_own_event_ids(service):
     assert (await service.reward(RewardInput(decision_id=one, arm_id="x", reward=1, event_id="click")))[0]
     with pytest.raises(AlreadyExists):
         await service.reward(RewardInput(decision_id=one, reward=0, event_id="click"))
+
+
+async def test_who_acted_is_recorded_and_bounded(service):
+    created = await service.create_bandit(BanditDefinition(name="b", arms=arms("x")), actor="alice")
+    assert (created.created_by, created.updated_by) == ("alice", "alice")
+    updated = await service.update_bandit("b", "", arms("y"), [], [], actor="b" * 10_000)
+    assert updated.created_by == "alice" and len(updated.updated_by) == 256

@@ -360,6 +360,7 @@ def _dump_definition(d: BanditDefinition) -> str:
         "contextual_algorithm": d.contextual_algorithm.value, "exploration": d.exploration,
         "ridge_lambda": d.ridge_lambda, "decision_ttl_seconds": d.decision_ttl_seconds, "discount": d.discount,
         "create_time": _time(d.create_time), "update_time": _time(d.update_time),
+        "created_by": d.created_by, "updated_by": d.updated_by,
     })
 
 

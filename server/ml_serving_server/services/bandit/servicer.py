@@ -6,6 +6,7 @@ from google.protobuf import timestamp_pb2
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
 
+from ...runtime.auth import caller
 from .domain.model import ArmDefinition, BanditDefinition, ContextualAlgorithm, RewardInput
 from .domain.results import Selection
 from .domain.service import BanditService
@@ -53,6 +54,7 @@ def _definition_to_pb(d: BanditDefinition) -> pb.Bandit:
         contextual_algorithm=_ALGORITHM_TO_PB[d.contextual_algorithm], exploration=d.exploration,
         ridge_lambda=d.ridge_lambda, decision_ttl_seconds=d.decision_ttl_seconds, discount=d.discount,
         create_time=_timestamp(d.create_time), update_time=_timestamp(d.update_time),
+        created_by=d.created_by, updated_by=d.updated_by,
     )
 
 
@@ -73,7 +75,7 @@ class BanditServicer(bandit_pb2_grpc.BanditServiceServicer):
         self._service = service
 
     async def CreateBandit(self, request, context):
-        created = await self._service.create_bandit(_definition_from_pb(request.bandit))
+        created = await self._service.create_bandit(_definition_from_pb(request.bandit), actor=caller())
         return pb.CreateBanditResponse(bandit=_definition_to_pb(created))
 
     async def GetBandit(self, request, context):
@@ -86,7 +88,7 @@ class BanditServicer(bandit_pb2_grpc.BanditServiceServicer):
     async def UpdateBandit(self, request, context):
         updated = await self._service.update_bandit(
             request.name, request.description, [_arm_from_pb(a) for a in request.add_arms],
-            list(request.disable_arm_ids), list(request.enable_arm_ids),
+            list(request.disable_arm_ids), list(request.enable_arm_ids), actor=caller(),
         )
         return pb.UpdateBanditResponse(bandit=_definition_to_pb(updated))
 

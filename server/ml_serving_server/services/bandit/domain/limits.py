@@ -27,6 +27,7 @@ MAX_NAME_LENGTH = 128  # bandit names and arm ids, of [A-Za-z0-9._:-]
 MAX_DESCRIPTION_LENGTH = 1024  # bandit and arm descriptions
 MAX_MODEL_VERSION_LENGTH = 256  # an arm's model_version
 MAX_USER_ID_LENGTH = 256  # the user a selection is for
+MAX_ACTOR_LENGTH = 256  # the token subject recorded as created_by / updated_by (longer ones are cut)
 MAX_EVENT_ID_LENGTH = 128  # a reward's idempotency key
 MAX_DECISION_ID_LENGTH = 512  # longer ones are not ours
 MAX_PAGE_TOKEN_LENGTH = 256  # ours are at most 172 characters (a name, base64)
@@ -91,7 +92,8 @@ def check_page_size(page_size: int) -> int:
 
 def estimated_bytes(d: BanditDefinition) -> int:
     """About how large a definition is, stored or sent: its strings plus a fixed cost per arm."""
-    strings = [d.name, d.description, *(s for arm in d.arms for s in (arm.id, arm.description, arm.model_version))]
+    strings = [d.name, d.description, d.created_by, d.updated_by,
+               *(s for arm in d.arms for s in (arm.id, arm.description, arm.model_version))]
     return DEFINITION_BASE_BYTES + ARM_BASE_BYTES * len(d.arms) + sum(len(s.encode()) for s in strings)
 
 
@@ -268,3 +270,8 @@ def decode_page_token(token: str) -> str:
         raise InvalidArgument("page_token", "is not a token this service issued",
                               reason=ErrorReason.INVALID_PAGE_TOKEN)
     return name
+
+
+def actor(subject: str) -> str:
+    """Who acted, as recorded: the token's subject, cut to a bounded length."""
+    return subject[:MAX_ACTOR_LENGTH]

@@ -40,6 +40,8 @@ class BanditDefinition:
     discount: float = 0.0
     create_time: datetime | None = None
     update_time: datetime | None = None
+    created_by: str = ""  # the subject of the creator's token
+    updated_by: str = ""  # the subject of the token of the last change
 
     def arm_ids(self) -> list[str]:
         return [arm.id for arm in self.arms]

@@ -64,10 +64,11 @@ class BanditService:
 
     # ----- definitions -----
 
-    async def create_bandit(self, definition: BanditDefinition) -> BanditDefinition:
+    async def create_bandit(self, definition: BanditDefinition, actor: str = "") -> BanditDefinition:
+        """Store a new bandit; `actor` (who asked) is recorded as its creator."""
+        now, actor = _now(), limits.actor(actor)
+        definition = definition.with_changes(create_time=now, update_time=now, created_by=actor, updated_by=actor)
         definition = limits.normalised(definition)
-        now = _now()
-        definition = definition.with_changes(create_time=now, update_time=now)
         if not await self._store.create(definition):
             raise AlreadyExists(f"bandit {quoted(definition.name)} already exists",
                                 reason=ErrorReason.BANDIT_ALREADY_EXISTS, metadata={"bandit": definition.name})
@@ -89,7 +90,8 @@ class BanditService:
         return page, (limits.encode_page_token(page[-1].name) if more else "")
 
     async def update_bandit(self, name: str, description: str, add_arms: Sequence[ArmDefinition],
-                            disable_ids: Sequence[str], enable_ids: Sequence[str]) -> BanditDefinition:
+                            disable_ids: Sequence[str], enable_ids: Sequence[str], actor: str = "") -> BanditDefinition:
+        """Change a bandit's definition (compare-and-set); `actor` is recorded as its last editor."""
         limits.check_name(name, "name")
         limits.check_update(description, add_arms, disable_ids, enable_ids)
         both = set(disable_ids) & set(enable_ids)
@@ -107,7 +109,7 @@ class BanditService:
         ]
         arms += list(add_arms)
         updated = current.with_changes(arms=tuple(arms), description=description or current.description,
-                                       update_time=_now())
+                                       update_time=_now(), updated_by=limits.actor(actor))
         limits.check_updated(current, updated, add_arms)
         replaced = await self._store.replace_definition(updated, snapshot.version)
         self._snapshots.forget(name)
