@@ -174,11 +174,13 @@ class BanditServiceServicer:
 
     def Reward(self, request, context):
         """Reward records a reward in [0, 1] for a decision (or for a bandit and arm).
-        Idempotent by event_id: the same event id counts once, later copies answer
-        duplicate = true and change nothing.
+        Idempotent by event_id, within the decision when one is named (else within the
+        bandit): an exact copy answers duplicate = true and changes nothing; the same event
+        id with other content (arm, reward, context) is ALREADY_EXISTS (EVENT_ID_CONFLICT).
         Errors: INVALID_ARGUMENT (INVALID_FIELD, REWARD_OUT_OF_RANGE, UNKNOWN_ARM,
         ARM_NOT_IN_DECISION, CONTEXT_DIMENSION_MISMATCH), NOT_FOUND (DECISION_NOT_FOUND:
         unknown, expired, or made by a bandit since deleted; BANDIT_NOT_FOUND),
+        ALREADY_EXISTS (EVENT_ID_CONFLICT), UNAUTHENTICATED, PERMISSION_DENIED (SCOPE_REQUIRED),
         UNAVAILABLE (STATE_STORE_UNAVAILABLE), DEADLINE_EXCEEDED (STATE_STORE_TIMEOUT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -191,7 +193,8 @@ class BanditServiceServicer:
         and nothing is applied. Each valid event is then applied atomically and once; if
         the state store fails midway, part of the batch may be applied, so give every
         reward an event_id and retry the whole batch: the applied ones count once.
-        Errors: as Reward; the ErrorInfo metadata "index" names the offending item.
+        Errors: as Reward; the ErrorInfo metadata "index" names the offending item. An
+        EVENT_ID_CONFLICT names the first conflicting item; the others are still applied.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
