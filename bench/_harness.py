@@ -126,6 +126,7 @@ class Mesh:
                 # These benchmarks measure the mesh without identity checks; bench_auth.py
                 # measures what auth adds.
                 "AUTH_ENABLED": "false",
+                "MESH_SHUTDOWN_DELAY_SECONDS": "0",
             }
             self.proc = stack.start_mesh(env, self.state_dir / "mesh.log")
             self._exits.callback(stack.stop, self.proc)

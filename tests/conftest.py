@@ -69,6 +69,7 @@ async def channel(mesh, token):
 def stack_env(redis_url, key_prefix, dev_keys) -> dict[str, str]:
     """Environment of a mesh server process in the end-to-end tests (checking tokens)."""
     return {"REDIS_URL": redis_url, "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO",
+            "MESH_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for; drain tests set their own
             "AUTH_JWKS_FILE": str(dev_keys.jwks), "AUTH_ISSUER": dev_keys.issuer, "AUTH_AUDIENCE": dev_keys.audience}
 
 

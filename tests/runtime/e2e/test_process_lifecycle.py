@@ -10,8 +10,8 @@ from ml_serving_tools import stack as stack_module
 
 def test_sigterm_stops_the_server_cleanly(tmp_path, stack_env):
     addr = f"127.0.0.1:{stack_module.free_port()}"
-    proc = stack_module.start_mesh({**stack_env, "MESH_GRPC_ADDR": addr, "MESH_METRICS_ADDR": ""},
-                                   tmp_path / "mesh.log")
+    proc = stack_module.start_mesh({**stack_env, "MESH_GRPC_ADDR": addr, "MESH_METRICS_ADDR": "",
+                                    "MESH_SHUTDOWN_DELAY_SECONDS": "0"}, tmp_path / "mesh.log")
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
