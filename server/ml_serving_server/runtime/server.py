@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import grpc
@@ -100,7 +101,7 @@ async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], t
     names = [b.full_name for b in bindings] + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
 
-    port = server.add_insecure_port(settings.grpc_addr)
+    port = _add_port(server, settings)
     if port == 0:
         raise RuntimeError(f"cannot bind gRPC address {settings.grpc_addr}")
     await server.start()
@@ -114,6 +115,17 @@ async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], t
         mesh.probing = asyncio.get_running_loop().create_task(
             probe_dependencies(health_servicer, probes, settings.health_probe_seconds))
     return mesh
+
+
+def _add_port(server: grpc.aio.Server, settings: MeshSettings) -> int:
+    """Listen in plaintext, over TLS, or over mutual TLS, as the settings say."""
+    if not settings.tls_cert_file:
+        return server.add_insecure_port(settings.grpc_addr)
+    key, chain = Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes()
+    client_ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    credentials = grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
+                                              require_client_auth=client_ca is not None)
+    return server.add_secure_port(settings.grpc_addr, credentials)
 
 
 def start_metrics_endpoint(addr: str) -> None:

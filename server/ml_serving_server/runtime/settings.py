@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from mnbara.mlserving.catalog import BY_NAME
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ml_serving import defaults
@@ -42,6 +42,11 @@ class MeshSettings(SettingsBase):
         2.0, gt=0, description="how often each service's dependencies are probed; a service whose dependency "
                                "fails reports NOT_SERVING on gRPC health")
     max_message_bytes: int = Field(16 * 1024 * 1024, gt=0, description="gRPC message size limit, both directions")
+    tls_cert_file: str = Field("", description="PEM certificate chain: serve gRPC over TLS (empty: plaintext, "
+                                               "for loopback or a mesh network that encrypts)")
+    tls_key_file: str = Field("", description="PEM private key of `MESH_TLS_CERT_FILE`")
+    tls_client_ca_file: str = Field("", description="PEM CA bundle: require and verify client certificates "
+                                                    "(mutual TLS, e.g. only Envoy may connect)")
     max_metadata_bytes: int = Field(16 * 1024, ge=8 * 1024, description="limit of a call's metadata (headers); "
                                     "Envoy's is lower, so an oversized header is refused there first")
 
@@ -60,6 +65,14 @@ class MeshSettings(SettingsBase):
         if not value:  # unknown names are the composition root's to reject: it knows every package
             raise ValueError(f"name at least one service: {', '.join(BY_NAME)} or 'all'")
         return value
+
+    @model_validator(mode="after")
+    def _tls_is_whole(self) -> "MeshSettings":
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("set both MESH_TLS_CERT_FILE and MESH_TLS_KEY_FILE, or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("MESH_TLS_CLIENT_CA_FILE needs MESH_TLS_CERT_FILE and MESH_TLS_KEY_FILE")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
