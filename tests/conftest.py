@@ -74,8 +74,9 @@ def stack_env(redis_url, key_prefix, dev_keys) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, stack_env, token):
-    """A mesh server process hosting every service, and Envoy in front of it; `.token` has every scope."""
+def stack(tmp_path_factory, stack_env, dev_keys):
+    """A mesh server process hosting every service, and Envoy in front of it, both checking tokens;
+    `.token` carries every scope, `.mint(scopes, subject)` makes others."""
     state = tmp_path_factory.mktemp("stack")
     running = stack_module.start_stack(
         state, stack_env,
@@ -84,8 +85,7 @@ def stack(tmp_path_factory, stack_env, token):
         admin_addr=f"127.0.0.1:{stack_module.free_port()}",
         metrics_addr=f"127.0.0.1:{stack_module.free_port()}",
         base_id=stack_module.free_port(),
+        auth=dev_keys,
     )
-    running.log_path = state / "mesh.log"
-    running.token = token
     yield running
     running.stop()

@@ -1,4 +1,5 @@
-"""REST through a real Envoy in front of a real mesh server and real Redis."""
+"""REST through a real Envoy in front of a real mesh server and real Redis, with a token
+carrying every scope (`stack.token`)."""
 
 from __future__ import annotations
 
@@ -22,29 +23,31 @@ PIPELINE_PATHS = [
 def bandit(stack) -> str:
     name = f"rest-{uuid.uuid4().hex[:8]}"
     reply = call(stack.front_door, "POST", "/api/v1/bandits/definitions", {
-        "name": name, "arms": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "contextDimension": 2})
+        "name": name, "arms": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "contextDimension": 2}, token=stack.token)
     assert reply.status == 200, reply.body
     assert reply.json()["bandit"]["name"] == name
     return name
 
 
 def stats(stack, name):
-    reply = call(stack.front_door, "GET", f"/api/v1/bandits/stats?bandit={name}")
+    reply = call(stack.front_door, "GET", f"/api/v1/bandits/stats?bandit={name}", token=stack.token)
     assert reply.status == 200, reply.body
     return reply.json()
 
 
 def test_the_four_bandit_paths(stack, bandit):
-    selected = call(stack.front_door, "POST", "/api/v1/bandits/select", {"bandit": bandit, "k": 2}).json()
+    selected = call(stack.front_door, "POST", "/api/v1/bandits/select", {"bandit": bandit, "k": 2},
+                    token=stack.token).json()
     assert len(selected["choices"]) == 2 and selected["decisionId"]
 
     contextual = call(stack.front_door, "POST", "/api/v1/bandits/select/contextual",
-                      {"bandit": bandit, "context": [0.5, 1.0]}).json()
+                      {"bandit": bandit, "context": [0.5, 1.0]}, token=stack.token).json()
     assert contextual["algorithm"] == "CONTEXTUAL_ALGORITHM_LINEAR_THOMPSON"
 
     arm = selected["choices"][0]["armId"]
     reward = call(stack.front_door, "POST", "/api/v1/bandits/reward",
-                  {"decisionId": selected["decisionId"], "armId": arm, "reward": 1, "eventId": "rest-1"})
+                  {"decisionId": selected["decisionId"], "armId": arm, "reward": 1, "eventId": "rest-1"},
+                  token=stack.token)
     assert reward.status == 200 and reward.json() == {"duplicate": False, "bandit": bandit, "armId": arm}
 
     body = stats(stack, bandit)
@@ -56,7 +59,7 @@ def test_the_four_bandit_paths(stack, bandit):
 
 @pytest.mark.parametrize("method, path, body", PIPELINE_PATHS)
 def test_pipeline_paths_answer_501(stack, method, path, body):
-    reply = call(stack.front_door, method, path, body)
+    reply = call(stack.front_door, method, path, body, token=stack.token)
     assert reply.status == 501, reply.body
     error = reply.json()
     assert error["code"] == 12 and error["details"][0]["reason"] == "NOT_IMPLEMENTED"
@@ -89,8 +92,8 @@ def test_bad_input_is_a_json_status_and_changes_nothing(stack, bandit, what, met
     path = path.replace("{b}", bandit)
     if isinstance(body, dict):
         body = {k: (v.replace("{b}", bandit) if isinstance(v, str) else v) for k, v in body.items()}
-    reply = call(stack.front_door, method, path, raw=body) if isinstance(body, bytes) else \
-        call(stack.front_door, method, path, body)
+    reply = call(stack.front_door, method, path, raw=body, token=stack.token) if isinstance(body, bytes) else \
+        call(stack.front_door, method, path, body, token=stack.token)
     assert reply.status == status, (what, reply.body)
     assert reply.content_type.startswith("application/json"), (what, reply.content_type, reply.body)
     error = reply.json()

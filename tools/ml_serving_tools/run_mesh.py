@@ -3,6 +3,10 @@
 Finds Redis and PostgreSQL (or starts embedded ones), starts one mesh server hosting
 all five services and Envoy in front of it, creates a `demo` bandit so the printed
 examples work, and stops everything cleanly on Ctrl-C or SIGTERM.
+
+Secure by default even locally: development keys are kept under the state directory
+(`<state>/auth`, created once), Envoy and the mesh both check tokens signed with them, and
+the banner prints a token with every scope (valid for a day; `make up` again for a new one).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from ml_serving import defaults
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
 
-from . import devservices, stack
+from . import devauth, devservices, stack
 from .paths import STATE_DIR
 
 
@@ -27,13 +31,14 @@ def _setting(name: str, default: object) -> str:
     return os.environ.get(name, "").strip() or str(default)
 
 
-def create_demo_bandit(grpc_addr: str) -> None:
+def create_demo_bandit(grpc_addr: str, token: str) -> None:
+    """Straight to the mesh's own port, which checks the token too."""
     with grpc.insecure_channel(grpc_addr) as channel:
         try:
             bandit_pb2_grpc.BanditServiceStub(channel).CreateBandit(pb.CreateBanditRequest(bandit=pb.Bandit(
                 name="demo", description="created by make up",
                 arms=[pb.Arm(id="model-a"), pb.Arm(id="model-b"), pb.Arm(id="model-c")], context_dimension=3)),
-                timeout=5)
+                timeout=5, metadata=[("authorization", f"Bearer {token}")])
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
@@ -41,6 +46,8 @@ def create_demo_bandit(grpc_addr: str) -> None:
 
 def banner(running: stack.Stack, redis_url: str, database_url: str) -> str:
     front = running.front_door
+    auth = '-H "authorization: Bearer $ML_SERVING_TOKEN"'
+    json = "-H 'content-type: application/json'"
     return f"""
 ML serving mesh is up.
   REST + gRPC front door (Envoy)  http://{front}
@@ -49,19 +56,24 @@ ML serving mesh is up.
   Envoy admin                     http://{running.admin_addr}
   Redis                           {redis_url}
   PostgreSQL                      {database_url}
+  token signing keys (dev)        {running.keys.jwks.parent}
 
-Try:
-  curl -s -X POST http://{front}/api/v1/bandits/select -d '{{"bandit": "demo", "k": 2}}'
-  curl -s http://{front}/api/v1/bandits/stats?bandit=demo
+Every call needs a bearer token; this one has every scope and is valid for a day:
+export ML_SERVING_TOKEN={running.token}
+
+Try (after the export above; the Python client reads ML_SERVING_TOKEN too):
+  curl -s -X POST http://{front}/api/v1/bandits/select {auth} {json} -d '{{"bandit": "demo", "k": 2}}'
+  curl -s 'http://{front}/api/v1/bandits/stats?bandit=demo' {auth}
   .venv/bin/grpcurl -plaintext {front} list
-  .venv/bin/grpcurl -plaintext -d '{{"bandit": "demo"}}' {front} mnbara.mlserving.bandit.v1.BanditService/Select
+  .venv/bin/grpcurl -plaintext {auth} -d '{{"bandit": "demo"}}' {front} mnbara.mlserving.bandit.v1.BanditService/Select
 
 Ctrl-C stops everything.
 """
 
 
 def start_local_stack(state: Path, env: dict[str, str]) -> stack.Stack:
-    """The stack on the default addresses, each overridable by its environment variable."""
+    """The stack on the default addresses, each overridable by its environment variable,
+    checking tokens signed with the development keys under ``state``."""
     return stack.start_stack(
         state, env,
         grpc_addr=_setting("MESH_GRPC_ADDR", defaults.MESH_GRPC),
@@ -69,6 +81,7 @@ def start_local_stack(state: Path, env: dict[str, str]) -> stack.Stack:
         admin_addr=_setting("ENVOY_ADMIN", defaults.ENVOY_ADMIN),
         metrics_addr=_setting("MESH_METRICS_ADDR", defaults.MESH_METRICS),
         base_id=int(_setting("ENVOY_BASE_ID", defaults.ENVOY_BASE_ID)),
+        auth=devauth.ensure_dev_keys(state / "auth"),
     )
 
 
@@ -98,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     database_url = devservices.ensure_postgres(state)
     running = start_local_stack(state, {"REDIS_URL": redis_url, "DATABASE_URL": database_url})
     try:
-        create_demo_bandit(running.grpc_addr)
+        create_demo_bandit(running.grpc_addr, running.token)
         print(banner(running, redis_url, database_url), flush=True)
         print(f"logs: {state}/mesh.log, {state}/envoy-*.log", flush=True)
         return wait_for_stop_or_exit(running, state)

@@ -3,6 +3,17 @@
 Shared by `make up` (run_mesh), the end-to-end tests and the benchmarks, so all three run
 the mesh exactly the same way: `python -m ml_serving_server` configured by environment
 variables, and a real Envoy generated from gen/descriptor.binpb.
+
+Authentication: given development keys (``devauth.ensure_dev_keys``), Envoy checks tokens
+against their JWKS and the mesh is told to do the same (``AUTH_JWKS_FILE``, ``AUTH_ISSUER``,
+``AUTH_AUDIENCE``, unless the caller's env sets them), and the returned Stack carries the
+keys and a token with every scope::
+
+    keys = devauth.ensure_dev_keys(state / "auth")
+    running = start_stack(state, env, ..., auth=keys)
+    call(running.front_door, "GET", "/api/v1/bandits/stats?bandit=demo", token=running.token)
+
+Without keys Envoy checks no token (it logs a warning); the mesh does what its env says.
 """
 
 from __future__ import annotations
@@ -17,11 +28,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from . import devauth
 from .gateway import envoy_process, generate
 from .net import free_port
 from .paths import DESCRIPTOR
 
-__all__ = ["Stack", "free_port", "start_envoy", "start_mesh", "start_stack", "stop", "wait_serving"]
+__all__ = ["Stack", "free_port", "gateway_auth", "mesh_auth_env", "start_envoy", "start_mesh", "start_stack", "stop",
+           "wait_serving"]
 
 
 def wait_serving(addr: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
@@ -57,8 +70,28 @@ def start_mesh(env: dict[str, str], log_path: Path, timeout: float = 30.0) -> su
     return proc
 
 
-def start_envoy(state_dir: Path, listen: str, upstream: str, admin: str, base_id: int) -> subprocess.Popen:
-    config = generate.write(DESCRIPTOR, state_dir / f"envoy-{base_id}.yaml", listen, upstream, admin)
+def gateway_auth(keys: devauth.DevKeys) -> generate.JwtAuth:
+    """Envoy's token check for tokens signed with ``keys``."""
+    return generate.JwtAuth(issuer=keys.issuer, audiences=(keys.audience,), jwks_file=keys.jwks)
+
+
+def mesh_auth_env(keys: devauth.DevKeys) -> dict[str, str]:
+    """The mesh's settings (AUTH_*) for tokens signed with ``keys``."""
+    return {"AUTH_ENABLED": "true", "AUTH_JWKS_FILE": str(keys.jwks), "AUTH_ISSUER": keys.issuer,
+            "AUTH_AUDIENCE": keys.audience}
+
+
+def start_envoy(state_dir: Path, listen: str, upstream: str, admin: str, base_id: int, *,
+                auth: devauth.DevKeys | generate.JwtAuth | None = None, **gateway_options) -> subprocess.Popen:
+    """Envoy in front of ``upstream``; returns once it is ready.
+
+    ``auth``: development keys or a ``JwtAuth`` (None: no token check, with a warning);
+    ``gateway_options``: the generator's other options (limits, cors_origins, tls, upstream_tls).
+    """
+    if isinstance(auth, devauth.DevKeys):
+        auth = gateway_auth(auth)
+    config = generate.write(DESCRIPTOR, state_dir / f"envoy-{base_id}.yaml", listen, upstream, admin, auth=auth,
+                            **gateway_options)
     proc = envoy_process.start_envoy(config, base_id=base_id, log_path=state_dir / f"envoy-{base_id}.log")
     try:
         envoy_process.wait_ready(admin, timeout=15, proc=proc)
@@ -80,6 +113,15 @@ class Stack:
     admin_addr: str
     metrics_addr: str
     processes: list[subprocess.Popen] = field(default_factory=list)
+    keys: devauth.DevKeys | None = None  # what tokens are signed with (None: Envoy checks none)
+    token: str | None = None  # a token with every scope, when keys are set
+    log_path: Path | None = None  # the mesh server's log
+
+    def mint(self, scopes: list[str] | None = None, subject: str = "test", **claims) -> str:
+        """Another token signed with the stack's keys (default: every scope)."""
+        if self.keys is None:
+            raise RuntimeError("this stack was started without keys")
+        return devauth.mint_token(self.keys, scopes=scopes, subject=subject, **claims)
 
     def stop(self) -> None:
         for proc in reversed(self.processes):
@@ -87,14 +129,23 @@ class Stack:
 
 
 def start_stack(state_dir: Path, env: dict[str, str], grpc_addr: str, front_door: str, admin_addr: str,
-                metrics_addr: str, base_id: int) -> Stack:
-    """A mesh server hosting every service, and Envoy in front of it."""
-    stack = Stack(grpc_addr, front_door, admin_addr, metrics_addr)
+                metrics_addr: str, base_id: int, *, auth: devauth.DevKeys | None = None,
+                **gateway_options) -> Stack:
+    """A mesh server hosting every service, and Envoy in front of it.
+
+    With ``auth`` (development keys) both check tokens signed with them (the caller's env
+    wins for the mesh's AUTH_* settings) and the Stack carries a token with every scope.
+    ``gateway_options`` go to the Envoy config generator (limits, cors_origins, tls, ...).
+    """
+    stack = Stack(grpc_addr, front_door, admin_addr, metrics_addr, keys=auth, log_path=state_dir / "mesh.log")
+    mesh_env = {**env, "MESH_GRPC_ADDR": grpc_addr, "MESH_METRICS_ADDR": metrics_addr}
+    if auth is not None:
+        mesh_env = {**mesh_auth_env(auth), **mesh_env}
+        stack.token = devauth.mint_token(auth, subject="stack")
     try:
-        stack.processes.append(start_mesh(
-            {**env, "MESH_GRPC_ADDR": grpc_addr, "MESH_METRICS_ADDR": metrics_addr},
-            state_dir / "mesh.log"))
-        stack.processes.append(start_envoy(state_dir, front_door, grpc_addr, admin_addr, base_id))
+        stack.processes.append(start_mesh(mesh_env, stack.log_path))
+        stack.processes.append(start_envoy(state_dir, front_door, grpc_addr, admin_addr, base_id, auth=auth,
+                                           **gateway_options))
     except BaseException:
         stack.stop()
         raise

@@ -35,9 +35,9 @@ class MeshSettings(SettingsBase):
         "INFO", validation_alias="LOG_LEVEL", description="level of the JSON logs on stderr")
     shutdown_grace_seconds: float = Field(10.0, ge=0, description="how long SIGTERM waits for in-flight calls")
     shutdown_delay_seconds: float = Field(
-        3.0, ge=0, description="on SIGTERM, how long to report NOT_SERVING while still serving, before refusing "
+        5.0, ge=0, description="on SIGTERM, how long to report NOT_SERVING while still serving, before refusing "
                                "new calls: long enough for Envoy's health check (every 1 s, 2 failures) to stop "
-                               "sending; a second signal exits at once")
+                               "sending, with room for a loaded machine; a second signal exits at once")
     health_probe_seconds: float = Field(
         2.0, gt=0, description="how often each service's dependencies are probed; a service whose dependency "
                                "fails reports NOT_SERVING on gRPC health")

@@ -44,3 +44,14 @@ def test_a_reused_event_id_with_another_reward_is_409(stack, bandit):
 
 def test_no_traceback_in_server_logs(stack, bandit):
     assert "Traceback" not in stack.log_path.read_text()
+
+
+def test_the_path_decides_which_bandit_a_patch_changes(stack):
+    victim = f"victim-{uuid.uuid4().hex[:8]}"
+    assert call(stack.front_door, "POST", "/api/v1/bandits/definitions", {"name": victim, "arms": [{"id": "a"}]},
+                token=stack.token).status == 200
+    reply = call(stack.front_door, "PATCH", "/api/v1/bandits/definitions/does-not-exist",
+                 {"name": victim, "description": "hijacked"}, token=stack.token)
+    assert reply.status == 400, reply.body
+    stored = call(stack.front_door, "GET", f"/api/v1/bandits/definitions/{victim}", token=stack.token).json()
+    assert stored["bandit"]["description"] == ""

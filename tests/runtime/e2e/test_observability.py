@@ -39,7 +39,7 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 @pytest.fixture(scope="module")
-def traced_stack(tmp_path_factory, stack_env, token):
+def traced_stack(tmp_path_factory, stack_env, dev_keys):
     collector = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
@@ -50,8 +50,7 @@ def traced_stack(tmp_path_factory, stack_env, token):
         tmp_path_factory.mktemp("traced"), env,
         grpc_addr=f"127.0.0.1:{stack_module.free_port()}", front_door=f"127.0.0.1:{stack_module.free_port()}",
         admin_addr=f"127.0.0.1:{stack_module.free_port()}", metrics_addr=f"127.0.0.1:{stack_module.free_port()}",
-        base_id=stack_module.free_port())
-    running.token = token
+        base_id=stack_module.free_port(), auth=dev_keys)
     yield running, collector
     running.stop()
     server.stop(0)
