@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from grpc_health.v1 import health_pb2
+from mnbara.mlserving.bandit.v1 import bandit_pb2
+
 from ml_serving import defaults
 from ml_serving_tools import stack
-from mnbara.mlserving.bandit.v1 import bandit_pb2
 
 BANDIT_SERVICE = "/mnbara.mlserving.bandit.v1.BanditService/"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"

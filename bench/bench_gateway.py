@@ -14,9 +14,8 @@ from __future__ import annotations
 import http.client
 import json
 
-import grpc
-
 import _harness as h
+import grpc
 
 ARMS = 10
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-import grpc
-
 import _harness as h
+import grpc
 from mnbara.mlserving.bandit.v1 import bandit_pb2
 
 ARMS = 10

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import time
 
-import grpc
-
 import _harness as h
+import grpc
 from mnbara.mlserving.bandit.v1 import bandit_pb2
 
 TARGET_MB = 150.0

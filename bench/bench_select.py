@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 import _harness as h
+import grpc
 
 ARMS = 10
 

@@ -7,6 +7,7 @@ import pytest
 
 from ml_serving_tools import settings_table
 
+
 def sample(field):
     """A value of the field's type unlike its default (and within its bounds: defaults are)."""
     return {str: lambda d: "sample-value", int: lambda d: d + 1, float: lambda d: d + 0.5,

@@ -19,9 +19,10 @@ import threading
 from pathlib import Path
 
 import grpc
-from ml_serving import defaults
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
+
+from ml_serving import defaults
 
 from . import devauth, devservices, stack
 from .paths import STATE_DIR

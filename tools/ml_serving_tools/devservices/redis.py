@@ -8,6 +8,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+
 from ml_serving import defaults
 
 from ..net import LOOPBACK, free_port

@@ -52,6 +52,7 @@ import sys
 from pathlib import Path
 
 import yaml
+
 from ml_serving import defaults
 
 from ..devauth import DEV_AUDIENCE, DEV_ISSUER, ensure_dev_keys
