@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2
 from mnbara.mlserving.bandit.v1 import bandit_pb2
 
 from ml_serving import defaults
-from ml_serving_tools import stack
+from ml_serving_tools import devauth, stack
 
 BANDIT_SERVICE = "/mnbara.mlserving.bandit.v1.BanditService/"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -95,11 +95,13 @@ class Mesh:
     """A mesh server (optionally behind Envoy) started for one benchmark; a context manager."""
 
     def __init__(self, name: str, services: str = "bandit", access_log: bool = True, envoy: bool = False,
-                 keep_logs: bool = False):
+                 keep_logs: bool = False, auth: bool = False):
         self.name = name
         self.services = services
         self.access_log = access_log
         self.with_envoy = envoy
+        self.auth = auth  # both Envoy and the mesh check tokens; `token` carries every scope
+        self.token = ""
         self.keep_logs = keep_logs
         self.prefix = f"bench-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.state_dir = Path(tempfile.mkdtemp(prefix=f"mesh-bench-{name}-"))
@@ -129,6 +131,10 @@ class Mesh:
                 "AUTH_ENABLED": "false",
                 "MESH_SHUTDOWN_DELAY_SECONDS": "0",
             }
+            keys = devauth.ensure_dev_keys(self.state_dir / "auth") if self.auth else None
+            if keys is not None:
+                env.update(stack.mesh_auth_env(keys))
+                self.token = devauth.mint_token(keys, subject="bench")
             self.proc = stack.start_mesh(env, self.state_dir / "mesh.log")
             self._exits.callback(stack.stop, self.proc)
             if self.with_envoy:
@@ -136,7 +142,7 @@ class Mesh:
                 self.admin_addr = f"127.0.0.1:{stack.free_port()}"
                 base_id = 20000 + (os.getpid() % 20000)
                 self.envoy_proc = stack.start_envoy(self.state_dir, self.front_door, self.grpc_addr,
-                                                    self.admin_addr, base_id)
+                                                    self.admin_addr, base_id, auth=keys)
                 self._exits.callback(stack.stop, self.envoy_proc)
         except BaseException:
             self.keep_logs = True
@@ -208,7 +214,7 @@ def health_request_bytes() -> bytes:
     return health_pb2.HealthCheckRequest().SerializeToString()
 
 
-def create_bandit(channel, name: str, arms: int = 10, ttl_seconds: int = 3600) -> None:
+def create_bandit(channel, name: str, arms: int = 10, ttl_seconds: int = 3600, metadata=None) -> None:
     """A Beta-Bernoulli bandit with `arms` arms; decisions and event ids expire after an hour."""
     call = channel.unary_unary(BANDIT_SERVICE + "CreateBandit",
                                request_serializer=bandit_pb2.CreateBanditRequest.SerializeToString,
@@ -216,7 +222,7 @@ def create_bandit(channel, name: str, arms: int = 10, ttl_seconds: int = 3600) -
     bandit = bandit_pb2.Bandit(name=name, description="benchmark bandit",
                                arms=[bandit_pb2.Arm(id=f"arm-{i}") for i in range(arms)],
                                decision_ttl_seconds=ttl_seconds)
-    call(bandit_pb2.CreateBanditRequest(bandit=bandit), timeout=10)
+    call(bandit_pb2.CreateBanditRequest(bandit=bandit), timeout=10, metadata=metadata)
 
 
 def check_select(channel, bandit: str) -> None:

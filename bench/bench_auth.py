@@ -11,9 +11,14 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
+
+import grpc
 
 import _harness as h
 
@@ -44,6 +49,45 @@ def token_check_micros(reps: int, calls: int = 20_000) -> tuple[list[float], lis
     return cached, uncached
 
 
+def rest_select_caller(mesh: h.Mesh, bandit: str):
+    """A keep-alive REST Select through the mesh's Envoy, with its token when it has one."""
+    host, _, port = mesh.front_door.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = json.dumps({"bandit": bandit}).encode()
+    headers = {"content-type": "application/json", "connection": "keep-alive",
+               **({"authorization": f"Bearer {mesh.token}"} if mesh.token else {})}
+
+    def select(_request: bytes) -> bytes:
+        conn.request("POST", "/api/v1/bandits/select", body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"REST select answered {response.status}: {data[:300]!r}")
+        return data
+
+    return conn, select
+
+
+def envoy_select_p50(args, reps: int, calls: int, warmup: int) -> dict[str, list[float]]:
+    bandit = "bench-auth"
+    with ExitStack() as stack:
+        meshes = {name: stack.enter_context(h.Mesh(f"auth-{name}", access_log=args.access_log == "on", envoy=True,
+                                                   keep_logs=args.keep_logs, auth=name == "on"))
+                  for name in ("on", "off")}
+        callers = {}
+        for name, mesh in meshes.items():
+            with grpc.insecure_channel(mesh.grpc_addr) as direct:
+                metadata = [("authorization", f"Bearer {mesh.token}")] if mesh.token else None
+                h.create_bandit(direct, bandit, 10, metadata=metadata)
+            conn, callers[name] = rest_select_caller(mesh, bandit)
+            stack.callback(conn.close)
+            callers[name](b"")
+        h.progress(f"REST select through Envoy: {calls} calls x 2 stacks x {reps} repetitions")
+        seq = h.alternating(reps, {name: (lambda c=caller: h.sequential_latencies(c, b"", calls, warmup))
+                                   for name, caller in callers.items()})
+    return {name: [h.percentile(v, 50) for v in values] for name, values in seq.items()}
+
+
 def main() -> int:
     args = h.parser(__doc__.splitlines()[0]).parse_args()
     reps = h.reps_of(args)
@@ -53,6 +97,11 @@ def main() -> int:
     h.result(h.ratio_line("token check cached", cached, uncached, "us", "full ES256 check"))
     ok = h.median(cached) < 50
     h.result(f"token check cached {h.fmt(h.median(cached))} us per call [target < 50 us: {'met' if ok else 'MISSED'}]")
+    calls, warmup = (300, 50) if args.quick else (2000, 300)
+    p50 = envoy_select_p50(args, reps, calls, warmup)
+    h.result(f"# bench_auth: REST Select via Envoy, auth on (Envoy jwt_authn + RBAC, mesh check) vs off, "
+             f"{calls} sequential calls, {reps} reps")
+    h.result(h.ratio_line("rest select p50 auth on", p50["on"], p50["off"], "ms", "auth off", target=1.15))
     return 0
 
 
