@@ -10,6 +10,8 @@ Results are printed on stdout, one line per figure; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -223,6 +225,25 @@ def create_bandit(channel, name: str, arms: int = 10, ttl_seconds: int = 3600, m
                                arms=[bandit_pb2.Arm(id=f"arm-{i}") for i in range(arms)],
                                decision_ttl_seconds=ttl_seconds)
     call(bandit_pb2.CreateBanditRequest(bandit=bandit), timeout=10, metadata=metadata)
+
+
+def rest_select_caller(mesh: "Mesh", bandit: str, user_id: str = ""):
+    """A keep-alive REST Select through the mesh's Envoy, with its token when it has one."""
+    host, _, port = mesh.front_door.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = json.dumps({"bandit": bandit, **({"userId": user_id} if user_id else {})}).encode()
+    headers = {"content-type": "application/json", "connection": "keep-alive",
+               **({"authorization": f"Bearer {mesh.token}"} if mesh.token else {})}
+
+    def select(_request: bytes) -> bytes:
+        conn.request("POST", "/api/v1/bandits/select", body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"REST select answered {response.status}: {data[:300]!r}")
+        return data
+
+    return conn, select
 
 
 def check_select(channel, bandit: str) -> None:

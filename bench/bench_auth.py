@@ -11,16 +11,13 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import grpc
-
 import _harness as h
+import grpc
 
 from ml_serving_server.runtime.auth import JwksFile, TokenVerifier
 from ml_serving_tools.devauth import ensure_dev_keys, mint_token
@@ -49,25 +46,6 @@ def token_check_micros(reps: int, calls: int = 20_000) -> tuple[list[float], lis
     return cached, uncached
 
 
-def rest_select_caller(mesh: h.Mesh, bandit: str):
-    """A keep-alive REST Select through the mesh's Envoy, with its token when it has one."""
-    host, _, port = mesh.front_door.rpartition(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    body = json.dumps({"bandit": bandit}).encode()
-    headers = {"content-type": "application/json", "connection": "keep-alive",
-               **({"authorization": f"Bearer {mesh.token}"} if mesh.token else {})}
-
-    def select(_request: bytes) -> bytes:
-        conn.request("POST", "/api/v1/bandits/select", body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"REST select answered {response.status}: {data[:300]!r}")
-        return data
-
-    return conn, select
-
-
 def envoy_select_p50(args, reps: int, calls: int, warmup: int) -> dict[str, list[float]]:
     bandit = "bench-auth"
     with ExitStack() as stack:
@@ -79,7 +57,7 @@ def envoy_select_p50(args, reps: int, calls: int, warmup: int) -> dict[str, list
             with grpc.insecure_channel(mesh.grpc_addr) as direct:
                 metadata = [("authorization", f"Bearer {mesh.token}")] if mesh.token else None
                 h.create_bandit(direct, bandit, 10, metadata=metadata)
-            conn, callers[name] = rest_select_caller(mesh, bandit)
+            conn, callers[name] = h.rest_select_caller(mesh, bandit)
             stack.callback(conn.close)
             callers[name](b"")
         h.progress(f"REST select through Envoy: {calls} calls x 2 stacks x {reps} repetitions")

@@ -11,7 +11,6 @@ Subjects, alternated within each repetition:
 
 from __future__ import annotations
 
-import http.client
 import json
 
 import _harness as h
@@ -38,18 +37,7 @@ def main() -> int:
         health_envoy = h.raw_unary(via_envoy, h.HEALTH_CHECK)
         select_req, health_req = h.select_request_bytes(bandit), h.health_request_bytes()
 
-        host, _, port = mesh.front_door.rpartition(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        body = json.dumps({"bandit": bandit, "userId": "bench-user"}).encode()
-        headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
-
-        def rest_select(_request: bytes) -> bytes:
-            conn.request("POST", "/api/v1/bandits/select", body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-            if response.status != 200:
-                raise RuntimeError(f"REST select answered {response.status}: {data[:300]!r}")
-            return data
+        conn, rest_select = h.rest_select_caller(mesh, bandit, user_id="bench-user")
 
         reply = json.loads(rest_select(b""))
         assert reply.get("decisionId") and len(reply.get("choices", [])) == 1, reply
