@@ -75,9 +75,20 @@ def rejected_token_is_401() -> list[dict]:
     ]
 
 
+def invalid_path_says_why() -> list[dict]:
+    """Envoy refuses a path that does not normalise (a %00 in it, say) with an empty body;
+    the client gets a message instead."""
+    invalid = _cel("response.code == 400 && response.code_details == 'path_normalization_failed'")
+    return [{"filter": {"and_filter": {"filters": [is_rest(), invalid]}},
+             "body_format_override": status_body(LOCAL_REPLY_CODES[400], INVALID_PATH_MESSAGE)}]
+
+
+INVALID_PATH_MESSAGE = "the request path is not valid (a percent-encoded NUL, or a path that cannot be normalised)"
+
+
 def local_reply_config() -> dict:
     """The HttpConnectionManager's local_reply_config: first matching mapper wins."""
-    mappers = rejected_token_is_401()
+    mappers = rejected_token_is_401() + invalid_path_says_why()
     for http_status, code in LOCAL_REPLY_CODES.items():
         mappers.append({
             "filter": {"and_filter": {"filters": [is_rest(), _status_is(http_status)]}},
