@@ -111,6 +111,20 @@ def test_a_half_sent_request_is_closed_after_the_header_timeout(tmp_path, dev_ke
         assert not mesh.calls
 
 
+def test_a_half_sent_body_is_closed_after_the_request_timeout(tmp_path, dev_keys, token):
+    with door(tmp_path, dev_keys, request_timeout_seconds=0.5) as (front, mesh), \
+            socket.create_connection((front.host, front.port), timeout=20) as sock:
+        sock.sendall(b"POST /api/v1/bandits/select HTTP/1.1\r\nhost: mesh\r\ncontent-type: application/json\r\n"
+                     b"authorization: Bearer " + token.encode() + b"\r\ncontent-length: 100\r\n\r\n{\"bandit\"")
+        started = time.monotonic()
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        assert time.monotonic() - started >= 0.4
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert not mesh.calls
+
+
 def test_an_idle_connection_is_closed(tmp_path, dev_keys):
     with door(tmp_path, dev_keys, connection_idle_timeout_seconds=0.5) as (front, _), \
             socket.create_connection((front.host, front.port), timeout=20) as sock:

@@ -261,6 +261,7 @@ def _add_limit_args(parser: argparse.ArgumentParser) -> None:
         ("max_request_body_bytes", int, "REST request body (413 past it)"),
         ("max_response_body_bytes", int, "REST response body"),
         ("request_headers_timeout_seconds", float, "time to send the request headers"),
+        ("request_timeout_seconds", float, "time to send the whole request, body included"),
         ("connection_idle_timeout_seconds", float, "idle connection lifetime"),
         ("per_connection_buffer_limit_bytes", int, "buffer per connection"),
         ("rate_limit_per_second", int, "requests per second per client address, 0: no rate limit"),

@@ -33,6 +33,7 @@ class Limits:
     max_request_body_bytes: int = 4 * MIB  # a whole REST body, buffered before transcoding; past it: 413
     max_response_body_bytes: int = MESH_MAX_MESSAGE_BYTES  # a REST answer the transcoder buffers
     request_headers_timeout_seconds: float = 10  # a client still sending headers after this is cut off
+    request_timeout_seconds: float = 30  # a client still sending its request (a half-sent body) is cut off
     connection_idle_timeout_seconds: float = 300  # a connection with no stream for this long is closed
     per_connection_buffer_limit_bytes: int = 1 * MIB  # read/write buffer per connection (flow control)
     rate_limit_per_second: int | None = 1000  # requests per client address, refilled every second
@@ -49,8 +50,9 @@ class Limits:
             raise ConfigError(f"max_response_body_bytes must be 1 .. {MESH_MAX_MESSAGE_BYTES}")
         if self.rate_limit_per_second is not None and not 1 <= self.rate_limit_per_second <= self.rate_limit_burst:
             raise ConfigError("rate_limit_per_second must be at least 1 and at most rate_limit_burst")
-        if self.max_connections < 1 or self.request_headers_timeout_seconds <= 0:
-            raise ConfigError("max_connections and request_headers_timeout_seconds must be positive")
+        if self.max_connections < 1 or self.request_headers_timeout_seconds <= 0 or self.request_timeout_seconds <= 0:
+            raise ConfigError("max_connections, request_headers_timeout_seconds and request_timeout_seconds "
+                              "must be positive")
 
 
 def connection_manager_limits(limits: Limits) -> dict:
@@ -59,6 +61,8 @@ def connection_manager_limits(limits: Limits) -> dict:
     return {
         "max_request_headers_kb": limits.max_request_headers_kb,
         "request_headers_timeout": seconds(limits.request_headers_timeout_seconds),
+        # The whole request, body included, must arrive within this (a response may take longer).
+        "request_timeout": seconds(limits.request_timeout_seconds),
         "common_http_protocol_options": {"idle_timeout": seconds(limits.connection_idle_timeout_seconds)},
         # Envoy is the edge: the peer's address is the client's (for the per-client rate
         # limit and X-Forwarded-For), unless trusted proxies in front say otherwise.
