@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Protocol
 
 import grpc
@@ -67,7 +68,7 @@ class JwksFile:
     def _load(self) -> None:
         mtime = os.stat(self._path).st_mtime
         if mtime != self._mtime:
-            keys = jwt.PyJWKSet.from_dict(json.loads(open(self._path, "rb").read())).keys
+            keys = jwt.PyJWKSet.from_dict(json.loads(Path(self._path).read_bytes())).keys
             self._keys, self._mtime = {key.key_id: key.key for key in keys}, mtime
 
     async def key_for(self, key_id: str | None) -> object:

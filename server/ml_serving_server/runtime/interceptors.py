@@ -3,7 +3,7 @@
 Each interceptor is an async context manager around the handler (`scope`), so the
 same code serves unary and server-streaming RPCs. Order, outermost first, is set by
 `server_interceptors`: tracing (OpenTelemetry's), request context, metrics, errors,
-request decoding.
+auth (runtime/auth.py, when on), request decoding.
 """
 
 from __future__ import annotations
