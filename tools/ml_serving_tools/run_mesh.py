@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
     redis_url = devservices.ensure_redis(state)
     database_url = devservices.ensure_postgres(state)
-    running = start_local_stack(state, {"REDIS_URL": redis_url, "DATABASE_URL": database_url})
+    # Ctrl-C stops Envoy before the mesh, so no balancer needs the drain delay: stop at once.
+    running = start_local_stack(state, {"REDIS_URL": redis_url, "DATABASE_URL": database_url,
+                                        "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})
     try:
         create_demo_bandit(running.grpc_addr, running.token)
         print(banner(running, redis_url, database_url), flush=True)
