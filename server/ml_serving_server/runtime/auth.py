@@ -193,11 +193,8 @@ class AuthInterceptor(_ScopeInterceptor):
                                domain, {"scope": rejected.denied_scope})
         status = rich_status(grpc.StatusCode.UNAUTHENTICATED, rejected.message, CommonReason.UNAUTHENTICATED.name,
                              domain)
-        return _Status(status.code, status.details, (*status.trailing_metadata, WWW_AUTHENTICATE))
-
-
-class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
-    """A status with trailers of our choosing (grpc.Status itself is abstract)."""
+        # grpcio-status builds the status as a namedtuple: add the header to its trailers.
+        return status._replace(trailing_metadata=(*status.trailing_metadata, WWW_AUTHENTICATE))
 
 
 def _bearer_token(context: grpc.aio.ServicerContext) -> str:
