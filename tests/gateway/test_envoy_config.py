@@ -24,12 +24,12 @@ from ml_serving_tools.devauth import mint_token
 from ml_serving_tools.gateway import generate
 from ml_serving_tools.net import free_port
 
+from ..support import make_pki
 from .gateway_support import (
     DESCRIPTOR,
     envoy_in_front_of,
     fake_mesh,
     keys_auth,
-    make_pki,
     request,
     rest_json_error,
     validate,

@@ -11,7 +11,8 @@ import pytest
 
 from ml_serving_tools.gateway.generate import ServerTls, UpstreamTls
 
-from .gateway_support import envoy_in_front_of, fake_mesh, grpc_health_check, keys_auth, make_pki, request
+from ..support import make_pki
+from .gateway_support import envoy_in_front_of, fake_mesh, grpc_health_check, keys_auth, request
 
 SELECT = "/mnbara.mlserving.bandit.v1.BanditService/Select"
 

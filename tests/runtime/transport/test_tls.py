@@ -10,8 +10,7 @@ from pydantic import ValidationError
 from ml_serving_server.app import build_server
 from ml_serving_server.runtime.settings import MeshSettings
 
-from ...gateway.gateway_support import make_pki
-from ...support import test_runtime
+from ...support import make_pki, test_runtime
 
 
 async def health(port: int, credentials: grpc.ChannelCredentials):
