@@ -36,6 +36,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_TIME_RANGE: _ClassVar[ErrorReason]
     CURSOR_EXPIRED: _ClassVar[ErrorReason]
     SHUTTING_DOWN: _ClassVar[ErrorReason]
+    CHECKSUM_MISMATCH: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
@@ -66,3 +67,4 @@ BACKEND_UNAVAILABLE: ErrorReason
 INVALID_TIME_RANGE: ErrorReason
 CURSOR_EXPIRED: ErrorReason
 SHUTTING_DOWN: ErrorReason
+CHECKSUM_MISMATCH: ErrorReason

@@ -149,8 +149,26 @@ class RegisteredModel(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., tags: _Optional[_Mapping[str, str]] = ..., promotion_policy: _Optional[_Union[PromotionPolicy, _Mapping]] = ..., latest_version: _Optional[str] = ..., production_version: _Optional[str] = ..., staging_versions: _Optional[_Iterable[str]] = ..., aliases: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class TensorSpec(_message.Message):
+    __slots__ = ("name", "datatype", "shape")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DATATYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    datatype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., datatype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ModelSignature(_message.Message):
+    __slots__ = ("inputs", "outputs")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    inputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    outputs: _containers.RepeatedCompositeFieldContainer[TensorSpec]
+    def __init__(self, inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ...) -> None: ...
+
 class ModelVersion(_message.Message):
-    __slots__ = ("model_name", "version", "description", "stage", "aliases", "artifact_uri", "artifact_format", "artifact_sha256", "artifact_size_bytes", "source_run_id", "metrics", "parameters", "tags", "status", "status_message", "created_by", "create_time", "update_time", "stage_update_time")
+    __slots__ = ("model_name", "version", "description", "stage", "aliases", "artifact_uri", "artifact_format", "artifact_sha256", "artifact_size_bytes", "source_run_id", "metrics", "parameters", "tags", "status", "status_message", "created_by", "create_time", "update_time", "stage_update_time", "signature")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +209,7 @@ class ModelVersion(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     STAGE_UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     description: str
@@ -210,7 +229,8 @@ class ModelVersion(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     stage_update_time: _timestamp_pb2.Timestamp
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., stage: _Optional[_Union[Stage, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., artifact_uri: _Optional[str] = ..., artifact_format: _Optional[_Union[ArtifactFormat, str]] = ..., artifact_sha256: _Optional[str] = ..., artifact_size_bytes: _Optional[int] = ..., source_run_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[ModelVersionStatus, str]] = ..., status_message: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    signature: ModelSignature
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., stage: _Optional[_Union[Stage, str]] = ..., aliases: _Optional[_Iterable[str]] = ..., artifact_uri: _Optional[str] = ..., artifact_format: _Optional[_Union[ArtifactFormat, str]] = ..., artifact_sha256: _Optional[str] = ..., artifact_size_bytes: _Optional[int] = ..., source_run_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[ModelVersionStatus, str]] = ..., status_message: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage_update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., signature: _Optional[_Union[ModelSignature, _Mapping]] = ...) -> None: ...
 
 class StageTransition(_message.Message):
     __slots__ = ("transition_id", "model_name", "version", "from_stage", "to_stage", "actor", "reason", "transition_time", "override", "gate_results", "caused_by_transition_id")
@@ -322,7 +342,7 @@ class DeleteRegisteredModelResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class CreateModelVersionRequest(_message.Message):
-    __slots__ = ("model_name", "artifact", "artifact_uri", "artifact_format", "artifact_file_name", "source_run_id", "metrics", "parameters", "tags", "description", "initial_stage", "create_model_if_missing", "request_id")
+    __slots__ = ("model_name", "artifact", "artifact_uri", "artifact_format", "artifact_file_name", "source_run_id", "metrics", "parameters", "tags", "description", "initial_stage", "create_model_if_missing", "request_id", "signature", "artifact_sha256")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -357,6 +377,8 @@ class CreateModelVersionRequest(_message.Message):
     INITIAL_STAGE_FIELD_NUMBER: _ClassVar[int]
     CREATE_MODEL_IF_MISSING_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     artifact: bytes
     artifact_uri: str
@@ -370,7 +392,43 @@ class CreateModelVersionRequest(_message.Message):
     initial_stage: Stage
     create_model_if_missing: bool
     request_id: str
-    def __init__(self, model_name: _Optional[str] = ..., artifact: _Optional[bytes] = ..., artifact_uri: _Optional[str] = ..., artifact_format: _Optional[_Union[ArtifactFormat, str]] = ..., artifact_file_name: _Optional[str] = ..., source_run_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., initial_stage: _Optional[_Union[Stage, str]] = ..., create_model_if_missing: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    signature: ModelSignature
+    artifact_sha256: str
+    def __init__(self, model_name: _Optional[str] = ..., artifact: _Optional[bytes] = ..., artifact_uri: _Optional[str] = ..., artifact_format: _Optional[_Union[ArtifactFormat, str]] = ..., artifact_file_name: _Optional[str] = ..., source_run_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., parameters: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Mapping[str, str]] = ..., description: _Optional[str] = ..., initial_stage: _Optional[_Union[Stage, str]] = ..., create_model_if_missing: _Optional[bool] = ..., request_id: _Optional[str] = ..., signature: _Optional[_Union[ModelSignature, _Mapping]] = ..., artifact_sha256: _Optional[str] = ...) -> None: ...
+
+class UploadArtifactRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UploadArtifactHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[UploadArtifactHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadArtifactHeader(_message.Message):
+    __slots__ = ("model_name", "file_name", "artifact_format", "size_bytes", "sha256")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    file_name: str
+    artifact_format: ArtifactFormat
+    size_bytes: int
+    sha256: str
+    def __init__(self, model_name: _Optional[str] = ..., file_name: _Optional[str] = ..., artifact_format: _Optional[_Union[ArtifactFormat, str]] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
+class UploadArtifactResponse(_message.Message):
+    __slots__ = ("artifact_uri", "sha256", "size_bytes", "artifact_format")
+    ARTIFACT_URI_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    artifact_uri: str
+    sha256: str
+    size_bytes: int
+    artifact_format: ArtifactFormat
+    def __init__(self, artifact_uri: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., artifact_format: _Optional[_Union[ArtifactFormat, str]] = ...) -> None: ...
 
 class CreateModelVersionResponse(_message.Message):
     __slots__ = ("model_version", "duplicate")

@@ -60,6 +60,11 @@ class RegistryServiceStub:
                 request_serializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelRequest.SerializeToString,
                 response_deserializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelResponse.FromString,
                 _registered_method=True)
+        self.UploadArtifact = channel.stream_unary(
+                '/mnbara.mlserving.registry.v1.RegistryService/UploadArtifact',
+                request_serializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactRequest.SerializeToString,
+                response_deserializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactResponse.FromString,
+                _registered_method=True)
         self.CreateModelVersion = channel.unary_unary(
                 '/mnbara.mlserving.registry.v1.RegistryService/CreateModelVersion',
                 request_serializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.CreateModelVersionRequest.SerializeToString,
@@ -163,6 +168,22 @@ class RegistryServiceServicer:
         only deleted with force. Emits REGISTRY_EVENT_TYPE_MODEL_DELETED.
         Errors: INVALID_ARGUMENT (INVALID_FIELD), NOT_FOUND (MODEL_NOT_FOUND),
         FAILED_PRECONDITION (MODEL_HAS_PRODUCTION_VERSION), UNAVAILABLE (BACKEND_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadArtifact(self, request_iterator, context):
+        """UploadArtifact stores an artifact larger than one gRPC message (up to the registry's
+        artifact limit) for a later CreateModelVersion: the first message carries the
+        header, the rest carry the bytes in order (each chunk at most 4 MiB). The answer
+        names the stored artifact; pass its artifact_uri to CreateModelVersion within the
+        upload retention (uploads not used are deleted). Checked like an inline artifact:
+        size and SHA-256 when the header gives them, and the package format.
+        Not mapped to REST: a client stream has no JSON form.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, ARTIFACT_INVALID, ARTIFACT_TOO_LARGE,
+        CHECKSUM_MISMATCH), NOT_FOUND (MODEL_NOT_FOUND),
+        UNAVAILABLE (ARTIFACT_STORE_UNAVAILABLE, BACKEND_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -324,6 +345,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.DeleteRegisteredModel,
                     request_deserializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelRequest.FromString,
                     response_serializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelResponse.SerializeToString,
+            ),
+            'UploadArtifact': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadArtifact,
+                    request_deserializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactRequest.FromString,
+                    response_serializer=mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactResponse.SerializeToString,
             ),
             'CreateModelVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateModelVersion,
@@ -517,6 +543,33 @@ class RegistryService:
             '/mnbara.mlserving.registry.v1.RegistryService/DeleteRegisteredModel',
             mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelRequest.SerializeToString,
             mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.DeleteRegisteredModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadArtifact(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/mnbara.mlserving.registry.v1.RegistryService/UploadArtifact',
+            mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactRequest.SerializeToString,
+            mnbara_dot_mlserving_dot_registry_dot_v1_dot_registry__pb2.UploadArtifactResponse.FromString,
             options,
             channel_credentials,
             insecure,
