@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import os
+from datetime import datetime
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 
 from mnbara.mlserving.registry.v1 import registry_pb2 as pb
 from mnbara.mlserving.registry.v1 import registry_pb2_grpc
@@ -12,6 +16,52 @@ from ._methods import paged, server_stream, unary
 
 StageLike = pb.Stage | str
 """A Stage value or its name, e.g. "STAGE_PRODUCTION"."""
+ArtifactSource = bytes | str | os.PathLike
+"""An artifact's bytes, or the path of a local file holding them."""
+
+INLINE_LIMIT = 8 * 1024 * 1024
+"""Artifacts up to this size go inside CreateModelVersion; larger ones through UploadArtifact."""
+CHUNK_BYTES = 1024 * 1024
+UPLOAD_TIMEOUT = 600.0
+"""Default deadline of an upload, in seconds (a 2 GiB artifact at a few MB/s)."""
+
+
+def parse_reference(reference: str) -> tuple[str, dict[str, object]]:
+    """"model@production" / "model@staging" (a stage), "model@champion" (an alias), "model/3" (a version),
+    "model" (its Production version) -> (model name, ResolveModelVersion selector keywords)."""
+    if "@" in reference:
+        name, _, label = reference.partition("@")
+        stage = f"STAGE_{label.upper()}"
+        if stage in pb.Stage.keys() and stage != "STAGE_UNSPECIFIED":
+            return name, {"stage": pb.Stage.Value(stage)}
+        return name, {"alias": label}
+    name, slash, number = reference.rpartition("/")
+    if slash and number.isdigit():
+        return name, {"version": number}
+    return reference, {}
+
+
+def _digest(source: ArtifactSource) -> tuple[int, str]:
+    if isinstance(source, bytes):
+        return len(source), hashlib.sha256(source).hexdigest()
+    digest, size = hashlib.sha256(), 0
+    with open(source, "rb") as file:
+        while block := file.read(CHUNK_BYTES):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+async def _upload_requests(header: pb.UploadArtifactHeader, source: ArtifactSource,
+                           chunk_bytes: int) -> AsyncIterator[pb.UploadArtifactRequest]:
+    yield pb.UploadArtifactRequest(header=header)
+    if isinstance(source, bytes):
+        for start in range(0, len(source), chunk_bytes):
+            yield pb.UploadArtifactRequest(chunk=source[start:start + chunk_bytes])
+        return
+    with open(source, "rb") as file:
+        while block := file.read(chunk_bytes):
+            yield pb.UploadArtifactRequest(chunk=block)
 
 
 class RegistryClient(AsyncClient[registry_pb2_grpc.RegistryServiceStub]):
@@ -47,21 +97,43 @@ class RegistryClient(AsyncClient[registry_pb2_grpc.RegistryServiceStub]):
         request = pb.DeleteRegisteredModelRequest(name=name, force=force)
         return await self._call(self.stub.DeleteRegisteredModel, request, timeout)
 
-    async def create_model_version(self, model_name: str, *, artifact: bytes | None = None,
+    async def upload_artifact(self, model_name: str, artifact: ArtifactSource, *, file_name: str = "",
+                              artifact_format: pb.ArtifactFormat | str = 0, chunk_bytes: int = CHUNK_BYTES,
+                              timeout: float | None = UPLOAD_TIMEOUT) -> pb.UploadArtifactResponse:
+        """Stream an artifact of any size (bytes, or a file's path) to the registry's store, with its size and
+        SHA-256 so that the registry checks them; pass the answer's `artifact_uri` to `create_model_version`."""
+        size, sha256 = _digest(artifact)
+        if not file_name and not isinstance(artifact, bytes):
+            file_name = Path(artifact).name
+        header = pb.UploadArtifactHeader(model_name=model_name, file_name=file_name, artifact_format=artifact_format,
+                                         size_bytes=size, sha256=sha256)
+        return await self._call(self.stub.UploadArtifact, _upload_requests(header, artifact, chunk_bytes), timeout)
+
+    async def create_model_version(self, model_name: str, *, artifact: ArtifactSource | None = None,
                                    artifact_uri: str | None = None,
                                    artifact_format: pb.ArtifactFormat | str = 0, artifact_file_name: str = "",
+                                   artifact_sha256: str = "",
                                    source_run_id: str = "", metrics: Mapping[str, float] | None = None,
                                    parameters: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None,
                                    description: str = "", initial_stage: StageLike = 0,
                                    create_model_if_missing: bool = False, request_id: str = "",
+                                   signature: pb.ModelSignature | Mapping | None = None,
                                    timeout: float | None = None) -> pb.CreateModelVersionResponse:
-        """Register a new version from uploaded `artifact` bytes (a .mar, or a zipped / gzipped-tar
-        model directory) or an existing `artifact_uri`. Idempotent by `request_id`."""
+        """Register a new version from an `artifact` (bytes or a local file's path: a .mar, or a zipped /
+        gzipped-tar model directory) or an existing `artifact_uri` (s3://, runs:/). Artifacts over
+        INLINE_LIMIT, and files, go through `upload_artifact` first. Idempotent by `request_id`."""
+        if artifact is not None and (not isinstance(artifact, bytes) or len(artifact) > INLINE_LIMIT):
+            if not artifact_file_name and not isinstance(artifact, bytes):
+                artifact_file_name = Path(artifact).name
+            uploaded = await self.upload_artifact(model_name, artifact, file_name=artifact_file_name,
+                                                  artifact_format=artifact_format)
+            artifact, artifact_uri = None, uploaded.artifact_uri
+            artifact_sha256 = artifact_sha256 or uploaded.sha256
         request = pb.CreateModelVersionRequest(
             model_name=model_name, artifact=artifact, artifact_uri=artifact_uri, artifact_format=artifact_format,
-            artifact_file_name=artifact_file_name, source_run_id=source_run_id, metrics=metrics,
-            parameters=parameters, tags=tags, description=description, initial_stage=initial_stage,
-            create_model_if_missing=create_model_if_missing, request_id=request_id)
+            artifact_file_name=artifact_file_name, artifact_sha256=artifact_sha256, source_run_id=source_run_id,
+            metrics=metrics, parameters=parameters, tags=tags, description=description, initial_stage=initial_stage,
+            create_model_if_missing=create_model_if_missing, request_id=request_id, signature=signature)
         return await self._call(self.stub.CreateModelVersion, request, timeout)
 
     async def get_model_version(self, model_name: str, version: str, *,
@@ -92,10 +164,18 @@ class RegistryClient(AsyncClient[registry_pb2_grpc.RegistryServiceStub]):
 
     async def resolve_model_version(self, model_name: str, *, version: str | None = None,
                                     stage: StageLike | None = None, alias: str | None = None,
+                                    as_of: datetime | None = None,
                                     timeout: float | None = None) -> pb.ResolveModelVersionResponse:
-        """The version a selector (at most one of version, stage, alias; none means Production) points at."""
-        request = pb.ResolveModelVersionRequest(model_name=model_name, version=version, stage=stage, alias=alias)
+        """The version a selector (at most one of version, stage, alias; none means Production) points at;
+        with `as_of`, the version that was in Production then."""
+        request = pb.ResolveModelVersionRequest(model_name=model_name, version=version, stage=stage, alias=alias,
+                                                as_of=as_of)
         return await self._call(self.stub.ResolveModelVersion, request, timeout)
+
+    async def resolve(self, reference: str, *, timeout: float | None = None) -> pb.ModelVersion:
+        """The version a reference names: "fraud@production", "fraud@champion" (an alias), "fraud/3", "fraud"."""
+        name, selector = parse_reference(reference)
+        return (await self.resolve_model_version(name, **selector, timeout=timeout)).model_version
 
     update_registered_model = unary(lambda stub: stub.UpdateRegisteredModel, pb.UpdateRegisteredModelRequest,
                                     pb.UpdateRegisteredModelResponse)

@@ -8,6 +8,7 @@ served by its generated base servicer, so every RPC of it answers UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Iterable
 
@@ -54,7 +55,13 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
             bindings.append(ServiceBinding.unimplemented(BY_NAME[name]))
             continue
         settings = (service_settings or {}).get(name) or package.settings()
-        service = package.build(settings, runtime)
+        try:
+            service = package.build(settings, runtime)
+            if inspect.isawaitable(service):
+                service = await service
+        except BaseException:
+            await _close_all(closers)  # what the services before it opened
+            raise
         closers += service.closers
         bindings.append(ServiceBinding(package.entry, service.servicer, built=True, probe=service.probe))
     mesh = await start_server(runtime.mesh, bindings, tracer_provider, verifier=verifier)
@@ -62,6 +69,13 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
     if hasattr(tracer_provider, "shutdown"):
         mesh.on_close.append(tracer_provider.shutdown)
     return mesh
+
+
+async def _close_all(closers: list) -> None:
+    for close in closers:
+        result = close()
+        if asyncio.iscoroutine(result):
+            await result
 
 
 async def run(runtime: Runtime) -> None:

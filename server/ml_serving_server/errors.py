@@ -93,3 +93,7 @@ class Unavailable(DomainError):
 
 class DeadlineExceeded(DomainError):
     """A dependency answered too slowly."""
+
+
+class OutOfRange(DomainError):
+    """A position past what exists or is kept (an expired feed cursor)."""

@@ -28,7 +28,7 @@ log = logging.getLogger("ml_serving_server.rpc")
 
 
 class _ScopeInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary-unary and unary-stream handler in `self.scope`."""
+    """Wraps every unary-unary, unary-stream and stream-unary handler in `self.scope`."""
 
     def scope(self, method: str, context: grpc.aio.ServicerContext) -> contextlib.AbstractAsyncContextManager:
         raise NotImplementedError
@@ -57,13 +57,34 @@ class _ScopeInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=self.deserializer(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
-        return handler  # client-streaming RPCs: none in our contracts
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_client_stream(handler.stream_unary, method),
+                request_deserializer=self.deserializer(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # bidirectional streams: RequestDecodingInterceptor's to refuse
 
     def _wrap_unary(self, behavior: Callable, method: str):
         async def unary(request, context):
             async with self.scope(method, context):
                 self.admit(request)
                 result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+                return result
+
+        return unary
+
+    def _wrap_client_stream(self, behavior: Callable, method: str):
+        async def admitted(requests: AsyncIterator) -> AsyncIterator:
+            async for request in requests:
+                self.admit(request)
+                yield request
+
+        async def unary(requests, context):
+            async with self.scope(method, context):
+                result = behavior(admitted(requests), context)
                 if inspect.isawaitable(result):
                     result = await result
                 return result

@@ -41,5 +41,5 @@ class BuiltService:
 class ServicePackage(Generic[SettingsT]):
     entry: ServiceEntry  # the contract it serves
     settings: type[SettingsT]  # its own settings class (own env prefix)
-    build: Callable[[SettingsT, Runtime], BuiltService]
+    build: Callable[[SettingsT, Runtime], BuiltService | Awaitable[BuiltService]]  # async when it connects first
     reasons: type[enum.Enum]  # its domain's ErrorReason: mirrors the contract's (a test checks)

@@ -92,7 +92,8 @@ class RedisSettings(SettingsBase):
 class DatabaseSettings(SettingsBase):
     model_config = SettingsConfigDict(env_prefix="DATABASE_")
 
-    url: str = Field("", description="PostgreSQL DSN (for the services still to come; `make up` finds or starts one)")
+    url: str = Field("", description="PostgreSQL DSN: the registry's stages, audit history and event feed "
+                                     "(`make up` finds or starts one)")
 
 
 class AuthSettings(SettingsBase):

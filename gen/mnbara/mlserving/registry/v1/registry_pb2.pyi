@@ -585,16 +585,18 @@ class DeleteAliasResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ResolveModelVersionRequest(_message.Message):
-    __slots__ = ("model_name", "version", "stage", "alias")
+    __slots__ = ("model_name", "version", "stage", "alias", "as_of")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     ALIAS_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     version: str
     stage: Stage
     alias: str
-    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., stage: _Optional[_Union[Stage, str]] = ..., alias: _Optional[str] = ...) -> None: ...
+    as_of: _timestamp_pb2.Timestamp
+    def __init__(self, model_name: _Optional[str] = ..., version: _Optional[str] = ..., stage: _Optional[_Union[Stage, str]] = ..., alias: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ResolveModelVersionResponse(_message.Message):
     __slots__ = ("model_version", "event_sequence")
