@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timedelta, timezone
 
 from mnbara.mlserving.catalog import BY_NAME
@@ -33,6 +34,7 @@ async def build(settings: RegistrySettings, runtime: Runtime) -> BuiltService:
 
     if not runtime.database.url:
         raise ValueError("the registry needs PostgreSQL: set DATABASE_URL (make up finds or starts one)")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the mesh sends no usage data on MLflow's behalf
     lifecycle = await PostgresLifecycle.connect(runtime.database.url, timeout_seconds=settings.database_timeout_seconds)
     catalog = MlflowCatalog(settings.mlflow_tracking_uri, settings.mlflow_timeout_seconds)
     artifacts = S3ArtifactStore(settings.artifact_root, settings.s3_endpoint_url, settings.s3_access_key_id,
@@ -69,7 +71,7 @@ async def _housekeeping(service: RegistryService, settings: RegistrySettings, in
         now = datetime.now(timezone.utc)
         try:
             await service.lifecycle.prune_events(now - timedelta(days=settings.event_retention_days))
-            await service.artifacts.prune_uploads(now - timedelta(hours=24))
+            await service.artifacts.prune_uploads()
         except Exception:  # noqa: BLE001 - down now: next hour
             pass
         await asyncio.sleep(interval_s)

@@ -139,6 +139,7 @@ class EventPump:
         self._cache = cache
         self._poll_s = poll_s
         self._changed = asyncio.Condition()
+        self._catching_up = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.head = 0
 
@@ -155,8 +156,8 @@ class EventPump:
     async def _run(self) -> None:
         while True:
             try:
-                await self._catch_up()
-                await self._store.wait_for_change(self._poll_s)
+                await self.catch_up()
+                await self._store.wait_for_change(self._poll_s, after_sequence=self.head)
             except asyncio.CancelledError:
                 raise
             except BackendUnavailable:
@@ -164,6 +165,11 @@ class EventPump:
             except Exception:  # a bug must not stop the pump for good
                 log.exception("registry event pump failed; retrying")
                 await asyncio.sleep(self._poll_s)
+
+    async def catch_up(self) -> None:
+        """Apply what is new now (after a change this replica committed: it reads its own writes)."""
+        async with self._catching_up:
+            await self._catch_up()
 
     async def _catch_up(self) -> None:
         head = await self._store.head_sequence()

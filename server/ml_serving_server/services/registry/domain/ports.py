@@ -142,8 +142,8 @@ class ArtifactStore(Protocol):
     async def stage_uri(self, uri: str, max_bytes: int) -> StagedFile:
         """Download an s3:// object; raises ArtifactMissing, ArtifactTooLarge."""
 
-    async def stage_file(self, path: Path) -> StagedFile:
-        """Take over a local file (from the catalog's run artifacts)."""
+    async def stage_file(self, path: Path, max_bytes: int | None = None) -> StagedFile:
+        """Take over a local file (from the catalog's run artifacts); raises ArtifactTooLarge."""
 
     def discard(self, staged: StagedFile) -> None:
         """Delete the local temporary file."""
@@ -160,7 +160,11 @@ class ArtifactStore(Protocol):
     def is_upload(self, uri: str) -> bool:
         """Whether the URI is one of the registry's own uploads (UploadArtifact)."""
 
-    async def delete(self, uri: str) -> None: ...
+    async def delete(self, uri: str) -> None:
+        """Idempotent; a URI outside the registry's prefix is left alone (a caller's own object)."""
+
+    async def prune_uploads(self, older_than: datetime | None = None) -> int:
+        """Delete uploads never used by a version (default: older than the store's retention)."""
 
     async def read(self, uri: str) -> bytes:
         """The whole object (small artifacts; tests)."""
@@ -231,11 +235,14 @@ class LifecycleStore(Protocol):
     async def first_retained_sequence(self) -> int:
         """The oldest sequence still stored (head + 1 when none is)."""
 
-    async def prune_events(self, older_than: datetime) -> int: ...
+    async def prune_events(self, older_than: datetime) -> int:
+        """Delete the oldest events up to the first one not older than `older_than`: what stays
+        is every sequence from first_retained_sequence() to the head, without holes."""
 
-    async def wait_for_change(self, timeout: float) -> None:
+    async def wait_for_change(self, timeout: float, *, after_sequence: int | None = None) -> None:
         """Return when another event may have been committed (a NOTIFY, from any replica)
-        or after `timeout` seconds."""
+        or after `timeout` seconds; at once when a sequence past `after_sequence` was already
+        announced (so a NOTIFY that came while the caller was busy is not missed)."""
 
     async def mark_needs_repair(self, model_name: str) -> None:
         """Committed at once: MLflow may be about to differ from the stored lifecycle."""

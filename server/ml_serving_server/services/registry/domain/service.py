@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import AsyncIterator, Callable, Sequence
 
 from ....errors import AlreadyExists, Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable, quoted
@@ -261,7 +264,7 @@ class RegistryService:
                                       f"{staged.size_bytes}", reason=ErrorReason.ARTIFACT_INVALID)
             if sha256:
                 artifact_checks.check_checksum(sha256, staged.sha256, "header.sha256")
-            self._check_package(staged, fmt, "chunk")
+            await self._check_package(staged, fmt, "chunk")
             key = artifact_checks.upload_key(file_name, self.new_id())
             uri = await self._store(self.artifacts.put(staged, key, fmt))
         finally:
@@ -348,14 +351,11 @@ class RegistryService:
         return await self._check_and_put(staged, fmt, request, unique, "artifact_uri")
 
     async def _download_run_artifact(self, run_id: str, path: str) -> StagedFile:
-        import tempfile
-        from pathlib import Path
         folder = Path(tempfile.mkdtemp(prefix="registry-run-"))
         try:
             local = await self._catalog(self.catalog.download_run_artifact(run_id, path, folder))
-            return await self.artifacts.stage_file(local)
+            return await self.artifacts.stage_file(local, self.max_artifact_bytes)
         finally:
-            import shutil
             shutil.rmtree(folder, ignore_errors=True)
 
     async def _check_and_put(self, staged: StagedFile, fmt: ArtifactFormat, request: NewVersion, unique: str,
@@ -363,7 +363,7 @@ class RegistryService:
         try:
             if request.artifact_sha256:
                 artifact_checks.check_checksum(request.artifact_sha256, staged.sha256, "artifact_sha256")
-            self._check_package(staged, fmt, field)
+            await self._check_package(staged, fmt, field)
             file_name = request.artifact_file_name or (request.artifact_uri or "").rpartition("/")[2] or "artifact"
             key = artifact_checks.artifact_key(request.model_name, file_name, unique)
             uri = await self._store(self.artifacts.put(staged, key, fmt))
@@ -371,9 +371,11 @@ class RegistryService:
             self.artifacts.discard(staged)
         return Artifact(uri, fmt, staged.sha256, staged.size_bytes)
 
-    def _check_package(self, staged: StagedFile, fmt: ArtifactFormat, field: str) -> None:
-        with open(staged.path, "rb") as file:
-            artifact_checks.check_package(file, fmt, staged.size_bytes, field)
+    async def _check_package(self, staged: StagedFile, fmt: ArtifactFormat, field: str) -> None:
+        def check() -> None:
+            with open(staged.path, "rb") as file:
+                artifact_checks.check_package(file, fmt, staged.size_bytes, field)
+        await asyncio.to_thread(check)  # seconds for a large archive: not on the event loop
 
     async def _register(self, request: NewVersion, artifact: Artifact, stage: Stage, gate_results: tuple,
                         actor: str) -> tuple[ModelVersion, bool]:
@@ -549,36 +551,39 @@ class RegistryService:
             failure = gate_failure(number, target, results)
             if failure is not None and not override:
                 raise failure
-            now = self.clock()
+            replaced = [v for v, r in stages.items() if r.stage == Stage.PRODUCTION and v != number]
+            archive_time = self.clock()
+            # The replaced version leaves Production one microsecond before the new one enters it, so
+            # the history, ordered by time, tells the story in the order it happened.
+            now = archive_time + timedelta(microseconds=1) if target == Stage.PRODUCTION and replaced else archive_time
             moved = StageTransition(self.new_id(), name, number, current.stage, target, actor, reason, now,
                                     override=failure is not None, gate_results=results)
-            replaced = [v for v, r in stages.items() if r.stage == Stage.PRODUCTION and v != number]
-            archived = None
+            moves = [(moved, replace(version, stage=target, stage_update_time=now))]
             await self.lifecycle.mark_needs_repair(name)
+            # MLflow first, the database last: the event feed's head row stays locked only for the
+            # commit, not while MLflow answers.
             if target == Stage.PRODUCTION and replaced:
-                archived = await self._archive_replaced(tx, name, replaced[0], moved, now)
+                moves.insert(0, await self._archive_replaced(name, replaced[0], moved, archive_time))
             await self._mirror_stage(name, number, StageRecord(target, now), current.stage)
-            await tx.set_stage(number, target, now)
-            await tx.record_transition(moved)
-            version = replace(version, stage=target, stage_update_time=now)
-            await tx.append_event(self._stage_event(moved, version))
+            for entry, snapshot in moves:
+                await tx.set_stage(entry.version, entry.to_stage, entry.time)
+                await tx.record_transition(entry)
+                await tx.append_event(self._stage_event(entry, snapshot))
             await tx.mark_repaired()
-        return TransitionResult(version, moved, archived)
+        archived = moves[0][1] if len(moves) == 2 else None
+        return TransitionResult(moves[-1][1], moved, archived)
 
-    async def _archive_replaced(self, tx: LifecycleTx, name: str, number: str, cause: StageTransition,
-                                now: datetime) -> ModelVersion:
-        """Archive the version a promotion replaces: its own audit entry, caused by the promotion."""
+    async def _archive_replaced(self, name: str, number: str, cause: StageTransition,
+                                now: datetime) -> tuple[StageTransition, ModelVersion]:
+        """Archive, in MLflow, the version a promotion replaces; its own audit entry, caused by the promotion."""
         old = await self._catalog(self.catalog.get_version(name, number))
         entry = StageTransition(self.new_id(), name, number, Stage.PRODUCTION, Stage.ARCHIVED, REGISTRY_ACTOR,
                                 f"replaced in Production by version {cause.version}", now,
                                 caused_by=cause.transition_id)
-        await self._catalog(self.catalog.update_version(name, number, None, layout.stage_tags(
-            StageRecord(Stage.ARCHIVED, now)), []))
-        await tx.set_stage(number, Stage.ARCHIVED, now)
-        await tx.record_transition(entry)
-        archived = layout.version_from_catalog(old, StageRecord(Stage.ARCHIVED, now)) if old else None
-        await tx.append_event(self._stage_event(entry, archived))
-        return archived
+        record = StageRecord(Stage.ARCHIVED, now)
+        await self._catalog(self.catalog.update_version(name, number, None, layout.stage_tags(record), []))
+        snapshot = layout.version_from_catalog(old, record) if old else ModelVersion(name, number, Stage.ARCHIVED)
+        return entry, snapshot
 
     async def _mirror_stage(self, name: str, number: str, record: StageRecord, previous: Stage) -> None:
         """The stage tag first, the production alias last (one call: never two in Production)."""
@@ -846,6 +851,7 @@ class _Locked:
 
     def __init__(self, service: RegistryService, name: str):
         self._context = service.lifecycle.locked(name)
+        self._pump = service.pump
 
     async def __aenter__(self) -> LifecycleTx:
         try:
@@ -855,9 +861,15 @@ class _Locked:
 
     async def __aexit__(self, *exc) -> bool | None:
         try:
-            return await self._context.__aexit__(*exc)
+            suppressed = await self._context.__aexit__(*exc)
         except BackendUnavailable:
             raise unavailable("database") from None
+        if exc[0] is None:
+            try:  # committed: this replica's cache reads its own writes, not after the NOTIFY round trip
+                await self._pump.catch_up()
+            except BackendUnavailable:
+                pass  # the pump catches up when the database answers again
+        return suppressed
 
 
 def _transition_token(token: str) -> tuple[datetime, str] | None:
