@@ -97,8 +97,9 @@ class Mesh:
     """A mesh server (optionally behind Envoy) started for one benchmark; a context manager."""
 
     def __init__(self, name: str, services: str = "bandit", access_log: bool = True, envoy: bool = False,
-                 keep_logs: bool = False, auth: bool = False):
+                 keep_logs: bool = False, auth: bool = False, env: dict[str, str] | None = None):
         self.name = name
+        self.extra_env = dict(env or {})  # e.g. where PostgreSQL, MLflow and S3 are
         self.services = services
         self.access_log = access_log
         self.with_envoy = envoy
@@ -132,6 +133,7 @@ class Mesh:
                 # measures what auth adds.
                 "AUTH_ENABLED": "false",
                 "MESH_SHUTDOWN_DELAY_SECONDS": "0",
+                **self.extra_env,
             }
             keys = devauth.ensure_dev_keys(self.state_dir / "auth") if self.auth else None
             if keys is not None:
