@@ -1,6 +1,11 @@
-"""Shared fixtures: where Redis is, a key prefix no other test run uses, an in-process
-mesh server (every service, production interceptors) on a free port, and the real stack
-for end-to-end tests (a mesh server process and Envoy, on free loopback ports)."""
+"""Shared fixtures: where Redis, PostgreSQL, S3 and MLflow are, a key prefix no other test
+run uses, an in-process mesh server (every service, production interceptors) on a free port,
+and the real stack for end-to-end tests (a mesh server process and Envoy, on free loopback
+ports).
+
+`make test` finds or starts Redis, PostgreSQL, S3 and MLflow and names them in the
+environment; run directly, pytest finds or starts what a test asks for (under `.run/`, as
+`make test` does) and stops what it started at exit."""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import grpc
 import pytest
 
 from ml_serving_server.app import build_server
+from ml_serving_tools import devservices
 from ml_serving_tools import stack as stack_module
 from ml_serving_tools.devauth import DevKeys, ensure_dev_keys, mint_token
+from ml_serving_tools.paths import STATE_DIR
 
 from .support import BearerToken, test_runtime
 
@@ -21,6 +28,34 @@ from .support import BearerToken, test_runtime
 def redis_url() -> str:
     """REDIS_URL when set (the test command finds or starts one and sets it), else the local default."""
     return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """DATABASE_URL when set (the test command sets it), else one found or started."""
+    return os.environ.get("DATABASE_URL") or devservices.ensure_postgres(STATE_DIR)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> devservices.S3Endpoint:
+    """The S3 that S3_ENDPOINT_URL and the AWS_* keys name (the test command sets them and
+    creates the buckets), else one found or started, with the mesh's buckets."""
+    endpoint = devservices.S3Endpoint.from_env()
+    if endpoint is None:
+        endpoint = devservices.ensure_s3(STATE_DIR)
+        devservices.ensure_buckets(endpoint, devservices.MODELS_BUCKET, devservices.MLFLOW_BUCKET)
+    return endpoint
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(request) -> str:
+    """MLFLOW_TRACKING_URI when set (the test command sets it), else a tracking server found
+    or started (on `database_url` and `s3_endpoint`)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return devservices.ensure_mlflow(STATE_DIR, request.getfixturevalue("database_url"),
+                                     request.getfixturevalue("s3_endpoint"))
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +86,13 @@ def token(dev_keys) -> str:
 
 
 @pytest.fixture(scope="session")
-async def mesh(redis_url, key_prefix, dev_keys):
-    """A real grpc.aio server hosting every service, backed by real Redis, checking tokens."""
-    server = await build_server(test_runtime(redis_url, key_prefix, keys=dev_keys))
+async def mesh(redis_url, key_prefix, dev_keys, database_url, mlflow_uri, s3_endpoint):
+    """A real grpc.aio server hosting every service, backed by real Redis, PostgreSQL, MLflow and
+    S3, checking tokens."""
+    from .registry.conftest import registry_settings_for
+
+    runtime = test_runtime(redis_url, key_prefix, keys=dev_keys, database_url=database_url)
+    server = await build_server(runtime, service_settings={"registry": registry_settings_for(mlflow_uri, s3_endpoint)})
     yield server
     await server.stop(1.0)
 
@@ -66,9 +105,10 @@ async def channel(mesh, token):
 
 
 @pytest.fixture(scope="session")
-def stack_env(redis_url, key_prefix, dev_keys) -> dict[str, str]:
+def stack_env(redis_url, database_url, s3_endpoint, mlflow_uri, key_prefix, dev_keys) -> dict[str, str]:
     """Environment of a mesh server process in the end-to-end tests (checking tokens)."""
-    return {"REDIS_URL": redis_url, "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO",
+    return {"REDIS_URL": redis_url, "DATABASE_URL": database_url, **s3_endpoint.env(),
+            "MLFLOW_TRACKING_URI": mlflow_uri, "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO",
             "MESH_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for; drain tests set their own
             "AUTH_JWKS_FILE": str(dev_keys.jwks), "AUTH_ISSUER": dev_keys.issuer, "AUTH_AUDIENCE": dev_keys.audience}
 

@@ -20,11 +20,13 @@ from .runtime.server import MeshServer, ServiceBinding, serve_until_signalled, s
 from .runtime.service import Runtime, ServicePackage
 from .runtime.settings import AuthSettings, DatabaseSettings, MeshSettings, RedisSettings, TracingSettings
 from .services.bandit import SERVICE as BANDIT
+from .services.registry import SERVICE as REGISTRY
 
 log = logging.getLogger("ml_serving_server")
 
 SERVICE_PACKAGES: tuple[ServicePackage, ...] = (
     BANDIT,
+    REGISTRY,
 )
 """Every built service, one line each."""
 

@@ -38,6 +38,9 @@ from ..support import call
 DESCRIPTOR = Path(__file__).resolve().parents[2] / "gen" / "descriptor.binpb"
 PACKAGE_PREFIX = "mnbara.mlserving."
 BANDIT_SERVICE = "mnbara.mlserving.bandit.v1.BanditService"
+REGISTRY_SERVICE = "mnbara.mlserving.registry.v1.RegistryService"
+NAMED_SERVICES = {BANDIT_SERVICE: ("name", "bandit"), REGISTRY_SERVICE: ("name", "model_name")}
+"""Built services, and the fields naming what they store: generated names there get PREFIX."""
 UNBUILT_BANDIT_RPCS = {"ListDecisions", "EvaluatePolicy"}
 
 PREFIX = f"restfuzz-{uuid.uuid4().hex[:6]}-"
@@ -69,7 +72,7 @@ class Route:
     @property
     def unbuilt(self) -> bool:
         """The mesh answers this RPC UNIMPLEMENTED (501 over REST)."""
-        return self.service != BANDIT_SERVICE or self.method in UNBUILT_BANDIT_RPCS
+        return self.service not in NAMED_SERVICES or self.method in UNBUILT_BANDIT_RPCS
 
     def __str__(self) -> str:
         return f"{self.service.rsplit('.', 1)[-1]}.{self.method} {self.verb} {self.template}"
@@ -107,8 +110,8 @@ def _load() -> tuple[list[Route], dict[str, list[Field]]]:
                 bindings = [rule, *rule.additional_bindings]
                 for binding in bindings:
                     kind = binding.WhichOneof("pattern")
-                    if kind is None or kind == "custom":
-                        continue
+                    if kind is None or kind == "custom" or method.server_streaming:
+                        continue  # a server stream (WatchEvents) is endless by design: not fuzzed here
                     routes.append(Route(f"{file.package}.{service.name}", method.name, kind.upper(),
                                         getattr(binding, kind), binding.body, method.input_type.lstrip(".")))
     return routes, messages
@@ -142,7 +145,7 @@ def fill_path(route: Route, draw) -> str:
     """The route's template with every variable replaced by a generated segment (bandit names prefixed)."""
     def replace(match: re.Match) -> str:
         segment = draw(segment_text(), label=match.group(1))
-        if route.service == BANDIT_SERVICE:
+        if route.service in NAMED_SERVICES:
             segment = urllib.parse.quote(PREFIX, safe="") + segment
         return segment
     return VARIABLE.sub(replace, route.template)
@@ -175,11 +178,11 @@ def json_values(field: Field, route: Route, depth: int) -> st.SearchStrategy:
     if field.message and field.message in MESSAGES and depth < 3:
         nested = json_objects(field.message, route, depth + 1)
         options += [nested, st.lists(nested, max_size=3)]
-    if route.service == BANDIT_SERVICE and field.name in ("name", "bandit"):
+    if field.name in NAMED_SERVICES.get(route.service, ()):
         options.append(st.builds(lambda suffix: PREFIX + suffix, st.one_of(st.text(max_size=20),
                                                                             st.just("é" * 300))))
     value = st.one_of(options)
-    if route.service == BANDIT_SERVICE and field.name in ("name", "bandit"):
+    if field.name in NAMED_SERVICES.get(route.service, ()):
         # Nothing may be created outside the prefix: a string name always carries it.
         value = value.map(lambda v: PREFIX + v if isinstance(v, str) and not v.startswith(PREFIX) else v)
     return value
@@ -336,8 +339,8 @@ def test_the_mesh_logged_no_error_and_stays_healthy(stack, log_start):
 def test_junk_path_segments(stack, segment):
     """Each junk segment in one built and one unbuilt RPC's path: a mesh-meant answer, as JSON with a message."""
     for route in (next(r for r in ROUTES if r.method == "GetBandit"),
-                  next(r for r in ROUTES if r.service != BANDIT_SERVICE and "{" in r.template and r.verb == "GET")):
-        prefix = urllib.parse.quote(PREFIX, safe="") if route.service == BANDIT_SERVICE else ""
+                  next(r for r in ROUTES if r.service not in NAMED_SERVICES and "{" in r.template and r.verb == "GET")):
+        prefix = urllib.parse.quote(PREFIX, safe="") if route.service in NAMED_SERVICES else ""
         path = VARIABLE.sub(lambda _, prefix=prefix: prefix + segment, route.template)
         reply = call(stack.front_door, route.verb, path, token=stack.token)
         check_reply(route, f"{route.verb} {path[:300]}", reply)

@@ -1,6 +1,7 @@
 """`make up` (console script `mesh-up`): the whole mesh locally, in the foreground, until Ctrl-C.
 
-Finds Redis and PostgreSQL (or starts embedded ones), starts one mesh server hosting
+Finds Redis, PostgreSQL, S3 and MLflow (or starts embedded ones: SeaweedFS for S3, an
+`mlflow server` on that PostgreSQL and S3), starts one mesh server hosting
 all five services and Envoy in front of it, creates a `demo` bandit so the printed
 examples work, and stops everything cleanly on Ctrl-C or SIGTERM.
 
@@ -45,8 +46,15 @@ def create_demo_bandit(grpc_addr: str, token: str) -> None:
                 raise
 
 
-def banner(running: stack.Stack, redis_url: str, database_url: str) -> str:
+def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservices.S3Endpoint | None = None,
+           mlflow_uri: str | None = None) -> str:
     front = running.front_door
+    extra = ""
+    if s3 is not None:
+        extra += (f"  S3 endpoint                     {s3.url}  (access key {s3.access_key_id}; buckets "
+                  f"{devservices.MODELS_BUCKET}, {devservices.MLFLOW_BUCKET})\n")
+    if mlflow_uri:
+        extra += f"  MLflow UI and tracking URI      {mlflow_uri}\n"
     auth = '-H "authorization: Bearer $ML_SERVING_TOKEN"'
     json = "-H 'content-type: application/json'"
     return f"""
@@ -57,7 +65,7 @@ ML serving mesh is up.
   Envoy admin                     http://{running.admin_addr}
   Redis                           {redis_url}
   PostgreSQL                      {database_url}
-  token signing keys (dev)        {running.keys.jwks.parent}
+{extra}  token signing keys (dev)        {running.keys.jwks.parent}
 
 Every call needs a bearer token; this one has every scope and is valid for a day:
 export ML_SERVING_TOKEN={running.token}
@@ -108,20 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
 
-    redis_url = devservices.ensure_redis(state)
-    database_url = devservices.ensure_postgres(state)
-    # Ctrl-C stops Envoy before the mesh, so no balancer needs the drain delay: stop at once.
-    running = start_local_stack(state, {"REDIS_URL": redis_url, "DATABASE_URL": database_url,
-                                        "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})
-    try:
-        create_demo_bandit(running.grpc_addr, running.token)
-        print(banner(running, redis_url, database_url), flush=True)
-        print(f"logs: {state}/mesh.log, {state}/envoy-*.log", flush=True)
-        return wait_for_stop_or_exit(running, state)
-    finally:
-        print("stopping...", flush=True)
-        running.stop()
-        devservices.stop_all()
+    with devservices.DevServices(state, s3=True, mlflow=True) as services:  # stopped on the way out
+        # Ctrl-C stops Envoy before the mesh, so no balancer needs the drain delay: stop at once.
+        running = start_local_stack(state, {**services.env(),
+                                            "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})
+        try:
+            create_demo_bandit(running.grpc_addr, running.token)
+            print(banner(running, services.redis_url, services.database_url, services.s3, services.mlflow_uri),
+                  flush=True)
+            print(f"logs: {state}/mesh.log, {state}/envoy-*.log, {state}/mlflow/, {state}/s3/weed.log", flush=True)
+            return wait_for_stop_or_exit(running, state)
+        finally:
+            print("stopping...", flush=True)
+            running.stop()
 
 
 if __name__ == "__main__":

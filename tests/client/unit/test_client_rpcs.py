@@ -62,6 +62,13 @@ class RecordingChannel:
             return self.responses.pop(0) if self.responses else response_deserializer(b"")
         return call
 
+    def stream_unary(self, path, request_serializer=None, response_deserializer=None, **kwargs):
+        async def call(requests, timeout=None, metadata=None):
+            first = [request async for request in requests][0]  # the header
+            self.calls.append((path, first))
+            return self.responses.pop(0) if self.responses else response_deserializer(b"")
+        return call
+
     def unary_stream(self, path, request_serializer=None, response_deserializer=None, **kwargs):
         def call(request, timeout=None, metadata=None):
             self.calls.append((path, request))
@@ -75,7 +82,7 @@ def sample(annotation: str):
         return []
     if "Mapping" in annotation or annotation.startswith("Inputs"):
         return {}
-    return {"str": "x", "float": 0.5, "StageLike": 0}[annotation]
+    return {"str": "x", "float": 0.5, "StageLike": 0, "ArtifactSource": b"artifact"}[annotation]
 
 
 def required_arguments(method) -> tuple[list, dict]:

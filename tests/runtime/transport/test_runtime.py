@@ -47,15 +47,14 @@ async def test_reflection_lists_all_services(channel):
 
 async def test_unbuilt_services_answer_unimplemented(channel):
     from mnbara.mlserving.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
-    from mnbara.mlserving.registry.v1 import registry_pb2, registry_pb2_grpc
+    from mnbara.mlserving.router.v1 import router_pb2, router_pb2_grpc
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await pipeline_pb2_grpc.PipelineServiceStub(channel).GetFeatureSchema(pipeline_pb2.GetFeatureSchemaRequest())
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_info(caught.value).domain == "pipeline.mlserving.mnbara"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await registry_pb2_grpc.RegistryServiceStub(channel).ListRegisteredModels(
-            registry_pb2.ListRegisteredModelsRequest())
+        await router_pb2_grpc.RouterServiceStub(channel).ListExperiments(router_pb2.ListExperimentsRequest())
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -1,11 +1,14 @@
-"""``mesh-devservices``: find or start Redis and PostgreSQL for a shell, or stop them.
+"""``mesh-devservices``: find or start Redis, PostgreSQL, S3 and MLflow for a shell, or stop them.
 
-    mesh-devservices env  [--state-dir .run] [--force-embedded] [--export] [--only redis]
+    mesh-devservices env  [--state-dir .run] [--force-embedded] [--export] [--only redis] [--with-s3] [--with-mlflow]
     mesh-devservices stop [--state-dir .run]
 
-``env`` prints ``REDIS_URL=...`` and ``DATABASE_URL=...`` on stdout (logs go to stderr)
-and leaves any embedded server running, detached; ``stop`` stops the embedded servers
-recorded in the state dir; ``status`` lists them.
+``env`` prints ``REDIS_URL=...`` and ``DATABASE_URL=...`` on stdout (logs go to stderr), with
+``--with-s3`` also ``S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION`` and ``MLFLOW_S3_ENDPOINT_URL`` (the mesh's buckets created), with
+``--with-mlflow`` also ``MLFLOW_TRACKING_URI`` (and the S3 lines: MLflow's artifacts live
+there), and leaves any embedded server running, detached; ``stop`` stops the embedded
+servers recorded in the state dir; ``status`` lists them.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from pathlib import Path
 from typing import Optional
 
 from ..paths import STATE_DIR
+from .mlflow import ensure_mlflow
 from .postgres import DEFAULT_DBNAME, ensure_postgres
 from .processes import EMBEDDED_SOURCES, log
 from .redis import ensure_redis
+from .s3 import MLFLOW_BUCKET, MODELS_BUCKET, ensure_buckets, ensure_s3
 from .started import detach, stop_all
 from .state import load_state, looks_like, stop_state_dir
 
@@ -31,18 +36,21 @@ def env_lines(values: dict[str, str], export: bool = False) -> list[str]:
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_env = sub.add_parser("env", help="find or start Redis and PostgreSQL; print REDIS_URL / DATABASE_URL")
+    p_env = sub.add_parser("env", help="find or start Redis and PostgreSQL (S3, MLflow); print their variables")
     p_stop = sub.add_parser("stop", help="stop the embedded servers recorded in the state dir")
     p_status = sub.add_parser("status", help="show the embedded servers recorded in the state dir")
     for p in (p_env, p_stop, p_status):
         p.add_argument("--state-dir", type=Path, default=STATE_DIR)
     p_env.add_argument("--force-embedded", action="store_true",
-                       help="skip REDIS_URL/DATABASE_URL and the system services")
+                       help="skip REDIS_URL/DATABASE_URL/S3_ENDPOINT_URL/MLFLOW_TRACKING_URI and the system services")
     p_env.add_argument("--source", choices=EMBEDDED_SOURCES, default="auto",
                        help="where embedded binaries come from: PATH, the pip packages, or both (auto)")
     p_env.add_argument("--dbname", default=DEFAULT_DBNAME)
     p_env.add_argument("--export", action="store_true", help="prefix lines with 'export '")
-    p_env.add_argument("--only", choices=("redis", "postgres"), help="handle one service only")
+    p_env.add_argument("--only", choices=("redis", "postgres", "s3", "mlflow"),
+                       help="handle one service only (mlflow: with the PostgreSQL and S3 it needs)")
+    p_env.add_argument("--with-s3", action="store_true", help="also S3 (SeaweedFS), with the mesh's buckets")
+    p_env.add_argument("--with-mlflow", action="store_true", help="also an MLflow tracking server (and S3)")
     return parser.parse_args(argv)
 
 
@@ -60,14 +68,23 @@ def status(state_dir: Path) -> int:
 
 def env(args: argparse.Namespace) -> int:
     values: dict[str, str] = {}
+    want_mlflow = args.only == "mlflow" or (args.only is None and args.with_mlflow)
+    want_s3 = want_mlflow or args.only == "s3" or (args.only is None and args.with_s3)
     try:
         if args.only in (None, "redis"):
             values["REDIS_URL"] = ensure_redis(args.state_dir, args.force_embedded, args.source)
-        if args.only in (None, "postgres"):
+        if args.only in (None, "postgres") or want_mlflow:
             values["DATABASE_URL"] = ensure_postgres(args.state_dir, args.force_embedded, args.dbname, args.source)
+        if want_s3:
+            s3 = ensure_s3(args.state_dir, args.force_embedded)
+            ensure_buckets(s3, MODELS_BUCKET, MLFLOW_BUCKET)
+            values.update(s3.env())
+        if want_mlflow:
+            values["MLFLOW_TRACKING_URI"] = ensure_mlflow(args.state_dir, values["DATABASE_URL"], s3,
+                                                          args.force_embedded)
     except Exception as exc:  # noqa: BLE001
         log(f"error: {exc}")
-        stop_all()  # do not leave half of the pair running
+        stop_all()  # do not leave some of them running
         return 1
     detach()  # leave the embedded servers running for the next step
     print("\n".join(env_lines(values, export=args.export)), flush=True)

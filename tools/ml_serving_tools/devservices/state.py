@@ -1,6 +1,6 @@
 """The state directory: a record of each embedded server (``devservices.json`` plus
-``redis.pid`` / ``postgres.pid``), the lock that serialises find-or-start, and stopping or
-reusing what is recorded there."""
+``redis.pid`` / ``postgres.pid`` / ``s3.pid`` / ``mlflow.pid``), the lock that serialises
+find-or-start, and stopping or reusing what is recorded there."""
 
 from __future__ import annotations
 
@@ -18,12 +18,29 @@ from typing import Callable, Optional
 from .processes import cmdline, log, pid_alive, terminate
 
 STATE_FILE = "devservices.json"
-KINDS = ("redis", "postgres")
+KINDS = ("redis", "postgres", "s3", "mlflow")
+_CMDLINE_MARKS = {"redis": "redis-server", "postgres": "postgres", "s3": "weed", "mlflow": "mlflow"}
+"""What a recorded pid's command line must contain (besides the port) to still be our server."""
+_STOP = {  # first signal and grace period before SIGKILL of the process group
+    "postgres": (signal.SIGINT, 15.0),  # "fast shutdown"
+    "redis": (signal.SIGTERM, 5.0),  # no persistence configured
+    # weed mini stops in ~1 s, except that once its admin server has run maintenance scans
+    # (after about a minute) it waits 10 s for the admin to finish: not worth waiting for, as
+    # S3 has stopped by then and the rest survives a kill (its stores recover at start).
+    "s3": (signal.SIGTERM, 3.0),
+    "mlflow": (signal.SIGTERM, 10.0),  # forwarded to its uvicorn child
+}
+_AFTER_STOP: dict[str, Callable[["Embedded"], None]] = {}
+
+
+def after_stop(kind: str, cleanup: Callable[["Embedded"], None]) -> None:
+    """Run ``cleanup(rec)`` whenever a ``kind`` server has been stopped (what it leaves behind)."""
+    _AFTER_STOP[kind] = cleanup
 
 
 @dataclass
 class Embedded:
-    kind: str  # "redis" | "postgres"
+    kind: str  # one of KINDS
     pid: int
     port: int
     url: str
@@ -31,6 +48,7 @@ class Embedded:
     data_dir: str
     log_file: str
     started_at: float = field(default_factory=time.time)
+    config: str = ""  # what it was started with, when that decides whether it can be reused
 
 
 def _state_path(state_dir: Path) -> Path:
@@ -84,7 +102,7 @@ def looks_like(rec: Embedded) -> bool:
     if not pid_alive(rec.pid):
         return False
     cmd = cmdline(rec.pid)
-    return ("redis-server" in cmd if rec.kind == "redis" else "postgres" in cmd) and str(rec.port) in cmd
+    return _CMDLINE_MARKS.get(rec.kind, rec.kind) in cmd and str(rec.port) in cmd
 
 
 @contextlib.contextmanager
@@ -103,16 +121,20 @@ def state_lock(state_dir: Path):
 def stop_record(rec: Embedded, proc: Optional[subprocess.Popen] = None) -> None:
     if proc is None and not looks_like(rec):
         return
-    # PostgreSQL: SIGINT is "fast shutdown"; Redis: SIGTERM (no persistence configured).
-    sig = signal.SIGINT if rec.kind == "postgres" else signal.SIGTERM
+    sig, grace = _STOP.get(rec.kind, (signal.SIGTERM, 5.0))
     log(f"stopping embedded {rec.kind} (pid {rec.pid}, port {rec.port})")
-    terminate(rec.pid, sig, grace=15.0 if rec.kind == "postgres" else 5.0, proc=proc)
+    terminate(rec.pid, sig, grace=grace, proc=proc)
+    cleanup = _AFTER_STOP.get(rec.kind)
+    if cleanup is not None:
+        with contextlib.suppress(OSError):
+            cleanup(rec)
 
 
 def stop_state_dir(state_dir: Path) -> list[str]:
-    """Stop the embedded servers recorded in ``state_dir`` (by any process)."""
+    """Stop the embedded servers recorded in ``state_dir`` (by any process), the newest first
+    (MLflow before the PostgreSQL and S3 it uses)."""
     stopped = []
-    for kind, rec in load_state(state_dir).items():
+    for kind, rec in sorted(load_state(state_dir).items(), key=lambda item: -item[1].started_at):
         if looks_like(rec):
             stop_record(rec)
             stopped.append(f"{kind} pid {rec.pid} port {rec.port}")
@@ -123,10 +145,18 @@ def stop_state_dir(state_dir: Path) -> list[str]:
     return stopped
 
 
-def reuse(state_dir: Path, kind: str, answers: Callable[[str], bool]) -> Optional[str]:
-    """The URL of the recorded ``kind`` server if it still ``answers``; else forget (and stop) it."""
+def reuse(state_dir: Path, kind: str, answers: Callable[[str], bool], config: Optional[str] = None) -> Optional[str]:
+    """The URL of the recorded ``kind`` server if it still ``answers`` (and, when ``config`` is
+    given, was started with that config); else forget (and stop) it."""
     rec = load_state(state_dir).get(kind)
     if rec is None:
+        return None
+    if config is not None and rec.config != config:
+        if looks_like(rec):
+            log(f"embedded {kind} in {state_dir} (pid {rec.pid}) was started with another configuration; "
+                "replacing it")
+            stop_record(rec)
+        forget(state_dir, kind)
         return None
     if looks_like(rec) and answers(rec.url):
         log(f"reusing embedded {kind} from {state_dir} (pid {rec.pid}, port {rec.port})")

@@ -40,7 +40,7 @@ async def build(settings: RegistrySettings, runtime: Runtime) -> BuiltService:
     artifacts = S3ArtifactStore(settings.artifact_root, settings.s3_endpoint_url, settings.s3_access_key_id,
                                 settings.s3_secret_access_key, settings.s3_region, settings.s3_timeout_seconds)
     service = RegistryService(catalog, artifacts, lifecycle, max_artifact_bytes=settings.max_artifact_bytes,
-                              cache_max_models=settings.cache_max_models, heartbeat_s=settings.heartbeat_seconds)
+                              cache_max_models=settings.resolve_cache_entries, heartbeat_s=settings.heartbeat_seconds)
     try:
         await service.start()
     except BaseException:

@@ -31,7 +31,7 @@ class RegistrySettings(SettingsBase):
     s3_timeout_seconds: float = Field(10.0, gt=0, description="S3 connect and read timeout")
     max_artifact_bytes: int = Field(2 * 1024**3, gt=0, description="largest artifact accepted, in bytes")
     database_timeout_seconds: float = Field(5.0, gt=0, description="PostgreSQL connect and statement timeout")
-    cache_max_models: int = Field(10_000, gt=0, description="models whose versions each replica keeps in memory "
+    resolve_cache_entries: int = Field(10_000, gt=0, description="models whose versions each replica keeps in memory "
                                                             "for ResolveModelVersion")
     heartbeat_seconds: float = Field(15.0, gt=0, description="WatchEvents sends an empty message this often "
                                                              "when nothing happens")
