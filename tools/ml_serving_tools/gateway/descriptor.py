@@ -34,6 +34,7 @@ class Rpc:
     method: str  # e.g. Select
     scope: str  # the required_scope option, e.g. bandit.write
     idempotent: bool  # safe to retry after a failure the caller cannot see
+    server_streaming: bool = False  # answers with a stream that may last as long as the caller listens
 
     @property
     def name(self) -> str:
@@ -94,7 +95,8 @@ def mesh_rpcs(path: Path, prefix: str = SERVICE_PACKAGE_PREFIX) -> list[Rpc]:
             if not scope:
                 unscoped.append(name)
                 continue
-            rpcs.append(Rpc(service_name, method.name, scope, _is_idempotent(name, scope, method.options)))
+            rpcs.append(Rpc(service_name, method.name, scope, _is_idempotent(name, scope, method.options),
+                            server_streaming=method.server_streaming))
     if unscoped:
         raise ConfigError(
             f"{len(unscoped)} RPC(s) in {path} declare no scope "

@@ -21,6 +21,9 @@ from .local_replies import ROUTE_METADATA
 from .upstream import retry_policy
 
 ROUTE_TIMEOUT = "30s"
+NO_TIMEOUT = "0s"
+"""Of server streams (WatchEvents): they last as long as the caller listens; heartbeats keep
+them inside Envoy's stream idle timeout, and a client's grpc-timeout still applies."""
 UNTRANSCODED_CLUSTER = "untranscoded_rest"
 
 # gRPC services the servers host besides the mesh services; routed for native gRPC only,
@@ -32,15 +35,15 @@ PASSTHROUGH_GRPC_SERVICES = (
 )
 
 
-def _to_upstream(name: str, match: dict, per_filter: dict, **extra) -> dict:
+def _to_upstream(name: str, match: dict, per_filter: dict, timeout: str = ROUTE_TIMEOUT, **extra) -> dict:
     return {
         "name": name,
         "match": {**match, "grpc": {}},
         "route": {
             "cluster": UPSTREAM_CLUSTER,
-            "timeout": ROUTE_TIMEOUT,
+            "timeout": timeout,
             # Honour a client's grpc-timeout header, capped at the route timeout.
-            "max_stream_duration": {"grpc_timeout_header_max": ROUTE_TIMEOUT},
+            "max_stream_duration": {"grpc_timeout_header_max": timeout},
             **extra,
         },
         "typed_per_filter_config": {**unbuffered_route_config(), **per_filter},
@@ -50,7 +53,8 @@ def _to_upstream(name: str, match: dict, per_filter: dict, **extra) -> dict:
 def rpc_route(rpc: Rpc, with_auth: bool) -> dict:
     """One mesh RPC: its scope (checked when auth is on) and, if idempotent, its retries."""
     per_filter = auth_module.rpc_route_config(rpc) if with_auth else {}
-    route = _to_upstream(rpc.name, {"path": rpc.path}, per_filter, **retry_policy(rpc))
+    timeout = NO_TIMEOUT if rpc.server_streaming else ROUTE_TIMEOUT
+    route = _to_upstream(rpc.name, {"path": rpc.path}, per_filter, timeout, **retry_policy(rpc))
     route["metadata"] = {"filter_metadata": {ROUTE_METADATA: {"required_scope": rpc.scope}}}
     return route
 

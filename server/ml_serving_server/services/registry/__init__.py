@@ -49,8 +49,10 @@ async def build(settings: RegistrySettings, runtime: Runtime) -> BuiltService:
     housekeeping = asyncio.create_task(_housekeeping(service, settings), name="registry-housekeeping")
 
     async def probe() -> bool:
-        checks = await asyncio.gather(lifecycle.ping(), catalog.ping(), artifacts.ping())
-        return all(checks)
+        # Only PostgreSQL, the registry's own state: MLflow or S3 down affects every replica alike, and
+        # taking them all out of rotation would also stop ResolveModelVersion, which answers from the
+        # cache meanwhile; calls that need MLflow or S3 answer UNAVAILABLE with a reason instead.
+        return await lifecycle.ping()
 
     async def close() -> None:
         housekeeping.cancel()

@@ -57,6 +57,7 @@ them. MLflow 3 logged models (`models:/<id>`, outside the run's artifacts) are n
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import contextvars
 import logging
 import math
@@ -181,14 +182,23 @@ class MlflowCatalog:
             raise ValueError("max_retries must be between 0 and 10")
         self.http_settings = configure_mlflow_http(timeout_seconds, max_retries)
 
-        from mlflow.tracking import MlflowClient
-
         self._uri = tracking_uri.rstrip("/")
         self._netloc = parts.netloc
         self._timeout = float(timeout_seconds)
-        self._client: MlflowClient = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
         self._executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="mlflow-catalog")
+        # Importing mlflow takes seconds: on a catalog thread, so the server starts serving meanwhile
+        # (a call made before it is done waits for it on its own thread).
+        self._client_ready = self._executor.submit(self._make_client)
         self._closed = False
+
+    def _make_client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
+
+    @property
+    def _client(self):
+        return self._client_ready.result()
 
     # ----- plumbing -----
 
@@ -412,17 +422,16 @@ class MlflowCatalog:
 
     async def ping(self) -> bool:
         """Whether GET <tracking_uri>/health answers 200 within the timeout; never raises."""
-        from mlflow.utils.credentials import get_default_host_creds
-        from mlflow.utils.rest_utils import http_request
-
+        # Plain urllib on a thread of its own: no mlflow import on the event loop (seconds), and an
+        # answer even while the catalog's threads are all busy.
         def work() -> bool:
-            response = http_request(get_default_host_creds(self._uri), "/health", "GET", max_retries=0,
-                                    backoff_factor=0, backoff_jitter=0, timeout=self._timeout,
-                                    raise_on_status=False)
-            return response.status_code == 200
+            with urllib.request.urlopen(f"{self._uri}/health", timeout=self._timeout) as response:
+                return response.status == 200
 
+        if self._closed:
+            return False
         try:
-            return await asyncio.wait_for(self._call(work), timeout=self._timeout + 1.0)
+            return await asyncio.wait_for(asyncio.to_thread(work), timeout=self._timeout + 1.0)
         except Exception:  # noqa: BLE001 - a health check answers, it does not raise
             return False
 

@@ -84,6 +84,9 @@ class ResolveCache:
         self._store = store
         self.applied = head
 
+    def forget_absent(self, name: str) -> None:
+        self._absent.pop(name, None)
+
     def peek(self, name: str) -> ModelSnapshot | None:
         return self._models.get(name)
 

@@ -168,13 +168,14 @@ class RegistryService:
             all_tags[layout.POLICY_TAG] = layout.policy_json(gates)
         created = None
         try:
-            async with self._locked(name) as tx:
+            async with self._locked(name, affects_versions=False) as tx:
                 created = await self._catalog(self.catalog.create_model(name, description, all_tags), "name")
                 await tx.append_event(RegistryEvent(EventType.MODEL_CREATED, self.clock(), name, actor=actor))
         except BaseException:
             if created is not None:  # MLflow took it but the commit failed: take it back
                 await self._quietly(self.catalog.delete_model(name))
             raise
+        self.cache.forget_absent(name)  # a resolve here right after must not remember it as unknown
         return layout.model_from_catalog(created)
 
     async def get_model(self, name: str) -> ModelView:
@@ -214,7 +215,7 @@ class RegistryService:
         catalog_tags = dict(set_tags)
         if gates is not None:
             catalog_tags[layout.POLICY_TAG] = layout.policy_json(limits.gates(gates, "promotion_policy.gates"))
-        async with self._locked(name) as tx:
+        async with self._locked(name, affects_versions=False) as tx:
             updated = await self._catalog(self.catalog.update_model(name, description, catalog_tags,
                                                                     list(remove_tag_keys)))
             if updated is None:
@@ -779,8 +780,10 @@ class RegistryService:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _locked(self, name: str):
-        return _Locked(self, name)
+    def _locked(self, name: str, *, affects_versions: bool = True):
+        """The model's lock; after a commit that changed versions, stages or aliases, this replica's
+        cache catches up at once (model-level changes need no resolve data)."""
+        return _Locked(self, name, affects_versions)
 
     async def _catalog(self, call, field: str = "name"):
         try:
@@ -849,9 +852,10 @@ class RegistryService:
 class _Locked:
     """`async with service._locked(name) as tx`: the model's lock, database errors as UNAVAILABLE."""
 
-    def __init__(self, service: RegistryService, name: str):
+    def __init__(self, service: RegistryService, name: str, catch_up: bool):
         self._context = service.lifecycle.locked(name)
         self._pump = service.pump
+        self._catch_up = catch_up
 
     async def __aenter__(self) -> LifecycleTx:
         try:
@@ -864,7 +868,7 @@ class _Locked:
             suppressed = await self._context.__aexit__(*exc)
         except BackendUnavailable:
             raise unavailable("database") from None
-        if exc[0] is None:
+        if exc[0] is None and self._catch_up:
             try:  # committed: this replica's cache reads its own writes, not after the NOTIFY round trip
                 await self._pump.catch_up()
             except BackendUnavailable:
