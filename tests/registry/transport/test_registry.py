@@ -320,3 +320,67 @@ async def test_rpcs_need_their_scope(registry_server, dev_keys):
         assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(NotFoundError):
             await client.get_registered_model(unique_name())  # reading is allowed
+
+
+async def test_a_model_s_description_tags_and_policy_change(registry, mlflow_uri):
+    name = await new_model(registry, tags={"team": "fraud", "tier": "1"})
+    gate = pb.MetricGate(metric="auc", comparison=pb.GATE_COMPARISON_GREATER_THAN, threshold=0.8)
+    updated = (await registry.update_registered_model(
+        name=name, description="second take", set_tags={"tier": "2"}, remove_tag_keys=["team"],
+        promotion_policy=pb.PromotionPolicy(gates=[gate]))).registered_model
+    assert updated.description == "second take" and dict(updated.tags) == {"tier": "2"}
+    assert updated.promotion_policy.gates[0].metric == "auc"
+    plain = MlflowClient(mlflow_uri).get_registered_model(name)
+    assert plain.description == "second take" and plain.tags["tier"] == "2" and "mnbara.promotion_policy" in plain.tags
+    with pytest.raises(InvalidArgumentError) as raised:
+        await registry.update_registered_model(name=name, set_tags={"mnbara.stage": "x"})
+    assert raised.value.reason == "RESERVED_TAG"
+    with pytest.raises(NotFoundError):
+        await registry.update_registered_model(name=unique_name(), description="x")
+
+
+async def test_versions_from_an_s3_object_and_from_a_run_artifact(registry, mlflow_uri, s3_client, tmp_path):
+    name = await new_model(registry)
+    artifact = mar_bytes(name, b"from elsewhere")
+    s3_client.put_object(Bucket="mlserving-models", Key=f"incoming/{name}/model.mar", Body=artifact)
+    from_s3 = (await registry.create_model_version(
+        name, artifact_uri=f"s3://mlserving-models/incoming/{name}/model.mar",
+        artifact_sha256=hashlib.sha256(artifact).hexdigest())).model_version
+    assert from_s3.artifact_uri.startswith("s3://mlserving-models/registry-tests/models/")  # copied into the store
+    assert s3_bytes(s3_client, from_s3.artifact_uri) == artifact
+
+    plain = MlflowClient(mlflow_uri)
+    run = plain.create_run(plain.create_experiment(unique_name("exp"))).info.run_id
+    (tmp_path / "model.mar").write_bytes(artifact)
+    plain.log_artifact(run, str(tmp_path / "model.mar"))
+    from_run = (await registry.create_model_version(name, artifact_uri=f"runs:/{run}/model.mar",
+                                                    source_run_id=run)).model_version
+    assert from_run.source_run_id == run and from_run.artifact_sha256 == hashlib.sha256(artifact).hexdigest()
+    assert s3_bytes(s3_client, from_run.artifact_uri) == artifact
+
+    with pytest.raises(NotFoundError) as raised:
+        await registry.create_model_version(name, artifact_uri="s3://mlserving-models/incoming/none.mar")
+    assert raised.value.reason == "ARTIFACT_NOT_FOUND"
+    for uri in ("file:///etc/passwd", "http://169.254.169.254/latest", "s3://b/../x.mar"):
+        with pytest.raises(InvalidArgumentError) as raised:
+            await registry.create_model_version(name, artifact_uri=uri)
+        assert raised.value.metadata["field"] == "artifact_uri"
+    assert len((await registry.list_model_versions(name)).model_versions) == 2
+
+
+async def test_versions_list_by_stage_and_page_newest_first(registry):
+    name = await new_model(registry)
+    for _ in range(5):
+        await add_version(registry, name)
+    await registry.transition_stage(name, "2", STAGING)
+    await registry.transition_stage(name, "4", STAGING)
+    seen, token = [], ""
+    while True:
+        page = await registry.list_model_versions(name, page_size=2, page_token=token)
+        seen += [v.version for v in page.model_versions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ["5", "4", "3", "2", "1"]
+    staged = (await registry.list_model_versions(name, stages=[STAGING])).model_versions
+    assert [v.version for v in staged] == ["4", "2"]
