@@ -73,6 +73,8 @@ export ML_SERVING_TOKEN={running.token}
 Try (after the export above; the Python client reads ML_SERVING_TOKEN too):
   curl -s -X POST http://{front}/api/v1/bandits/select {auth} {json} -d '{{"bandit": "demo", "k": 2}}'
   curl -s 'http://{front}/api/v1/bandits/stats?bandit=demo' {auth}
+  curl -s -X POST http://{front}/api/v1/registry/models {auth} {json} -d '{{"name": "fraud", "description": "demo"}}'
+  curl -s http://{front}/api/v1/registry/models {auth}
   .venv/bin/grpcurl -plaintext {front} list
   .venv/bin/grpcurl -plaintext {auth} -d '{{"bandit": "demo"}}' {front} mnbara.mlserving.bandit.v1.BanditService/Select
 
