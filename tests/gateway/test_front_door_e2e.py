@@ -89,16 +89,21 @@ def test_the_examples_make_up_prints_work_as_printed(secured):
     (export,) = [line for line in banner.splitlines() if line.startswith("export ML_SERVING_TOKEN=")]
     assert export == f"export ML_SERVING_TOKEN={secured.token}"
     examples = [line.strip() for line in banner.splitlines() if line.strip().startswith(("curl ", ".venv/bin/grpcurl "))]
-    assert len(examples) == 4
+    assert len(examples) == 6
     outputs = []
     for example in examples:
         done = subprocess.run(["bash", "-c", f"{export}\n{example}"], cwd=ROOT, capture_output=True, text=True,
                               timeout=30, check=False)
         assert done.returncode == 0, (example, done.stderr)
         outputs.append(done.stdout)
-    assert json.loads(outputs[0])["choices"] and json.loads(outputs[1])["bandit"] == "demo"
-    assert "mnbara.mlserving.bandit.v1.BanditService" in outputs[2].split()
-    assert json.loads(outputs[3])["decision_id"]
+    select, stats, create_model, list_models, grpc_list, grpc_select = outputs
+    assert json.loads(select)["choices"] and json.loads(stats)["bandit"] == "demo"
+    created = json.loads(create_model)  # a second run of the example meets the model the first made
+    assert created.get("registeredModel", {}).get("name") == "fraud" or \
+        created["details"][0]["reason"] == "MODEL_ALREADY_EXISTS", created
+    assert json.loads(list_models)["registeredModels"]  # one page, in name order
+    assert "mnbara.mlserving.bandit.v1.BanditService" in grpc_list.split()
+    assert json.loads(grpc_select)["decision_id"]
 
 
 def test_a_draining_mesh_stops_getting_traffic(tmp_path_factory, stack_env, dev_keys):
