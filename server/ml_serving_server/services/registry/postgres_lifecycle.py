@@ -197,6 +197,14 @@ async def migrate(dsn: str, timeout_seconds: float) -> None:
 
 # ----- the store -----------------------------------------------------------------------------
 
+async def _end_open_transaction(conn: asyncpg.Connection) -> None:
+    """What a pooled connection needs before reuse. The store keeps no session state (locks are
+    transaction-scoped, LISTEN has its own connection, nothing is SET), so asyncpg's default
+    reset, a round trip on every release, is skipped; only a transaction left open is ended."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class PostgresLifecycle:
     """The LifecycleStore port. Build it with `await PostgresLifecycle.connect(dsn, ...)`."""
 
@@ -218,7 +226,7 @@ class PostgresLifecycle:
         try:
             pool = await asyncpg.create_pool(
                 dsn, min_size=1, max_size=pool_size, command_timeout=timeout_seconds, timeout=timeout_seconds,
-                server_settings={"application_name": _APPLICATION_NAME},
+                server_settings={"application_name": _APPLICATION_NAME}, reset=_end_open_transaction,
             )
         except Exception as exc:
             raise (_translated(exc) or exc) from exc

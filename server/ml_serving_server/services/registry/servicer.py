@@ -142,9 +142,26 @@ def _actor(requested: str = "") -> str:
     return caller() or requested or "anonymous"
 
 
+RESOLVED_MESSAGES = 10_000
+"""Resolve answers kept as messages: the cache hands out the same version object until it changes."""
+
+
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, service: RegistryService):
         self._service = service
+        self._resolved: dict[tuple[str, str], tuple[ModelVersion, pb.ModelVersion]] = {}
+
+    def _resolved_message(self, version: ModelVersion) -> pb.ModelVersion:
+        """The message of a resolved version, built once per version object (the hot path's main cost)."""
+        key = (version.model_name, version.version)
+        held = self._resolved.get(key)
+        if held is not None and held[0] is version:
+            return held[1]
+        if len(self._resolved) >= RESOLVED_MESSAGES:
+            self._resolved.clear()
+        message = _version_to_pb(version)
+        self._resolved[key] = (version, message)
+        return message
 
     async def CreateRegisteredModel(self, request, context):
         model = request.registered_model
@@ -262,7 +279,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         version, sequence = await self._service.resolve(
             request.model_name, version=request.version if selector == "version" else None, stage=stage,
             alias=request.alias if selector == "alias" else None, as_of=_time(request, "as_of"))
-        return pb.ResolveModelVersionResponse(model_version=_version_to_pb(version), event_sequence=sequence)
+        return pb.ResolveModelVersionResponse(model_version=self._resolved_message(version), event_sequence=sequence)
 
     async def ListStageTransitions(self, request, context):
         transitions, token = await self._service.transitions(
