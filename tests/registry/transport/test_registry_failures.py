@@ -119,3 +119,54 @@ async def test_a_hung_mlflow_is_unavailable_within_the_timeout(cut):
         await registry.get_registered_model(name)
     assert raised.value.reason == "BACKEND_UNAVAILABLE"
     assert time.monotonic() - started < 8  # mlflow_timeout_seconds is 1 here
+
+
+async def test_killing_the_mlflow_process_mid_promotions_leaves_a_whole_state(database_url, s3_endpoint, dev_keys,
+                                                                              token, tmp_path):
+    """A private MLflow, SIGKILLed while promotions of two versions alternate, then restarted on its port:
+    every promotion either happened whole or not at all, and MLflow agrees with the registry again."""
+    from ml_serving_tools import devservices
+
+    mlflow = devservices.start_mlflow(tmp_path, database_url, s3_endpoint)
+    server = await start_registry(database_url, registry_settings_for(mlflow.uri, s3_endpoint,
+                                                                      mlflow_timeout_seconds=1.0), dev_keys)
+    registry = RegistryClient(f"127.0.0.1:{server.port}", token=token, timeout=20)
+    try:
+        name = await model_with_production_and_candidate(registry)
+        assert (await registry.resolve(name)).version == "1"
+        outcomes: list[str] = []
+
+        async def promote_back_and_forth() -> None:
+            candidate = "2"
+            for _ in range(200):
+                try:
+                    await registry.transition_stage(name, candidate, PRODUCTION)
+                    outcomes.append("promoted")
+                    await registry.transition_stage(name, "2" if candidate == "1" else "1", STAGING)
+                    candidate = "2" if candidate == "1" else "1"
+                except UnavailableError:
+                    outcomes.append("unavailable")
+                    return
+
+        promoting = asyncio.create_task(promote_back_and_forth())
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(mlflow.kill)
+        await asyncio.wait_for(promoting, 30)
+        assert outcomes[-1] == "unavailable" and "promoted" in outcomes
+        # The registry's view is whole: exactly one version in Production, the other archived by that
+        # promotion or already restored to Staging.
+        production = (await registry.resolve(name)).version
+        other = "2" if production == "1" else "1"
+        other_stage = (await registry.resolve(f"{name}/{other}")).stage
+        assert other_stage in (STAGING, pb.STAGE_ARCHIVED)
+        other_tag = "Staging" if other_stage == STAGING else "Archived"
+        await asyncio.to_thread(mlflow.restart)
+        plain = MlflowClient(mlflow.uri)
+        await eventually(lambda: plain.get_model_version_by_alias(name, "production").version == production
+                         and plain.get_model_version(name, production).tags["mnbara.stage"] == "Production"
+                         and plain.get_model_version(name, other).tags["mnbara.stage"] == other_tag, timeout=30)
+        assert (await registry.get_registered_model(name)).registered_model.production_version == production
+    finally:
+        await registry.close()
+        await server.stop(1.0)
+        await asyncio.to_thread(mlflow.stop)
