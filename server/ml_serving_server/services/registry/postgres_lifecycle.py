@@ -13,7 +13,7 @@ together do not race):
   registry_needs_repair    models whose MLflow state may differ from the stored lifecycle
 
 Locks and order. `locked(model)` is one transaction on one pooled connection holding
-`pg_advisory_xact_lock(NAMESPACE, hashtext(model))`: every replica waits on the same lock,
+`pg_advisory_xact_lock(NAMESPACE, crc32(model))`: every replica waits on the same lock,
 released at commit or rollback. `append_event` takes its sequence with
 `UPDATE registry_event_head SET head = head + 1 RETURNING head`: the row lock serialises
 writers from that statement to their commit, so sequences are gap-free and committed in order,
@@ -33,6 +33,7 @@ infinities as the strings "NaN", "Infinity", "-Infinity").
 from __future__ import annotations
 
 import asyncio
+import zlib
 import functools
 import json
 import logging
@@ -77,7 +78,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Advisory locks use the two-int4-key form, a key space of its own (single bigint keys never
 # collide with it); the first key says whose lock it is.
-_MODEL_LOCK_NAMESPACE = 0x52454701  # 'REG' 1: (namespace, hashtext(model)), one per model
+_MODEL_LOCK_NAMESPACE = 0x52454701  # 'REG' 1: (namespace, crc32(model)), one per model
 _MIGRATION_LOCK_NAMESPACE = 0x52454702  # 'REG' 2: (namespace, 0), schema upgrades
 _MIGRATION_LOCK_WAIT_SECONDS = 120  # another replica migrating for longer than this: give up
 
@@ -270,10 +271,11 @@ class PostgresLifecycle:
     async def locked(self, model_name: str) -> AsyncIterator["PostgresLifecycleTx"]:
         conn = await self._acquire()
         try:
-            transaction = conn.transaction()
+            transaction = _PlainTransaction(conn)
             try:
-                await transaction.start()
-                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _MODEL_LOCK_NAMESPACE, model_name)
+                # BEGIN and the lock in one round trip (a simple query; the key is a number, nothing quoted).
+                await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_MODEL_LOCK_NAMESPACE}, "
+                                   f"{_model_lock_key(model_name)})")
             except BaseException as exc:
                 await _abandon(conn, transaction, self._timeout)
                 replacement = _translated(exc) if isinstance(exc, Exception) else None
@@ -580,6 +582,26 @@ class PostgresLifecycleTx:
     @_translate_errors
     async def mark_repaired(self) -> None:
         await self._connection().execute("DELETE FROM registry_needs_repair WHERE model = $1", self._model)
+
+
+def _model_lock_key(model_name: str) -> int:
+    """The model's advisory-lock key: CRC-32 of its name as a signed 32-bit integer (every replica agrees)."""
+    key = zlib.crc32(model_name.encode())
+    return key - (1 << 32) if key >= 1 << 31 else key
+
+
+class _PlainTransaction:
+    """COMMIT / ROLLBACK of a transaction begun by a plain BEGIN (see `locked`)."""
+
+    def __init__(self, conn: asyncpg.Connection):
+        self._conn = conn
+
+    async def commit(self) -> None:
+        await self._conn.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        if self._conn.is_in_transaction():
+            await self._conn.execute("ROLLBACK")
 
 
 async def _abandon(conn: asyncpg.Connection, transaction, timeout: float) -> None:
