@@ -748,8 +748,10 @@ class RegistryService:
         async with self._locked(name) as tx:
             stages = await tx.stages()
             model = await self._catalog(self.catalog.get_model(name))
-            if model is None:
+            if model is None:  # deleted in MLflow, but the deletion's commit failed: finish it
                 await tx.forget_model()
+                await tx.append_event(RegistryEvent(EventType.MODEL_DELETED, self.clock(), name,
+                                                    actor=REGISTRY_ACTOR))
                 await tx.mark_repaired()
                 return
             for found in await self._catalog(self.catalog.list_versions(name)):
