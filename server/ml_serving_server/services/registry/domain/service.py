@@ -666,8 +666,8 @@ class RegistryService:
             return await self.get_version(name, number), self.cache.applied
         if version is not None:
             limits.version(version)
-        if alias is not None:
-            limits.alias(alias) if alias != layout.PRODUCTION_ALIAS else None
+        if alias is not None and alias != layout.PRODUCTION_ALIAS:  # "production" reads as the stage
+            limits.alias(alias)
         snapshot = await self._cached(name)
         if version is not None:
             found = snapshot.versions.get(version)
