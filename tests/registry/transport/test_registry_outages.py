@@ -4,6 +4,7 @@ nothing, and the registry serves again once it is back."""
 
 from __future__ import annotations
 
+import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -25,14 +26,25 @@ async def proxied(url: str) -> CuttableProxy:
     return await CuttableProxy(parts.hostname, parts.port or 5432).start()
 
 
+@contextlib.asynccontextmanager
+async def replica(database_url: str, settings, dev_keys, token, proxy: CuttableProxy):
+    """A registry replica and its client; afterwards the proxy is revived and everything stopped."""
+    server = await start_registry(database_url, settings, dev_keys)
+    client = RegistryClient(f"127.0.0.1:{server.port}", token=token, timeout=20)
+    try:
+        yield client
+    finally:
+        proxy.revive()
+        await client.close()
+        await server.stop(1.0)
+        await proxy.stop()
+
+
 async def test_postgresql_out_of_reach_is_unavailable_and_changes_nothing(database_url, mlflow_uri, s3_endpoint,
                                                                           dev_keys, token):
     proxy = await proxied(database_url)
-    server = await start_registry(via(database_url, proxy), registry_settings_for(mlflow_uri, s3_endpoint,
-                                                                                 database_timeout_seconds=1.0),
-                                  dev_keys)
-    client = RegistryClient(f"127.0.0.1:{server.port}", token=token, timeout=20)
-    try:
+    settings = registry_settings_for(mlflow_uri, s3_endpoint, database_timeout_seconds=1.0)
+    async with replica(via(database_url, proxy), settings, dev_keys, token, proxy) as client:
         name = unique_name("pgdown")
         await client.create_registered_model(name)
         proxy.cut_after(0)
@@ -46,20 +58,13 @@ async def test_postgresql_out_of_reach_is_unavailable_and_changes_nothing(databa
         assert not (await client.list_model_versions(name)).model_versions
         assert (await client.create_model_version(name, artifact=mar_bytes(name), artifact_file_name="m.mar")
                 ).model_version.version == "1"
-    finally:
-        proxy.revive()
-        await client.close()
-        await server.stop(1.0)
-        await proxy.stop()
 
 
 async def test_s3_out_of_reach_is_unavailable_naming_the_artifact_store(database_url, mlflow_uri, s3_endpoint,
                                                                         dev_keys, token):
     proxy = await proxied(s3_endpoint.url)
     settings = registry_settings_for(mlflow_uri, s3_endpoint, s3_endpoint_url=proxy.uri, s3_timeout_seconds=1.0)
-    server = await start_registry(database_url, settings, dev_keys)
-    client = RegistryClient(f"127.0.0.1:{server.port}", token=token, timeout=20)
-    try:
+    async with replica(database_url, settings, dev_keys, token, proxy) as client:
         name = unique_name("s3down")
         await client.create_registered_model(name)
         proxy.cut_after(0)
@@ -69,8 +74,3 @@ async def test_s3_out_of_reach_is_unavailable_naming_the_artifact_store(database
         assert not (await client.list_model_versions(name)).model_versions
         proxy.revive()
         await client.create_model_version(name, artifact=mar_bytes(name), artifact_file_name="m.mar")
-    finally:
-        proxy.revive()
-        await client.close()
-        await server.stop(1.0)
-        await proxy.stop()

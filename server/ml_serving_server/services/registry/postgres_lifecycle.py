@@ -52,10 +52,10 @@ from alembic.config import Config as AlembicConfig
 from asyncpg import exceptions as pg_errors
 from sqlalchemy.pool import NullPool
 
+from .domain.layout import gate_dict, gate_from_dict, signature_dict, signature_from_dict
 from .domain.model import (
     Artifact,
     ArtifactFormat,
-    Comparison,
     EventType,
     GateResult,
     MetricGate,
@@ -64,7 +64,6 @@ from .domain.model import (
     Signature,
     Stage,
     StageTransition,
-    TensorSpec,
     TransitionQuery,
     VersionStatus,
 )
@@ -670,14 +669,11 @@ def _name(member) -> str | None:
 
 
 def dump_gate(gate: MetricGate) -> dict:
-    return {"metric": gate.metric, "comparison": gate.comparison.name, "threshold": _dump_float(gate.threshold),
-            "target_stage": gate.target_stage.name}
+    return {**gate_dict(gate), "threshold": _dump_float(gate.threshold)}
 
 
 def load_gate(data: dict) -> MetricGate:
-    return MetricGate(metric=data["metric"], comparison=Comparison[data["comparison"]],
-                      threshold=_load_float(data["threshold"]),
-                      target_stage=Stage[data.get("target_stage", Stage.PRODUCTION.name)])
+    return gate_from_dict({**data, "threshold": _load_float(data["threshold"])})
 
 
 def dump_gate_result(result: GateResult) -> dict:
@@ -691,19 +687,8 @@ def load_gate_result(data: dict) -> GateResult:
                       passed=bool(data["passed"]))
 
 
-def dump_signature(signature: Signature) -> dict:
-    def specs(items):
-        return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in items]
-
-    return {"inputs": specs(signature.inputs), "outputs": specs(signature.outputs)}
-
-
-def load_signature(data: dict) -> Signature:
-    def specs(items):
-        return tuple(TensorSpec(name=s["name"], datatype=s["datatype"], shape=tuple(int(d) for d in s.get("shape", ())))
-                     for s in items)
-
-    return Signature(inputs=specs(data.get("inputs", ())), outputs=specs(data.get("outputs", ())))
+dump_signature = signature_dict
+load_signature = signature_from_dict
 
 
 def dump_artifact(artifact: Artifact | None) -> dict | None:

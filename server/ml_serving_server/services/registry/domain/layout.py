@@ -87,22 +87,30 @@ def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
     return {METRIC_PREFIX + k: repr(float(v)) for k, v in metrics.items()}
 
 
-def signature_json(signature: Signature) -> str:
+def signature_dict(signature: Signature) -> dict:
+    """The signature as JSON-able data: {"inputs": [{"name", "datatype", "shape"}], "outputs": [...]}."""
     def specs(items: tuple[TensorSpec, ...]) -> list[dict]:
         return [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in items]
-    return json.dumps({"inputs": specs(signature.inputs), "outputs": specs(signature.outputs)},
-                      separators=(",", ":"))
+    return {"inputs": specs(signature.inputs), "outputs": specs(signature.outputs)}
+
+
+def signature_from_dict(data: dict) -> Signature:
+    """The inverse of signature_dict; raises KeyError, TypeError or ValueError on other data."""
+    def specs(items: list) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(str(s["name"]), str(s["datatype"]), tuple(int(d) for d in s.get("shape", ())))
+                     for s in items)
+    return Signature(specs(data.get("inputs", ())), specs(data.get("outputs", ())))
+
+
+def signature_json(signature: Signature) -> str:
+    return json.dumps(signature_dict(signature), separators=(",", ":"))
 
 
 def _signature(text: str | None) -> Signature:
     if not text:
         return Signature()
     try:
-        data = json.loads(text)
-        def specs(items: list) -> tuple[TensorSpec, ...]:
-            return tuple(TensorSpec(str(s["name"]), str(s["datatype"]), tuple(int(d) for d in s["shape"]))
-                         for s in items)
-        return Signature(specs(data.get("inputs", [])), specs(data.get("outputs", [])))
+        return signature_from_dict(json.loads(text))
     except (ValueError, KeyError, TypeError, AttributeError):
         return Signature()  # written by someone else: shown as absent rather than failing reads
 
@@ -160,17 +168,26 @@ def _time(text: str | None) -> datetime | None:
 
 # --- models ------------------------------------------------------------------------------
 
+def gate_dict(gate: MetricGate) -> dict:
+    return {"metric": gate.metric, "comparison": gate.comparison.name, "threshold": gate.threshold,
+            "target_stage": gate.target_stage.name}
+
+
+def gate_from_dict(data: dict) -> MetricGate:
+    """The inverse of gate_dict; raises KeyError, TypeError or ValueError on other data."""
+    return MetricGate(str(data["metric"]), Comparison[data["comparison"]], float(data["threshold"]),
+                      Stage[data.get("target_stage", Stage.PRODUCTION.name)])
+
+
 def policy_json(gates: tuple[MetricGate, ...]) -> str:
-    return json.dumps([{"metric": g.metric, "comparison": g.comparison.name, "threshold": g.threshold,
-                        "target_stage": g.target_stage.name} for g in gates], separators=(",", ":"))
+    return json.dumps([gate_dict(g) for g in gates], separators=(",", ":"))
 
 
 def _gates(text: str | None) -> tuple[MetricGate, ...]:
     if not text:
         return ()
     try:
-        return tuple(MetricGate(str(g["metric"]), Comparison[g["comparison"]], float(g["threshold"]),
-                                Stage[g["target_stage"]]) for g in json.loads(text))
+        return tuple(gate_from_dict(g) for g in json.loads(text))
     except (ValueError, KeyError, TypeError):
         return ()
 
