@@ -1,9 +1,9 @@
-"""Shared fixtures: where Redis, PostgreSQL, S3 and MLflow are, a key prefix no other test
+"""Shared fixtures: where Redis, PostgreSQL, S3, MLflow and TorchServe are, a key prefix no other test
 run uses, an in-process mesh server (every service, production interceptors) on a free port,
 and the real stack for end-to-end tests (a mesh server process and Envoy, on free loopback
 ports).
 
-`make test` finds or starts Redis, PostgreSQL, S3 and MLflow and names them in the
+`make test` finds or starts Redis, PostgreSQL, S3, MLflow and TorchServe and names them in the
 environment; run directly, pytest finds or starts what a test asks for (under `.run/`, as
 `make test` does) and stops what it started at exit."""
 
@@ -59,6 +59,25 @@ def mlflow_uri(request) -> str:
 
 
 @pytest.fixture(scope="session")
+def torchserve_endpoints() -> devservices.TorchServeEndpoints:
+    """The TorchServe the TORCHSERVE_* variables name (the test command sets them), else one found
+    or started. Shared: tests load models under names of their own."""
+    return devservices.ensure_torchserve(STATE_DIR)
+
+
+def inference_settings_for(torchserve: devservices.TorchServeEndpoints, s3_endpoint, token_file: str = "", **overrides):
+    """Inference on that TorchServe; its deployer off unless asked for (the shared TorchServe holds
+    other tests' hand-loaded models, which a deployer would unload)."""
+    from ml_serving_server.services.inference.settings import InferenceSettings
+
+    return InferenceSettings(
+        torchserve_grpc_addr=torchserve.grpc_inference, torchserve_management_addr=torchserve.grpc_management,
+        s3_endpoint_url=s3_endpoint.url, s3_access_key_id=s3_endpoint.access_key_id,
+        s3_secret_access_key=s3_endpoint.secret_access_key, s3_region=s3_endpoint.region,
+        registry_token_file=token_file, **{"deployer_enabled": False, **overrides})
+
+
+@pytest.fixture(scope="session")
 def key_prefix(redis_url):
     """A Redis key prefix for this test session; its keys are deleted afterwards."""
     prefix = f"mlserving-test-{uuid.uuid4().hex[:8]}"
@@ -86,13 +105,16 @@ def token(dev_keys) -> str:
 
 
 @pytest.fixture(scope="session")
-async def mesh(redis_url, key_prefix, dev_keys, database_url, mlflow_uri, s3_endpoint):
-    """A real grpc.aio server hosting every service, backed by real Redis, PostgreSQL, MLflow and
-    S3, checking tokens."""
+async def mesh(redis_url, key_prefix, dev_keys, database_url, mlflow_uri, s3_endpoint, torchserve_endpoints):
+    """A real grpc.aio server hosting every service, backed by real Redis, PostgreSQL, MLflow,
+    S3 and TorchServe, checking tokens."""
     from .registry.conftest import registry_settings_for
 
     runtime = test_runtime(redis_url, key_prefix, keys=dev_keys, database_url=database_url)
-    server = await build_server(runtime, service_settings={"registry": registry_settings_for(mlflow_uri, s3_endpoint)})
+    token_file = str(stack_module.service_token_file(dev_keys))
+    server = await build_server(runtime, service_settings={
+        "registry": registry_settings_for(mlflow_uri, s3_endpoint),
+        "inference": inference_settings_for(torchserve_endpoints, s3_endpoint, token_file)})
     yield server
     await server.stop(1.0)
 
@@ -105,10 +127,11 @@ async def channel(mesh, token):
 
 
 @pytest.fixture(scope="session")
-def stack_env(redis_url, database_url, s3_endpoint, mlflow_uri, key_prefix, dev_keys) -> dict[str, str]:
+def stack_env(redis_url, database_url, s3_endpoint, mlflow_uri, key_prefix, dev_keys,
+              torchserve_endpoints) -> dict[str, str]:
     """Environment of a mesh server process in the end-to-end tests (checking tokens)."""
     return {"REDIS_URL": redis_url, "DATABASE_URL": database_url, **s3_endpoint.env(),
-            "MLFLOW_TRACKING_URI": mlflow_uri, "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO",
+            "MLFLOW_TRACKING_URI": mlflow_uri, **torchserve_endpoints.env(), "INFERENCE_DEPLOYER_ENABLED": "false", "MESH_KEY_PREFIX": key_prefix, "LOG_LEVEL": "INFO",
             "MESH_SHUTDOWN_DELAY_SECONDS": "0",  # no load balancer to wait for; drain tests set their own
             "AUTH_JWKS_FILE": str(dev_keys.jwks), "AUTH_ISSUER": dev_keys.issuer, "AUTH_AUDIENCE": dev_keys.audience}
 

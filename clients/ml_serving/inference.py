@@ -20,9 +20,10 @@ Inputs = Mapping[str, Any] | struct_pb2.Struct
 
 
 def prediction_value(response: Any) -> Any:
-    """The prediction of a Predict-like response as plain Python (dict, list, str, float, bool,
-    None), or bytes when the model's output was raw."""
-    if response.WhichOneof("output") == "raw_prediction":
+    """The prediction of a Predict-like response (or of one BatchPredict result) as plain Python
+    (dict, list, str, float, bool, None), or bytes when the model's output was raw."""
+    oneof = "output" if "output" in response.DESCRIPTOR.oneofs_by_name else "result"
+    if response.WhichOneof(oneof) == "raw_prediction":
         return response.raw_prediction
     if not response.HasField("prediction"):
         return None

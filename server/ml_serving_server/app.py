@@ -20,12 +20,14 @@ from .runtime.server import MeshServer, ServiceBinding, serve_until_signalled, s
 from .runtime.service import Runtime, ServicePackage
 from .runtime.settings import AuthSettings, DatabaseSettings, MeshSettings, RedisSettings, TracingSettings
 from .services.bandit import SERVICE as BANDIT
+from .services.inference import SERVICE as INFERENCE
 from .services.registry import SERVICE as REGISTRY
 
 log = logging.getLogger("ml_serving_server")
 
 SERVICE_PACKAGES: tuple[ServicePackage, ...] = (
     BANDIT,
+    INFERENCE,
     REGISTRY,
 )
 """Every built service, one line each."""
@@ -65,8 +67,11 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
             await _close_all(closers)  # what the services before it opened
             raise
         closers += service.closers
-        bindings.append(ServiceBinding(package.entry, service.servicer, built=True, probe=service.probe))
+        bindings.append(ServiceBinding(package.entry, service.servicer, built=True, probe=service.probe,
+                                       probe_gates_server=service.probe_gates_server))
+        bindings += [ServiceBinding(entry, servicer, built=True) for entry, servicer in service.companions]
     mesh = await start_server(runtime.mesh, bindings, tracer_provider, verifier=verifier)
+    runtime.listening.port = mesh.port
     mesh.on_close.extend(closers)
     if hasattr(tracer_provider, "shutdown"):
         mesh.on_close.append(tracer_provider.shutdown)

@@ -97,3 +97,12 @@ class DeadlineExceeded(DomainError):
 
 class OutOfRange(DomainError):
     """A position past what exists or is kept (an expired feed cursor)."""
+
+
+class ResourceExhausted(DomainError):
+    """A dependency is at capacity (a full queue); retrying later may succeed."""
+
+
+class Internal(DomainError):
+    """Something behind the service failed in a way the caller can be told about (a model's own
+    code raised); unlike an unexpected error, its message and reason reach the caller."""

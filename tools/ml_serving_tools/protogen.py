@@ -111,7 +111,7 @@ SERVICES: tuple[ServiceEntry, ...] = (
 
 
 def write_catalog(descriptor: Path, target: Path) -> None:
-    """gen/mnbara/mlserving/catalog.py: one row per service of a mnbara.mlserving.<name>.v1 package."""
+    """gen/mnbara/mlserving/catalog.py: one row per mnbara.mlserving.<name>.v1 package, its <Name>Service."""
     files = descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file
     imports, rows = [], []
     for f in sorted(files, key=lambda f: f.name):
@@ -119,11 +119,15 @@ def write_catalog(descriptor: Path, target: Path) -> None:
         if len(parts) != 4 or parts[:2] != ["mnbara", "mlserving"] or not f.service:
             continue
         name, module = parts[2], f.name.rsplit("/", 1)[-1][:-len(".proto")]
+        # A package's own service is <Name>Service; others beside it (a standard protocol's REST
+        # form) are companions its package hosts itself (BuiltService.companions).
+        own = [s for s in f.service if s.name == f"{name.capitalize()}Service"]
+        if not own:
+            continue
         imports.append(f"from {f.package} import {module}_pb2, {module}_pb2_grpc\n"
                        f"from {f.package} import error_reason_pb2 as {name}_error_reason_pb2")
-        for service in f.service:
-            rows.append(f"    ServiceEntry({name!r}, {f.package + '.' + service.name!r}, {module}_pb2, {module}_pb2_grpc,\n"
-                        f"                 {name + '.mlserving.mnbara'!r}, {name}_error_reason_pb2.ErrorReason),")
+        rows.append(f"    ServiceEntry({name!r}, {f.package + '.' + own[0].name!r}, {module}_pb2, {module}_pb2_grpc,\n"
+                    f"                 {name + '.mlserving.mnbara'!r}, {name}_error_reason_pb2.ErrorReason),")
     body = (CATALOG_DOC + "\n".join(imports) + "\n" + CATALOG_ENTRY + "\n".join(rows)
             + "\n)\n\nBY_NAME = {entry.name: entry for entry in SERVICES}\n")
     target.write_text(body)

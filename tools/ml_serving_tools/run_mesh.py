@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     state = args.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
 
-    with devservices.DevServices(state, s3=True, mlflow=True) as services:  # stopped on the way out
+    with devservices.DevServices(state, s3=True, mlflow=True, torchserve=True) as services:  # stopped on the way out
         # Ctrl-C stops Envoy before the mesh, so no balancer needs the drain delay: stop at once.
         running = start_local_stack(state, {**services.env(),
                                             "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})

@@ -1,6 +1,7 @@
 """`make test` (console script `mesh-test`): find or start Redis, PostgreSQL, S3 (with the
-mesh's buckets) and MLflow, then run the whole pytest suite against them (REDIS_URL,
-DATABASE_URL, S3_ENDPOINT_URL and the AWS_* keys, MLFLOW_TRACKING_URI in its environment).
+mesh's buckets), MLflow and TorchServe, then run the whole pytest suite against them (REDIS_URL,
+DATABASE_URL, S3_ENDPOINT_URL and the AWS_* keys, MLFLOW_TRACKING_URI, TORCHSERVE_* in its
+environment).
 Options it does not know go to pytest (`mesh-test -k bandit -x`).
 
 Exits with pytest's status, except that "no tests collected" (5) is a failure too.
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in pytest_args:  # `mesh-test -- -x`, the form the old positional arguments needed
         pytest_args.remove("--")
 
-    with devservices.DevServices(args.state_dir.resolve(), s3=True, mlflow=True) as services:
+    with devservices.DevServices(args.state_dir.resolve(), s3=True, mlflow=True, torchserve=True) as services:
         env = {**os.environ, **services.env()}
         code = subprocess.call([sys.executable, "-m", "pytest", *PYTEST_OPTIONS, *pytest_args], cwd=ROOT, env=env)
     if code == NO_TESTS_COLLECTED:

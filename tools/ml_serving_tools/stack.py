@@ -76,9 +76,19 @@ def gateway_auth(keys: devauth.DevKeys) -> generate.JwtAuth:
 
 
 def mesh_auth_env(keys: devauth.DevKeys) -> dict[str, str]:
-    """The mesh's settings (AUTH_*) for tokens signed with ``keys``."""
+    """The mesh's settings (AUTH_*) for tokens signed with ``keys``, and the token the Inference
+    service shows the Registry (scope registry.read only), in a file beside the keys."""
     return {"AUTH_ENABLED": "true", "AUTH_JWKS_FILE": str(keys.jwks), "AUTH_ISSUER": keys.issuer,
-            "AUTH_AUDIENCE": keys.audience}
+            "AUTH_AUDIENCE": keys.audience, "INFERENCE_REGISTRY_TOKEN_FILE": str(service_token_file(keys))}
+
+
+def service_token_file(keys: devauth.DevKeys, subject: str = "inference", scopes: tuple[str, ...] = ("registry.read",),
+                       ttl_seconds: int = 30 * 86_400) -> Path:
+    """A fresh token for one mesh service calling another, written (0600) beside the keys."""
+    path = keys.jwks.parent / f"{subject}-service.token"
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(devauth.mint_token(keys, list(scopes), subject=subject, ttl_seconds=ttl_seconds))
+    return path
 
 
 def start_envoy(state_dir: Path, listen: str, upstream: str, admin: str, base_id: int, *,

@@ -1,7 +1,8 @@
 """gRPC health that follows dependencies: a service whose dependency (Redis, ...) cannot
 serve reports NOT_SERVING, and so does the server as a whole (service ""), so a load
 balancer, Envoy's upstream health check or a Kubernetes readiness probe can route around
-this replica meanwhile. Services not built yet are NOT_SERVING from the start and do not
+this replica meanwhile; unless the service says its dependency is its own (Inference's
+TorchServe), so that the other services keep serving. Services not built yet are NOT_SERVING from the start and do not
 count towards the whole: they answer UNIMPLEMENTED whatever their dependencies do."""
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def probe_dependencies(health_servicer: health.aio.HealthServicer,
-                             probes: dict[str, Callable[[], Awaitable[bool]]], interval_s: float) -> None:
-    """Forever: ask each service's probe, and publish a change of its answer and of the whole."""
+                             probes: dict[str, Callable[[], Awaitable[bool]]], interval_s: float,
+                             gating: set[str] | None = None) -> None:
+    """Forever: ask each service's probe, and publish a change of its answer and of the whole.
+
+    The whole follows the probes named in `gating` (default: all)."""
+    gating = set(probes) if gating is None else gating
     serving = dict.fromkeys(probes, True)
     while True:
         changed = False
@@ -34,5 +39,6 @@ async def probe_dependencies(health_servicer: health.aio.HealthServicer,
                 serving[name], changed = ok, True
                 await health_servicer.set(name, SERVING if ok else NOT_SERVING)
         if changed:
-            await health_servicer.set("", SERVING if all(serving.values()) else NOT_SERVING)
+            whole = all(ok for name, ok in serving.items() if name in gating)
+            await health_servicer.set("", SERVING if whole else NOT_SERVING)
         await asyncio.sleep(interval_s)

@@ -37,6 +37,7 @@ class ServiceBinding:
     servicer: object
     built: bool  # False while the service answers UNIMPLEMENTED
     probe: Callable[[], Awaitable[bool]] | None = None  # can its dependencies serve? (health)
+    probe_gates_server: bool = True  # its probe counts towards the whole server's health ("")
 
     @classmethod
     def unimplemented(cls, entry: ServiceEntry) -> "ServiceBinding":
@@ -112,8 +113,9 @@ async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], t
     mesh = MeshServer(server, health_servicer, bindings, port)
     probes = {b.full_name: b.probe for b in bindings if b.probe is not None}
     if probes:
+        gating = {b.full_name for b in bindings if b.probe is not None and b.probe_gates_server}
         mesh.probing = asyncio.get_running_loop().create_task(
-            probe_dependencies(health_servicer, probes, settings.health_probe_seconds))
+            probe_dependencies(health_servicer, probes, settings.health_probe_seconds, gating))
     return mesh
 
 

@@ -31,6 +31,8 @@ _CODES: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.Internal, grpc.StatusCode.INTERNAL),
 ]
 
 MAX_MESSAGE_BYTES = 512

@@ -157,16 +157,14 @@ async def test_seed_register_a_model(address, monkeypatch):
     await registry.close()
 
 
-async def test_seed_make_predictions(address, monkeypatch):
+async def test_seed_make_predictions_names_what_is_missing(address, monkeypatch):
+    """The seed's call, before any recommendation-model is registered here (the end-to-end tests
+    serve the real one): a NOT_FOUND that says what is missing, in Inference's domain."""
     monkeypatch.setenv("ML_SERVING_ADDR", address)
     server = ModelServer()
-    with pytest.raises(ml_serving.UnimplementedError) as caught:
-        result = await server.predict(  # noqa: F841
-            model_name="recommendation-model",
-            inputs={"user_id": 123, "context": {"page": "home"}}
-        )
-    assert (caught.value.reason, caught.value.domain) == ("NOT_IMPLEMENTED", "inference.mlserving.mnbara")
-    assert "InferenceService/Predict" in caught.value.message
+    with pytest.raises(ml_serving.NotFoundError) as caught:
+        await server.predict(model_name="no-recommendation-model-here", inputs={"user_id": 123, "context": {}})
+    assert (caught.value.reason, caught.value.domain) == ("MODEL_NOT_FOUND", "inference.mlserving.mnbara")
     await server.close()
 
 
@@ -189,7 +187,6 @@ async def test_seed_ab_testing(address, monkeypatch):
 
 
 @pytest.mark.parametrize("client_type, call", [
-    (InferenceClient, lambda c: c.list_loaded_models()),
     (RouterClient, lambda c: c.assign_variant("u", segments=["premium"])),
     (PipelineClient, lambda c: c.get_feature_schema()),
 ])

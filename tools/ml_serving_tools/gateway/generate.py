@@ -27,13 +27,16 @@ What the generated config does
   annotations of every service in a package starting with ``mnbara.mlserving.`` in the
   descriptor set Envoy loads (the TorchServe ``org.pytorch.serve.grpc.*`` protos are never
   exposed). JSON follows grpc-gateway v2's default marshaller: lowerCamelCase names,
-  unpopulated fields printed, enums as names, int64 as strings. Requests it cannot map
+  unpopulated fields printed, enums as names, int64 as strings; except under a path prefix
+  of a service in ``PROTO_NAME_SERVICES`` (the Open Inference Protocol's ``/v2``), whose
+  standard JSON uses the proto field names (snake_case). Requests it cannot map
   (unknown path or method, unknown query parameter) are rejected by Envoy instead of going
   upstream untranscoded; ``convert_grpc_status`` turns a gRPC error's ``google.rpc.Status``
   into the JSON body of the HTTP error.
 * Routes (``routes``): one per mesh RPC, by its gRPC path, carrying its scope and, for
   idempotent RPCs, a retry policy; health checking and reflection (open without a token);
-  other native gRPC; a last one for REST before it is transcoded (never forwarded as is).
+  other native gRPC; REST before it is transcoded (never forwarded as is): one route per
+  ``PROTO_NAME_SERVICES`` prefix carrying the snake_case transcoder config, then the rest.
 * Envoy's own errors on REST requests are ``google.rpc.Status`` JSON (``local_replies``);
   native gRPC requests get plain grpc-status / grpc-message.
 * Limits no larger than the mesh's (``limits``): 8 KiB of headers (431), 4 MiB REST bodies
@@ -63,15 +66,15 @@ from . import limits as limits_module
 from . import tls as tls_module
 from .auth import JwtAuth
 from .common import UPSTREAM_CLUSTER, ConfigError, HostPort, typed
-from .descriptor import SERVICE_PACKAGE_PREFIX, discover_services, load_descriptor, mesh_rpcs
+from .descriptor import SERVICE_PACKAGE_PREFIX, discover_services, load_descriptor, mesh_rpcs, rest_paths
 from .limits import Limits
 from .local_replies import LOCAL_REPLY_CODES, status_body
-from .routes import PASSTHROUGH_GRPC_SERVICES, ROUTE_TIMEOUT, route_config, untranscoded_cluster
+from .routes import PASSTHROUGH_GRPC_SERVICES, ROUTE_TIMEOUT, rest_route, route_config, untranscoded_cluster
 from .tls import ServerTls, UpstreamTls
 from .upstream import upstream_cluster
 
 __all__ = [
-    "DEFAULTS", "ENV_VARS", "LOCAL_REPLY_CODES", "PASSTHROUGH_GRPC_SERVICES", "ROUTE_TIMEOUT",
+    "DEFAULTS", "ENV_VARS", "LOCAL_REPLY_CODES", "PASSTHROUGH_GRPC_SERVICES", "PROTO_NAME_SERVICES", "ROUTE_TIMEOUT",
     "SERVICE_PACKAGE_PREFIX", "UPSTREAM_CLUSTER", "ConfigError", "HostPort", "JwtAuth", "Limits", "ServerTls",
     "UpstreamTls", "build_config", "discover_services", "load_descriptor", "main", "render", "status_body", "write",
 ]
@@ -91,29 +94,64 @@ AUTH_OFF_WARNING = ("authentication is OFF: anyone who reaches the front door ma
 # ---------------------------------------------------------------------------- pieces
 
 
+TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
+
+# Services whose REST JSON is a published standard written with the proto field names
+# (snake_case), not grpc-gateway's lowerCamelCase: the Open Inference Protocol's REST form
+# (tritonclient reads "model_name", "model_version"). Each maps to the path
+# prefix that all its REST paths, and no other service's, lie under.
+PROTO_NAME_SERVICES = {"mnbara.mlserving.inference.v1.OpenInferenceRestService": "/v2"}
+
+
+def transcoder_config(descriptor: Path, services: list[str], limits: Limits, *,
+                      proto_field_names: bool = False) -> dict:
+    return typed(
+        "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        proto_descriptor=str(Path(descriptor).resolve()),
+        services=services,
+        print_options={
+            "add_whitespace": False,
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": proto_field_names,
+        },
+        # The path decides which resource changes: a body naming another one is refused.
+        request_validation_options={"reject_unknown_method": True, "reject_unknown_query_parameters": True,
+                                    "reject_binding_body_field_collisions": True},
+        convert_grpc_status=True,
+        auto_mapping=False,
+        # Bounds what the transcoder holds at once; the buffer filter before it bounds the whole body.
+        max_request_body_size=limits.max_request_body_bytes,
+        max_response_body_size=limits.max_response_body_bytes,
+    )
+
+
 def transcoder_filter(descriptor: Path, services: list[str], limits: Limits) -> dict:
-    return {
-        "name": "envoy.filters.http.grpc_json_transcoder",
-        "typed_config": typed(
-            "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-            proto_descriptor=str(Path(descriptor).resolve()),
-            services=services,
-            print_options={
-                "add_whitespace": False,
-                "always_print_primitive_fields": True,
-                "always_print_enums_as_ints": False,
-                "preserve_proto_field_names": False,
-            },
-            # The path decides which resource changes: a body naming another one is refused.
-            request_validation_options={"reject_unknown_method": True, "reject_unknown_query_parameters": True,
-                                        "reject_binding_body_field_collisions": True},
-            convert_grpc_status=True,
-            auto_mapping=False,
-            # Bounds what the transcoder holds at once; the buffer filter before it bounds the whole body.
-            max_request_body_size=limits.max_request_body_bytes,
-            max_response_body_size=limits.max_response_body_bytes,
-        ),
-    }
+    return {"name": TRANSCODER_FILTER, "typed_config": transcoder_config(descriptor, services, limits)}
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+def proto_name_rest_routes(descriptor: Path, services: list[str], limits: Limits, with_auth: bool) -> list[dict]:
+    """A REST route per PROTO_NAME_SERVICES prefix, carrying the transcoder's config with
+    proto field names: the transcoder takes its per-route config from the route a REST call
+    matches before it is transcoded, not from the RPC's route."""
+    routes = []
+    for service, prefix in PROTO_NAME_SERVICES.items():
+        if service not in services:
+            continue
+        outside = [p for p in rest_paths(descriptor, service) if not _under(p, prefix)]
+        intruders = [p for other in services if other != service
+                     for p in rest_paths(descriptor, other) if _under(p, prefix)]
+        if outside or intruders:
+            raise ConfigError(f"{service} prints proto field names on REST paths under {prefix}: "
+                              f"its paths {outside} lie outside, other services' {intruders} inside")
+        override = transcoder_config(descriptor, services, limits, proto_field_names=True)
+        routes.append(rest_route(with_auth, f"rest-before-transcoding {service}", {"path_separated_prefix": prefix},
+                                 {TRANSCODER_FILTER: override}))
+    return routes
 
 
 def router_filter() -> dict:
@@ -143,7 +181,8 @@ def front_door_listener(listen: HostPort, descriptor: Path, auth: JwtAuth | None
         # RFC 3986 normalisation (/a/../b); %2F stays escaped, for path parameters.
         normalize_path=True,
         **limits_module.connection_manager_limits(limits),
-        route_config=route_config(rpcs, auth is not None, browser.cors_policy(cors_origins)),
+        route_config=route_config(rpcs, auth is not None, browser.cors_policy(cors_origins),
+                                  proto_name_rest_routes(descriptor, services, limits, auth is not None)),
         local_reply_config=local_replies.local_reply_config(),
         http_filters=http_filters(descriptor, services, auth, limits),
     )

@@ -5,10 +5,12 @@ Routes match the gRPC path ``/<package>.<Service>/<Method>`` of gRPC requests on
 its gRPC call and routed it again. One route per RPC lets each carry what belongs to that
 RPC alone: the scope its caller's token must grant and whether it may be retried.
 
-A REST call *before* transcoding is not gRPC, so it matches only the last route; there
-it gets its CORS policy, needs a token and has its body buffered (and limited). The
-transcoder then rejects it (an unknown path or method: 404) or re-routes it to its RPC's
-route.
+A REST call *before* transcoding is not gRPC, so it matches only the REST routes at the
+end; there it gets its CORS policy, needs a token and has its body buffered (and limited).
+The transcoder then rejects it (an unknown path or method: 404) or re-routes it to its
+RPC's route. The transcoder reads its per-route config from the route the REST call
+matched *before* transcoding, so a service whose JSON differs (the Open Inference
+Protocol's snake_case names) has a REST route of its own, by path prefix, carrying it.
 """
 
 from __future__ import annotations
@@ -70,21 +72,24 @@ def grpc_fallback_route(with_auth: bool) -> dict:
     return _to_upstream("any-grpc", {"prefix": "/"}, per_filter)
 
 
-def rest_route(with_auth: bool) -> dict:
-    """Every request that is not gRPC: REST before transcoding.
+def rest_route(with_auth: bool, name: str = "rest-before-transcoding", match: dict | None = None,
+               per_filter: dict | None = None) -> dict:
+    """Requests that are not gRPC (by default every one): REST before transcoding.
 
     It must be a forwarding route, not a direct response: the CORS filter applies its
     policy only on those. Nothing is forwarded from here in practice (the transcoder turns
     a REST call into gRPC and re-routes it, or rejects it), and what would be goes to a
-    cluster with no endpoints (503), never to the mesh untranscoded.
+    cluster with no endpoints (503), never to the mesh untranscoded. ``per_filter``: what
+    else the route carries (a transcoder override).
     """
     route = {
-        "name": "rest-before-transcoding",
-        "match": {"prefix": "/"},
+        "name": name,
+        "match": match or {"prefix": "/"},
         "route": {"cluster": UNTRANSCODED_CLUSTER, "timeout": ROUTE_TIMEOUT},
     }
-    if with_auth:
-        route["typed_per_filter_config"] = auth_module.token_only_route_config()
+    per_filter = {**(auth_module.token_only_route_config() if with_auth else {}), **(per_filter or {})}
+    if per_filter:
+        route["typed_per_filter_config"] = per_filter
     return route
 
 
@@ -94,10 +99,12 @@ def untranscoded_cluster() -> dict:
             "load_assignment": {"cluster_name": UNTRANSCODED_CLUSTER, "endpoints": []}}
 
 
-def route_config(rpcs: list[Rpc], with_auth: bool, virtual_host_filter_config: dict) -> dict:
+def route_config(rpcs: list[Rpc], with_auth: bool, virtual_host_filter_config: dict,
+                 rest_routes: list[dict] = ()) -> dict:
+    """``rest_routes``: REST routes of their own (before transcoding), tried before the last one."""
     routes = [rpc_route(rpc, with_auth) for rpc in rpcs]
     routes += [passthrough_route(service, with_auth) for service in PASSTHROUGH_GRPC_SERVICES]
-    routes += [grpc_fallback_route(with_auth), rest_route(with_auth)]
+    routes += [grpc_fallback_route(with_auth), *rest_routes, rest_route(with_auth)]
     virtual_host = {"name": "mesh", "domains": ["*"], "routes": routes}
     if virtual_host_filter_config:
         virtual_host["typed_per_filter_config"] = virtual_host_filter_config

@@ -138,11 +138,15 @@ def safe_file_name(file_name: str, default: str = "artifact") -> str:
 
 def artifact_key(model_name: str, file_name: str, unique: str) -> str:
     """Where a version's artifact is kept, relative to the registry's prefix:
-    models/<model>/<unique>/<file>. `unique` (the caller's, e.g. a UUID's hex) keeps keys apart."""
+    models/<model>/<unique>/<unique>-<file>. `unique` (the caller's, e.g. a UUID's hex) keeps keys
+    apart, and the file names too: a model server that fetches the artifact by URL (TorchServe)
+    stores it under the URL's last segment, so two versions' `model.mar` must not meet there."""
     model = _UNSAFE_KEY_CHARS.sub("_", model_name)[:MAX_MODEL_SEGMENT_LENGTH]
     if model.strip(".") == "":  # "", "." and ".." are path syntax, not names
         model = "_" * max(1, len(model))
-    return f"{MODELS_DIR}/{model}/{_check_unique(unique)}/{safe_file_name(file_name)}"
+    unique = _check_unique(unique)
+    name = safe_file_name(file_name)[-(MAX_FILE_NAME_LENGTH - len(unique) - 1):]  # a file name, still
+    return f"{MODELS_DIR}/{model}/{unique}/{unique}-{name}"
 
 
 def upload_key(file_name: str, unique: str) -> str:

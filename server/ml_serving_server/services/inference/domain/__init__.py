@@ -1,0 +1,1 @@
+"""The Inference service's domain: plain Python, no gRPC, protobuf or HTTP imports."""
