@@ -14,7 +14,6 @@ import ml_serving
 from ml_serving import (
     ABTestingRouter,
     BanditClient,
-    InferenceClient,
     MLflowModelRegistry,
     ModelServer,
     PipelineClient,
