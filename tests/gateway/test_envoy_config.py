@@ -130,7 +130,7 @@ def test_transcoder_lists_every_mesh_service_and_no_other(config):
 def test_filters_run_cheap_refusals_first_token_before_body_scope_after_transcoding(config):
     names = [f["name"] for f in hcm(config)["http_filters"]]
     assert names == ["envoy.filters.http.local_ratelimit", "envoy.filters.http.cors", "mesh.json_body_guard", JWT,
-                     "envoy.filters.http.buffer", "envoy.filters.http.grpc_json_transcoder", RBAC,
+                     "envoy.filters.http.buffer", "mesh.oip_error_shape", "envoy.filters.http.grpc_json_transcoder", RBAC,
                      "envoy.filters.http.router"]
 
 

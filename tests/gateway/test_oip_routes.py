@@ -170,3 +170,35 @@ def test_oip_json_is_snake_case_and_the_rest_stays_lower_camel_case(tmp_path, de
     (tensor,) = received.inputs
     assert list(tensor.shape) == [2, 2] and json_format.MessageToDict(tensor.data) == [[1, 2], [3, 4]]
     assert received.parameters["priority"] == 1 and received.outputs[0].parameters["binary_data"] is False
+
+
+class FailingMesh(grpc.GenericRpcHandler):
+    """Answers every call NOT_FOUND with a message that needs JSON escaping."""
+
+    MESSAGE = 'no model "m\\\\x" here'
+
+    def service(self, details):
+        def answer(request: bytes, context) -> bytes:
+            context.abort(grpc.StatusCode.NOT_FOUND, self.MESSAGE)
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+def test_oip_errors_carry_the_protocols_error_key_and_other_errors_do_not(tmp_path, dev_keys):
+    token = mint_token(dev_keys)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[FailingMesh()])
+    checker = health.HealthServicer()
+    checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with envoy_in_front_of(f"127.0.0.1:{port}", tmp_path / "envoy", auth=keys_auth(dev_keys)) as front:
+            oip_reply = request(front, "GET", "/v2/models/m", token=token)
+            other = request(front, "GET", "/api/v1/inference/models", token=token)
+    finally:
+        server.stop(None)
+    assert oip_reply.status == 404
+    body = oip_reply.json()
+    assert body["error"] == FailingMesh.MESSAGE and body["message"] == FailingMesh.MESSAGE and body["code"] == 5
+    assert other.status == 404 and "error" not in other.json() and other.json()["message"] == FailingMesh.MESSAGE

@@ -69,6 +69,7 @@ from .common import UPSTREAM_CLUSTER, ConfigError, HostPort, typed
 from .descriptor import SERVICE_PACKAGE_PREFIX, discover_services, load_descriptor, mesh_rpcs, rest_paths
 from .limits import Limits
 from .local_replies import LOCAL_REPLY_CODES, status_body
+from .oip_errors import oip_error_filter
 from .routes import PASSTHROUGH_GRPC_SERVICES, ROUTE_TIMEOUT, rest_route, route_config, untranscoded_cluster
 from .tls import ServerTls, UpstreamTls
 from .upstream import upstream_cluster
@@ -164,7 +165,10 @@ def http_filters(descriptor: Path, services: list[str], auth: JwtAuth | None, li
     filters = [*limits_module.rate_limit_filter(limits), browser.cors_filter(), browser.json_body_guard_filter()]
     if auth is not None:
         filters.append(auth_module.jwt_filter(auth))
-    filters += [limits_module.request_buffer_filter(limits), transcoder_filter(descriptor, services, limits)]
+    filters.append(limits_module.request_buffer_filter(limits))
+    if any(service in services for service in PROTO_NAME_SERVICES):
+        filters.append(oip_error_filter())  # before the transcoder: it rewrites the transcoded error body
+    filters.append(transcoder_filter(descriptor, services, limits))
     if auth is not None:
         filters.append(auth_module.scope_filter())
     return [*filters, router_filter()]
