@@ -56,7 +56,7 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
         deployer = Deployer(service, resolver, cursor, grace_s=settings.deployer_grace_seconds,
                             reconcile_s=settings.deployer_reconcile_seconds,
                             load_spec=LoadSpec(min_workers=settings.deployer_workers,
-                                               batch_size=settings.deployer_batch_size,
+                                               batch_size=settings.deployer_batch_requests,
                                                max_batch_delay_ms=settings.deployer_max_batch_delay_ms))
         deploying = asyncio.get_running_loop().create_task(deployer.run(), name="inference-deployer")
 

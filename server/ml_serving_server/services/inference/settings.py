@@ -45,8 +45,8 @@ class InferenceSettings(SettingsBase):
                                                                    "Production keeps serving before it is unloaded")
     deployer_reconcile_seconds: float = Field(10.0, gt=0, description="how often the deployer compares what serves "
                                                                       "with what should (repairs any drift)")
-    deployer_batch_size: int = Field(1, gt=0, le=512, description="TorchServe batch size of the versions the "
-                                                                  "deployer loads")
+    deployer_batch_requests: int = Field(1, gt=0, le=512, description="TorchServe batch size (requests per "
+                                                                      "inference call) of the versions the deployer loads")
     deployer_max_batch_delay_ms: int = Field(5, ge=0, le=60_000, description="how long TorchServe waits to fill "
                                                                              "a batch of a deployed version")
     deployer_workers: int = Field(1, gt=0, le=16, description="TorchServe workers of each deployed version")
