@@ -86,14 +86,13 @@ async def test_declared_method_takes_fields_or_a_request():
 
 
 async def test_model_server_predict_sends_struct_and_returns_python():
-    prediction = struct_pb2.Value()
-    prediction.struct_value.update({"items": [1, 2], "score": 0.5})
-    channel = FakeChannel(inference_pb2.PredictResponse(prediction=prediction))
+    channel = FakeChannel(inference_pb2.PredictResponse(raw_prediction=b'{"items": [1, 2], "score": 0.5}'))
     server = ml_serving.ModelServer(channel=channel)
     result = await server.predict(model_name="m", inputs={"user_id": 123, "context": {"page": "home"}})
     assert result == {"items": [1, 2], "score": 0.5}
     request = channel.calls[0][1]
     assert request.model_name == "m" and request.WhichOneof("selector") is None
+    assert request.raw_output  # the JSON is parsed here, not turned into a protobuf Value by the server
     assert request.inputs["user_id"] == 123 and request.inputs["context"]["page"] == "home"
     channel.response = inference_pb2.PredictResponse(raw_prediction=b"\x00")
     assert await server.predict(model_name="m", inputs=b"raw", stage="STAGE_STAGING") == b"\x00"
