@@ -6,7 +6,6 @@ import re
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
 from mnbara.mlserving.bandit.v1 import bandit_pb2
 from mnbara.mlserving.inference.v1 import inference_pb2
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2
