@@ -53,11 +53,29 @@ def fill_output(response, output: bytes, raw: bool) -> None:
     """JSON output as a Value, anything else (or when asked) as raw bytes."""
     if not raw:
         try:
-            json_format.ParseDict(json.loads(output), response.prediction)
+            _set_value(response.prediction, json.loads(output))
             return
-        except (ValueError, json_format.ParseError, RecursionError):
+        except (ValueError, TypeError, RecursionError):
             response.ClearField("prediction")
     response.raw_prediction = output
+
+
+def _set_value(value: struct_pb2.Value, parsed: object) -> None:
+    """Struct.update and ListValue.extend: several times faster than json_format.ParseDict."""
+    if isinstance(parsed, dict):
+        value.struct_value.SetInParent()  # set even when empty
+        value.struct_value.update(parsed)
+    elif isinstance(parsed, list):
+        value.list_value.SetInParent()
+        value.list_value.extend(parsed)
+    elif parsed is None:
+        value.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(parsed, bool):
+        value.bool_value = parsed
+    elif isinstance(parsed, (int, float)):
+        value.number_value = parsed
+    else:
+        value.string_value = parsed
 
 
 def resolved_model(resolved: ResolvedVersion) -> pb.ResolvedModel:
