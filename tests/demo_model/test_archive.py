@@ -37,6 +37,7 @@ def test_signature_describes_the_tensors(artifacts):
     assert inputs["context"]["parameters"]["fields"] == {"device": ["desktop", "mobile"]}
     assert artifacts["v1"].signature["inputs"][-1]["parameters"]["fields"] == {}
     assert [(t["name"], t["datatype"]) for t in sig["outputs"]] == [("item_ids", "INT64"), ("scores", "FP32")]
+    assert "logistic" in artifacts["v1"].description and "MLP" in artifacts["v2"].description
     json.dumps(artifacts["v1"].to_json())  # what the registry stores
 
 

@@ -44,16 +44,40 @@ def test_candidates_single_item_and_top_k(handlers):
     {"body": {"user_id": 7, "top_k": 2, "context": {"device": "mobile", "user_segments": ["premium"]}}},
     {"data": json.dumps({"user_id": 7, "top_k": 2, "context": {"device": "mobile"}}).encode()},
     {"body": bytearray(json.dumps({"user_id": "7", "top_k": 2, "context": {"device": "mobile"}}).encode())},
-    {"body": {"user_id": [7], "top_k": [2], "context": [json.dumps({"device": "mobile"})]}},  # OIP tensors
-    {"body": {"inputs": [  # a full OIP request
-        {"name": "user_id", "datatype": "INT64", "shape": [1], "data": [7]},
-        {"name": "top_k", "datatype": "INT64", "shape": [1], "data": [2]},
-        {"name": "context", "datatype": "BYTES", "shape": [1], "data": ['{"device": "mobile"}']}]}},
+    {"body": {"user_id": 7.0, "top_k": 2.0, "context": {"device": "mobile"}}},  # a Struct's doubles
     {"user_id": b"7", "top_k": b"2", "context": b'{"device": "mobile"}'},  # gRPC input map
-], ids=["json", "bytes", "bytearray-str-id", "oip-tensors", "oip-inputs", "grpc-fields"])
+], ids=["json", "bytes", "bytearray-str-id", "struct-doubles", "grpc-fields"])
 def test_every_input_shape_means_the_same(handlers, request_):
     expected = handlers["v2"].one({"user_id": 7, "top_k": 2, "context": {"device": "mobile"}})
     assert handlers["v2"](request_) == [expected]
+
+
+@pytest.mark.parametrize("request_", [
+    # what the mesh's Open Inference Protocol sends: {input name: nested list}
+    {"body": {"user_id": [7], "top_k": [2], "context": [json.dumps({"device": "mobile"})]}},
+    {"data": json.dumps({"user_id": [7], "top_k": [2], "context": ['{"device": "mobile"}']}).encode()},
+    {"body": {"inputs": [  # a KServe v2 body
+        {"name": "user_id", "datatype": "INT64", "shape": [1], "data": [7]},
+        {"name": "top_k", "datatype": "INT64", "shape": [1], "data": [2]},
+        {"name": "context", "datatype": "BYTES", "shape": [1], "data": ['{"device": "mobile"}']}]}},
+    {"user_id": b"[7]", "top_k": b"[2]", "context": b'["{\\"device\\": \\"mobile\\"}"]'},  # gRPC input map
+], ids=["oip-tensors", "oip-tensors-bytes", "oip-inputs", "grpc-fields-tensors"])
+def test_tensor_input_gets_the_signature_outputs(handlers, artifacts, request_):
+    """Asked with tensors, the same ranking as the output tensors the signature declares."""
+    plain = handlers["v2"].one({"user_id": 7, "top_k": 2, "context": {"device": "mobile"}})["scores"]
+    (answer,) = handlers["v2"](request_)
+    outputs = artifacts["v2"].signature["outputs"]
+    assert list(answer) == [o["name"] for o in outputs] == ["item_ids", "scores"]
+    assert answer == {"item_ids": [s["item_id"] for s in plain], "scores": [s["score"] for s in plain]}
+    assert all(type(i) is int for i in answer["item_ids"]) and all(type(s) is float for s in answer["scores"])
+
+
+def test_tensor_input_for_one_item(handlers):
+    h = handlers["v1"]
+    plain = h.one({"user_id": 9, "item_id": 5})
+    assert h.one({"user_id": [9], "item_id": [5]}) == {"item_ids": [5], "scores": [plain["score"]]}
+    ranked = h.one({"user_id": [9], "item_ids": [4, 8, 15], "top_k": [2]})
+    assert len(ranked["item_ids"]) == len(ranked["scores"]) == 2 and set(ranked["item_ids"]) <= {4, 8, 15}
 
 
 @pytest.mark.parametrize("body, message", [

@@ -84,10 +84,12 @@ def test_grpc_predictions(stub, handlers):
     reply = stub.Predictions(inference_pb2.PredictionsRequest(
         model_name=MODEL_NAME, model_version="2", input={"data": json.dumps(body).encode()}), timeout=30)
     assert json.loads(reply.prediction) == handlers["v2"].one(body)
-    # Open Inference Protocol style: one input per tensor
+    # Open Inference Protocol style: one input per tensor, answered with the output tensors
     reply = stub.Predictions(inference_pb2.PredictionsRequest(
         model_name=MODEL_NAME, model_version="1", input={"user_id": b"[42]", "top_k": b"[2]"}), timeout=30)
-    assert json.loads(reply.prediction) == handlers["v1"].one({"user_id": 42, "top_k": 2})
+    ranked = handlers["v1"].one({"user_id": 42, "top_k": 2})["scores"]
+    assert json.loads(reply.prediction) == {"item_ids": [s["item_id"] for s in ranked],
+                                            "scores": [s["score"] for s in ranked]}
 
 
 def test_bad_input_reaches_the_caller(torchserve, stub):

@@ -2,8 +2,11 @@
 
 Finds Redis, PostgreSQL, S3 and MLflow (or starts embedded ones: SeaweedFS for S3, an
 `mlflow server` on that PostgreSQL and S3), starts one mesh server hosting
-all five services and Envoy in front of it, creates a `demo` bandit so the printed
-examples work, and stops everything cleanly on Ctrl-C or SIGTERM.
+all five services and Envoy in front of it, and TorchServe behind it, creates a `demo` bandit
+and sets up the demo `recommendation-model` (trained once and cached, registered, v1 in
+Production and v2 in Staging, served: `demo_setup`) so the printed examples work, and stops
+everything cleanly on Ctrl-C or SIGTERM. A demo that cannot be set up is a warning: the mesh
+runs anyway.
 
 Secure by default even locally: development keys are kept under the state directory
 (`<state>/auth`, created once), Envoy and the mesh both check tokens signed with them, and
@@ -13,7 +16,9 @@ the banner prints a token with every scope (valid for a day; `make up` again for
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -22,10 +27,11 @@ from pathlib import Path
 import grpc
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
+from org.pytorch.serve.grpc.management import management_pb2, management_pb2_grpc
 
 from ml_serving import defaults
 
-from . import devauth, devservices, stack
+from . import demo_setup, devauth, devservices, stack
 from .paths import STATE_DIR
 
 
@@ -46,8 +52,36 @@ def create_demo_bandit(grpc_addr: str, token: str) -> None:
                 raise
 
 
+_REGISTRY_DOWNLOAD = re.compile(r"[0-9a-f]{32}-.+")
+"""How an archive TorchServe downloaded from the registry is named in its model store: the
+artifact's file name in the registry's store, `<artifact id>-<file name>`."""
+
+
+def clear_stale_downloads(torchserve: devservices.TorchServeEndpoints, state: Path) -> int:
+    """Archives an earlier TorchServe under `state` downloaded from the registry, removed while
+    nothing is loaded.
+
+    TorchServe keeps every archive it downloads in its model store, also after it stops, and
+    refuses to download one of the same name again ("Model file already exists"): without
+    this, the second `make up` could not load the versions the first one loaded. With no model
+    registered, those files belong to no one. Returns how many were removed."""
+    store = Path(torchserve.model_store).resolve() if torchserve.model_store else None
+    if store is None or not store.is_dir() or not store.is_relative_to(state.resolve()):
+        return 0  # a TorchServe found elsewhere: its store is not ours to tidy
+    with grpc.insecure_channel(torchserve.grpc_management) as channel:
+        listed = management_pb2_grpc.ManagementAPIsServiceStub(channel).ListModels(
+            management_pb2.ListModelsRequest(limit=1), timeout=10)
+    if json.loads(listed.msg or "{}").get("models"):
+        return 0
+    stale = [f for f in store.iterdir() if f.is_file() and _REGISTRY_DOWNLOAD.fullmatch(f.name)]
+    for file in stale:
+        file.unlink(missing_ok=True)
+    return len(stale)
+
+
 def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservices.S3Endpoint | None = None,
-           mlflow_uri: str | None = None) -> str:
+           mlflow_uri: str | None = None, torchserve: devservices.TorchServeEndpoints | None = None,
+           demo: demo_setup.DemoReport | None = None) -> str:
     front = running.front_door
     extra = ""
     if s3 is not None:
@@ -55,6 +89,10 @@ def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservi
                   f"{devservices.MODELS_BUCKET}, {devservices.MLFLOW_BUCKET})\n")
     if mlflow_uri:
         extra += f"  MLflow UI and tracking URI      {mlflow_uri}\n"
+    if torchserve is not None:
+        extra += (f"  TorchServe gRPC (inference)     {torchserve.grpc_inference}  "
+                  f"(management {torchserve.grpc_management})\n")
+    demo_text = "\n" + demo_setup.banner(running.front_door, demo) if demo is not None else ""
     auth = '-H "authorization: Bearer $ML_SERVING_TOKEN"'
     json = "-H 'content-type: application/json'"
     return f"""
@@ -77,7 +115,7 @@ Try (after the export above; the Python client reads ML_SERVING_TOKEN too):
   curl -s http://{front}/api/v1/registry/models {auth}
   .venv/bin/grpcurl -plaintext {front} list
   .venv/bin/grpcurl -plaintext {auth} -d '{{"bandit": "demo"}}' {front} mnbara.mlserving.bandit.v1.BanditService/Select
-
+{demo_text}
 Ctrl-C stops everything.
 """
 
@@ -119,14 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
 
     with devservices.DevServices(state, s3=True, mlflow=True, torchserve=True) as services:  # stopped on the way out
+        try:
+            clear_stale_downloads(services.torchserve, state)
+        except (grpc.RpcError, OSError, ValueError) as error:
+            print(f"warning: could not tidy TorchServe's model store ({error})", file=sys.stderr, flush=True)
         # Ctrl-C stops Envoy before the mesh, so no balancer needs the drain delay: stop at once.
         running = start_local_stack(state, {**services.env(),
                                             "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})
         try:
             create_demo_bandit(running.grpc_addr, running.token)
-            print(banner(running, services.redis_url, services.database_url, services.s3, services.mlflow_uri),
-                  flush=True)
-            print(f"logs: {state}/mesh.log, {state}/envoy-*.log, {state}/mlflow/, {state}/s3/weed.log", flush=True)
+            demo = demo_setup.run_demo_setup(running.grpc_addr, running.token, state)
+            print(banner(running, services.redis_url, services.database_url, services.s3, services.mlflow_uri,
+                         services.torchserve, demo), flush=True)
+            print(f"logs: {state}/mesh.log, {state}/envoy-*.log, {state}/mlflow/, {state}/s3/weed.log, "
+                  f"{state}/torchserve/", flush=True)
             return wait_for_stop_or_exit(running, state)
         finally:
             print("stopping...", flush=True)

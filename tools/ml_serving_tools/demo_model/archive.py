@@ -26,6 +26,12 @@ MODEL_NAME = "recommendation-model"
 TORCHSERVE_VERSIONS = {"v1": "1", "v2": "2"}  # TorchServe versions, like MLflow's integer ones
 BUILD_FILE = "build.json"
 _SOURCES = ("data.py", "train.py", "handler.py", "archive.py")
+DESCRIPTIONS = {
+    "v1": "logistic regression on demographics, category, price and popularity; no context, so it ranks "
+          "items alike for every user",
+    "v2": "MLP (64, 32) on all features, taste vectors included, plus the request context (device); "
+          "personalised",
+}
 
 
 @dataclass(frozen=True)
@@ -37,14 +43,16 @@ class DemoArtifact:
     sha256: str
     metrics: dict[str, float]
     signature: dict[str, Any]
+    description: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
 
 
 def signature(context_features: dict[str, list[str]]) -> dict[str, Any]:
-    """Input and output tensors in Open Inference Protocol terms (shape -1: any length). The
-    handler answers JSON; `item_ids` and `scores` are its ranked list as two parallel tensors."""
+    """Input and output tensors in Open Inference Protocol terms (shape -1: any length). Asked
+    with tensors (the mesh's OIP sends `{"user_id": [123], ...}`), the handler answers the ranked
+    list as the two parallel output tensors `item_ids` and `scores`."""
     return {
         "inputs": [
             {"name": "user_id", "datatype": "INT64", "shape": [1], "optional": False},
@@ -90,7 +98,7 @@ def _build(folder: Path) -> dict[str, Any]:
     from . import train  # torch is imported only when a build is needed
 
     handler = Path(__file__).parent / "handler.py"
-    record: dict[str, Any] = {"key": folder.name, "artifacts": {}}
+    record: dict[str, Any] = {"key": cache_key(), "artifacts": {}}
     jobs = []
     for version, model in train.train_all().items():
         staging = folder / f"staging-{version}"
@@ -119,7 +127,7 @@ def _build(folder: Path) -> dict[str, Any]:
             "model_name": MODEL_NAME, "version": version,
             "torchserve_version": TORCHSERVE_VERSIONS[version], "file": mar.name,
             "sha256": _sha256(mar), "metrics": model.metrics,
-            "signature": signature(model.context_features),
+            "signature": signature(model.context_features), "description": DESCRIPTIONS[version],
         }
     (folder / BUILD_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -130,6 +138,7 @@ def _artifacts(folder: Path, record: dict[str, Any]) -> dict[str, DemoArtifact]:
         version: DemoArtifact(
             model_name=a["model_name"], version=version, torchserve_version=a["torchserve_version"],
             path=folder / a["file"], sha256=a["sha256"], metrics=a["metrics"], signature=a["signature"],
+            description=a.get("description", ""),
         )
         for version, a in record["artifacts"].items()
     }

@@ -9,11 +9,17 @@ Request (one per TorchServe request; JSON under "body"/"data" as bytes, str or a
 decoded dict, or the fields themselves as separate inputs, as gRPC's `input` map sends them):
     {"user_id": 123, "context": {"device": "mobile"}, "item_ids": [1, 2], "top_k": 5}
     {"user_id": 123, "item_id": 7}
-Open Inference Protocol shapes map onto the same fields: `{"user_id": [123], "top_k": [5]}`
-(length-1 tensors) or `{"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1],
-"data": [123]}, ...]}`.
+Numbers may arrive as integral floats (123.0): a google.protobuf.Struct, which the mesh's
+Predict carries, has only doubles.
 Response: {"user_id", "model_version", "scores": [{"item_id", "score"}, ...]} ranked by score
 (top_k, default 10), or {"user_id", "model_version", "item_id", "score"} for one item_id.
+
+Tensor-style requests, those giving `user_id` as a list (a length-1 tensor), as the mesh's Open
+Inference Protocol sends them (`{"user_id": [123], "top_k": [5], "context": ["{...}"]}`), or a
+KServe v2 body (`{"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1], "data":
+[123]}, ...]}`), get the same ranking as the signature's output tensors, parallel arrays keyed
+by output name: {"item_ids": [...], "scores": [...]} (one element each for one item_id).
+
 A bad request gets status 400 and {"error": message}; the others in its batch still succeed.
 """
 
@@ -57,6 +63,7 @@ class Query:
     context: list[float]
     top_k: int
     single_item: int | None  # set when the caller asked for one item's score
+    tensors: bool = False  # answer as output tensors: {"item_ids": [...], "scores": [...]}
 
 
 def _json(value: Any, what: str, strict: bool = True) -> Any:
@@ -73,8 +80,9 @@ def _json(value: Any, what: str, strict: bool = True) -> Any:
     return value
 
 
-def _fields(request: Any) -> dict[str, Any]:
-    """The request's fields as one dict, whatever envelope they came in."""
+def _fields(request: Any) -> tuple[dict[str, Any], bool]:
+    """The request's fields as one dict, whatever envelope they came in, and whether they came
+    as tensors (a KServe v2 `inputs` list, or `user_id` given as a list)."""
     if not isinstance(request, dict):
         raise BadRequest("request must be a JSON object")
     if "body" in request or "data" in request:
@@ -90,8 +98,8 @@ def _fields(request: Any) -> dict[str, Any]:
             if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
                 raise BadRequest("each OIP input must be an object with a name")
             tensors[tensor["name"]] = tensor.get("data")
-        fields = tensors
-    return fields
+        return tensors, True
+    return fields, isinstance(fields.get("user_id"), list)
 
 
 def _scalar(value: Any, name: str) -> Any:
@@ -107,6 +115,8 @@ def _int(value: Any, name: str) -> int:
     value = _scalar(value, name)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)  # ids often travel as strings
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON from a protobuf Struct: every number is a double
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     return value
@@ -141,7 +151,7 @@ class RecommendationHandler:
     # -- parsing -------------------------------------------------------------------------------
 
     def parse(self, request: Any) -> Query:
-        fields = _fields(request)
+        fields, tensors = _fields(request)
         if fields.get("user_id") is None:
             raise BadRequest("user_id is required")
         user_id = _int(fields["user_id"], "user_id")
@@ -171,7 +181,7 @@ class RecommendationHandler:
         return Query(
             user_row=self.user_row[user_id], user_id=user_id,
             items=self.all_items if rows is None else torch.tensor(rows),
-            context=self._context(fields.get("context")), top_k=top_k, single_item=single,
+            context=self._context(fields.get("context")), top_k=top_k, single_item=single, tensors=tensors,
         )
 
     def _item_row(self, item_id: int) -> int:
@@ -210,14 +220,19 @@ class RecommendationHandler:
         return list(torch.sigmoid(self.net(x).squeeze(1)).split(sizes))
 
     def respond(self, query: Query, scores: torch.Tensor) -> dict[str, Any]:
+        if query.single_item is not None:
+            ids, values = [query.single_item], [round(float(scores[0]), 6)]
+        else:
+            order = torch.sort(scores, descending=True, stable=True).indices[: query.top_k]
+            ids = [int(i) for i in self.item_ids[query.items[order].numpy()]]
+            values = [round(float(s), 6) for s in scores[order].tolist()]
+        if query.tensors:  # the signature's outputs: INT64 item_ids [-1], FP32 scores [-1]
+            return {"item_ids": ids, "scores": values}
         out: dict[str, Any] = {"user_id": query.user_id, "model_version": self.version}
         if query.single_item is not None:
-            out.update(item_id=query.single_item, score=round(float(scores[0]), 6))
-            return out
-        order = torch.sort(scores, descending=True, stable=True).indices[: query.top_k]
-        ids = self.item_ids[query.items[order].numpy()]
-        out["scores"] = [{"item_id": int(i), "score": round(float(s), 6)}
-                         for i, s in zip(ids, scores[order].tolist())]
+            out.update(item_id=ids[0], score=values[0])
+        else:
+            out["scores"] = [{"item_id": i, "score": s} for i, s in zip(ids, values)]
         return out
 
     def handle(self, data: list[Any], context: Any) -> list[dict[str, Any]]:
