@@ -253,3 +253,28 @@ async def test_full_queue_is_overloaded(backend, ts_archives):
         assert len(results) - len(errors) >= 100
     finally:
         await backend.unregister(name, "")
+
+
+async def test_an_archive_already_in_the_store_is_loaded_from_there(backend, torchserve, ts_archives, tmp_path):
+    """After a TorchServe restart its model store still holds what it fetched, and TorchServe
+    refuses to fetch a file of the same name again: the stored copy is loaded instead."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    stored_name = f"{uuid.uuid4().hex}-model.mar"
+    shutil.copy(torchserve.model_store / ts_archives["echo"], torchserve.model_store / stored_name)
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / stored_name).write_text("this is not the archive: it must not be fetched")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    name = unique("stored")
+    try:
+        await backend.register(name, "", f"http://127.0.0.1:{httpd.server_port}/x/{stored_name}?X-Amz-Signature=s")
+        assert doc(await backend.predict(name, "", payload(n=1), 30.0))["n"] == 1
+    finally:
+        httpd.shutdown()
+        await backend.unregister(name, "")

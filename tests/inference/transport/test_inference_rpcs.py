@@ -139,6 +139,11 @@ async def test_load_and_unload(clients, archives):
     with pytest.raises(NotFoundError) as caught:
         await inference.predict(name, {"x": 1}, version="1")
     assert caught.value.reason == "MODEL_NOT_LOADED"
+    # Loaded again (TorchServe keeps the archive it fetched, and refuses to fetch it twice).
+    again = (await inference.load_model(name, version="1", wait_until_ready=True, timeout=120)).loaded_model
+    assert again.status == pb.LOADED_MODEL_STATUS_READY
+    assert prediction_value(await inference.predict(name, {"x": 2}, version="1"))["x"] == 2
+    await inference.unload_model(name, "1", timeout=60)
 
 
 async def test_a_model_that_cannot_start_fails_to_load_and_leaves_nothing(clients, archives):

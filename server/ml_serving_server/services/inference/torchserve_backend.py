@@ -36,6 +36,11 @@ UNAVAILABLE) are told apart.
     register: workers did not start  INTERNAL "Failed to start workers for model x version: v"
                                      (the model stays registered: it is unregistered here)
                                                                              -> ModelLoadFailed
+    register: a file of the URL's name already in the model store (TorchServe keeps what it
+                                     fetched, across restarts) INTERNAL "Model file already exists x"
+                                                                             -> the stored copy is
+                                                                                registered instead
+    register: any other failure TorchServe answers                          -> ModelLoadFailed
     register a loaded version, unregister the default version while others are loaded
                                      UNKNOWN with empty details (a 409 lost in translation)
                                                                              -> ModelAlreadyLoaded
@@ -51,6 +56,7 @@ import logging
 import re
 import time
 from typing import AsyncIterator
+from urllib.parse import urlsplit
 
 import grpc
 from google.protobuf import empty_pb2
@@ -95,6 +101,17 @@ _CLIENT_FAULT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOU
 
 
 # --------------------------------------------------------------------------- error mapping
+
+
+_STORED_FILE = "Model file already exists"
+
+
+class ArchiveInStore(BackendError):
+    """TorchServe already holds a file of the URL's name in its model store."""
+
+
+def _file_name(url: str) -> str:
+    return urlsplit(url).path.rsplit("/", 1)[-1]
 
 
 def split_details(details: str | None) -> tuple[str, str | None]:
@@ -147,7 +164,9 @@ def management_error(exc: grpc.aio.AioRpcError, conflict: str) -> BackendError:
         return BackendRejected(message)
     if java is not None and message.startswith("Failed to start workers"):
         return ModelLoadFailed(message)
-    return BackendUnavailable(f"TorchServe answered {exc.code().name}: {message}")
+    if message.startswith(_STORED_FILE):
+        return BackendUnavailable(message, answered=True)
+    return BackendUnavailable(f"TorchServe answered {exc.code().name}: {message}", answered=java is not None)
 
 
 def _timeout(deadline: float | None) -> float | None:
@@ -319,17 +338,34 @@ class TorchServeBackend:
             model_name=name, url=url, initial_workers=initial_workers, batch_size=batch_size,
             max_batch_delay=max_batch_delay_ms, response_timeout=response_timeout_s, synchronous=synchronous)
         try:
+            try:
+                await self._register(request, name, url, synchronous)
+            except ArchiveInStore:
+                # TorchServe keeps what it fetched (across its restarts too) and will not fetch a file
+                # of the same name again: load that copy. The name is the object key's last segment,
+                # unique per stored artifact, so the copy is this very archive.
+                request.url = _file_name(url)
+                await self._register(request, name, url, synchronous)
+        except ModelLoadFailed:
+            # Workers did not start, yet TorchServe keeps the model registered (without workers).
+            await self._discard(name, await self._version_names(name) - before)
+            raise
+        await self._check_version(name, version, url, before)
+
+    async def _register(self, request, name: str, url: str, synchronous: bool) -> None:
+        try:
             await self._manage("RegisterModel", request, f"model {name} (version in {url}) is already registered",
                                SYNCHRONOUS_TIMEOUT_S if synchronous else MANAGEMENT_TIMEOUT_S)
         except BackendConflict as exc:
             raise ModelAlreadyLoaded(exc.message) from None
         except (ModelNotLoaded, BackendRejected) as exc:  # no such file, URL not allowed, download failed
             raise ModelLoadFailed(exc.message) from None
-        except ModelLoadFailed:
-            # Workers did not start, yet TorchServe keeps the model registered (without workers).
-            await self._discard(name, await self._version_names(name) - before)
+        except BackendUnavailable as exc:
+            if exc.message.startswith(_STORED_FILE) and request.url.startswith(("http://", "https://")):
+                raise ArchiveInStore(exc.message) from None
+            if exc.answered:  # TorchServe answered with a failure of its own: the load failed
+                raise ModelLoadFailed(exc.message) from None
             raise
-        await self._check_version(name, version, url, before)
 
     async def _version_names(self, name: str) -> set[str]:
         try:

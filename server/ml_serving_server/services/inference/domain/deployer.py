@@ -163,11 +163,13 @@ class Deployer:
         while True:
             try:
                 await self.reconcile()
+                wait = self.reconcile_s
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # noqa: BLE001 - the Registry or TorchServe is down: next round
-                log.info("deployer reconcile failed: %s", error)
-            await asyncio.sleep(self.reconcile_s)
+            except Exception as error:  # noqa: BLE001 - the Registry or TorchServe is down (or this
+                log.info("deployer reconcile failed: %s", error)  # server is not listening yet): soon again
+                wait = min(1.0, self.reconcile_s)
+            await asyncio.sleep(wait)
 
     async def _save_cursor(self) -> None:
         try:

@@ -31,7 +31,11 @@ class BackendError(Exception):
 
 class BackendUnavailable(BackendError):
     """The model server cannot be reached (down, refused, connection lost); nothing is known
-    to have run."""
+    to have run. `answered`: it did answer, with a failure this port has no better name for."""
+
+    def __init__(self, message: str = "", answered: bool = False):
+        super().__init__(message)
+        self.answered = answered
 
 
 class BackendTimeout(BackendError):
