@@ -52,6 +52,7 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
     tracing = tracing or TracingSettings()
     tracer_provider = setup_tracing(tracing.service_name, tracing.exporter_otlp_endpoint)
     closers: list = []
+    stopping: list = []
     bindings = []
     for name in runtime.mesh.services:
         package = built.get(name)
@@ -67,12 +68,14 @@ async def build_server(runtime: Runtime, packages: Iterable[ServicePackage] = SE
             await _close_all(closers)  # what the services before it opened
             raise
         closers += service.closers
+        stopping += service.stopping
         bindings.append(ServiceBinding(package.entry, service.servicer, built=True, probe=service.probe,
                                        probe_gates_server=service.probe_gates_server))
         bindings += [ServiceBinding(entry, servicer, built=True) for entry, servicer in service.companions]
     mesh = await start_server(runtime.mesh, bindings, tracer_provider, verifier=verifier)
     runtime.listening.port = mesh.port
     mesh.on_close.extend(closers)
+    mesh.on_stopping.extend(stopping)
     if hasattr(tracer_provider, "shutdown"):
         mesh.on_close.append(tracer_provider.shutdown)
     return mesh

@@ -63,20 +63,26 @@ class MeshServer:
     bindings: list[ServiceBinding]
     port: int
     on_close: list[Callable] = field(default_factory=list)
+    on_stopping: list[Callable] = field(default_factory=list)  # before draining: end endless streams
     probing: asyncio.Task | None = None
 
     async def stop(self, grace: float) -> None:
         if self.probing is not None:
             self.probing.cancel()
         await self.health.enter_graceful_shutdown()
+        await _run_all(self.on_stopping, "stopping")
         await self.server.stop(grace)
-        for close in self.on_close:
-            try:
-                result = close()
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception:  # noqa: BLE001 - still close the rest
-                log.exception("error while closing %s", getattr(close, "__qualname__", close))
+        await _run_all(self.on_close, "closing")
+
+
+async def _run_all(hooks: list[Callable], what: str) -> None:
+    for hook in hooks:
+        try:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:  # noqa: BLE001 - still run the rest
+            log.exception("error while %s %s", what, getattr(hook, "__qualname__", hook))
 
 
 async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], tracer_provider, *,

@@ -55,6 +55,9 @@ class BuiltService:
     # for a dependency only this service uses: the others keep serving through the front door.
     probe_gates_server: bool = True
     closers: list[Callable[[], object]] = field(default_factory=list)  # run in order at shutdown
+    # Run when the server starts draining, before it waits for calls in flight: end what never
+    # ends by itself (a server stream, a background task that calls this server).
+    stopping: list[Callable[[], object]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

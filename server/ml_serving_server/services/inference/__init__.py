@@ -60,10 +60,15 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
                                                max_batch_delay_ms=settings.deployer_max_batch_delay_ms))
         deploying = asyncio.get_running_loop().create_task(deployer.run(), name="inference-deployer")
 
-    async def close() -> None:
+    async def stop_background() -> None:
+        """The deployer and the Registry event stream call this very server: they end first."""
         if deploying is not None:
             deploying.cancel()
             await asyncio.gather(deploying, return_exceptions=True)
+        await resolver.stop_watching()
+
+    async def close() -> None:
+        await stop_background()
         await resolver.close()
         await backend.close()
         if cursor is not None:
@@ -72,7 +77,8 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
     # Inference's health follows TorchServe, which only it uses: the whole server stays in rotation
     # for the other services, and predictions answer UNAVAILABLE (BACKEND_UNAVAILABLE) meanwhile.
     protocol = OpenInference(service, server_version=_version())
-    return BuiltService(InferenceServicer(service), probe=backend.ping, closers=[close], probe_gates_server=False,
+    return BuiltService(InferenceServicer(service), probe=backend.ping, closers=[close], stopping=[stop_background],
+                        probe_gates_server=False,
                         companions=[(_companion("inference.GRPCInferenceService"), GrpcInferenceServicer(protocol)),
                                     (_companion(REST_SERVICE), RestInferenceServicer(protocol))])
 

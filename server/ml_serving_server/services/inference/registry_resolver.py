@@ -50,10 +50,18 @@ class RegistryResolver:
     def start(self) -> None:
         self._watch_task = asyncio.get_running_loop().create_task(self._follow_events(), name="inference-registry-watch")
 
-    async def close(self) -> None:
+    async def stop_watching(self) -> None:
+        """End the event stream; the cache is not trusted from here on."""
         if self._watch_task is not None:
             self._watch_task.cancel()
             await asyncio.gather(self._watch_task, return_exceptions=True)
+            self._watch_task = None
+        self._watching = False
+        self._epoch += 1
+        self._cache.clear()
+
+    async def close(self) -> None:
+        await self.stop_watching()
         if self._channel is not None:
             await self._channel.close()
 

@@ -59,7 +59,7 @@ async def build(settings: RegistrySettings, runtime: Runtime) -> BuiltService:
         await asyncio.gather(housekeeping, return_exceptions=True)
         await _close(service, catalog, artifacts, lifecycle)
 
-    return BuiltService(RegistryServicer(service), probe=probe, closers=[close])
+    return BuiltService(RegistryServicer(service), probe=probe, closers=[close], stopping=[service.stop_watches])
 
 
 async def _close(service, catalog, artifacts, lifecycle) -> None:

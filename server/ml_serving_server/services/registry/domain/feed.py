@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
-from ....errors import OutOfRange, quoted
+from ....errors import OutOfRange, Unavailable, quoted
 from .errors import ErrorReason
 from .model import EventType, ModelVersion, RegistryEvent, Stage
 from .ports import BackendUnavailable, LifecycleStore
@@ -145,6 +145,7 @@ class EventPump:
         self._catching_up = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.head = 0
+        self.closing = False  # the server is draining: WatchEvents streams end
 
     async def start(self) -> None:
         self.head = await self._store.head_sequence()
@@ -189,12 +190,18 @@ class EventPump:
                 self._changed.notify_all()
 
     async def wait_past(self, sequence: int, timeout: float) -> None:
-        """Return once the feed's head passed `sequence`, or after `timeout` seconds."""
+        """Return once the feed's head passed `sequence`, after `timeout` seconds, or at closing."""
         async with self._changed:
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.head > sequence), timeout)
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.head > sequence or self.closing), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    async def close_watches(self) -> None:
+        """End every WatchEvents stream (they would hold a draining server for its whole grace period)."""
+        self.closing = True
+        async with self._changed:
+            self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -231,3 +238,6 @@ async def watch(store: LifecycleStore, pump: EventPump, after: int | None, model
             yield FeedBatch([], head)
             last_sent, quiet = time.monotonic(), 0.0
         await pump.wait_past(cursor, heartbeat_s - quiet)
+        if pump.closing:
+            raise Unavailable("this registry replica is shutting down; watch again after your last sequence",
+                              reason=ErrorReason.BACKEND_UNAVAILABLE)

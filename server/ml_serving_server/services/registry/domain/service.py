@@ -145,6 +145,10 @@ class RegistryService:
         await self.pump.start()
         self._repair_task = asyncio.create_task(self._repair_loop(), name="registry-repair")
 
+    async def stop_watches(self) -> None:
+        """The server is draining: end WatchEvents streams (subscribers resume on another replica)."""
+        await self.pump.close_watches()
+
     async def close(self) -> None:
         if self._repair_task is not None:
             self._repair_task.cancel()
