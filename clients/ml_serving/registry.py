@@ -12,6 +12,7 @@ from mnbara.mlserving.registry.v1 import registry_pb2 as pb
 from mnbara.mlserving.registry.v1 import registry_pb2_grpc
 
 from ._base import AsyncClient
+from .errors import AlreadyExistsError
 from ._methods import paged, server_stream, unary
 
 StageLike = pb.Stage | str
@@ -123,6 +124,11 @@ class RegistryClient(AsyncClient[registry_pb2_grpc.RegistryServiceStub]):
         gzipped-tar model directory) or an existing `artifact_uri` (s3://, runs:/). Artifacts over
         INLINE_LIMIT, and files, go through `upload_artifact` first. Idempotent by `request_id`."""
         if artifact is not None and (not isinstance(artifact, bytes) or len(artifact) > INLINE_LIMIT):
+            if create_model_if_missing:  # an upload is kept under its model, which must exist first
+                try:
+                    await self.create_registered_model(model_name, timeout=timeout)
+                except AlreadyExistsError:
+                    pass
             if not artifact_file_name and not isinstance(artifact, bytes):
                 artifact_file_name = Path(artifact).name
             uploaded = await self.upload_artifact(model_name, artifact, file_name=artifact_file_name,

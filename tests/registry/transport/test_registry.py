@@ -384,3 +384,12 @@ async def test_versions_list_by_stage_and_page_newest_first(registry):
     assert seen == ["5", "4", "3", "2", "1"]
     staged = (await registry.list_model_versions(name, stages=[STAGING])).model_versions
     assert [v.version for v in staged] == ["4", "2"]
+
+
+async def test_a_file_artifact_for_a_model_not_yet_registered(registry, tmp_path):
+    """A file goes through UploadArtifact, kept under its model: the client declares the model first."""
+    name = unique_name("from-file")
+    path = tmp_path / "model.mar"
+    path.write_bytes(mar_bytes(name))
+    created = await registry.create_model_version(name, artifact=path, create_model_if_missing=True)
+    assert created.model_version.version == "1" and created.model_version.artifact_uri.endswith("-model.mar")
