@@ -82,12 +82,13 @@ class InferenceServiceServicer:
     """
 
     def Predict(self, request, context):
-        """Predict runs one prediction.
-        Errors: INVALID_ARGUMENT (INVALID_FIELD, INPUT_TOO_LARGE), NOT_FOUND
-        (MODEL_NOT_FOUND, VERSION_NOT_FOUND, NO_VERSION_IN_STAGE, ALIAS_NOT_FOUND),
-        FAILED_PRECONDITION (MODEL_NOT_LOADED), RESOURCE_EXHAUSTED (BACKEND_OVERLOADED),
-        UNAVAILABLE (BACKEND_UNAVAILABLE, WORKER_DIED, REGISTRY_UNAVAILABLE),
-        DEADLINE_EXCEEDED (PREDICTION_TIMEOUT), INTERNAL (MODEL_HANDLER_ERROR).
+        """Predict runs one prediction (retried once if its TorchServe worker dies: a prediction
+        changes nothing).
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, INPUT_TOO_LARGE; MODEL_HANDLER_ERROR when the
+        handler refused the input with a 4xx), NOT_FOUND (MODEL_NOT_FOUND, VERSION_NOT_FOUND,
+        NO_VERSION_IN_STAGE, ALIAS_NOT_FOUND, MODEL_NOT_LOADED), RESOURCE_EXHAUSTED
+        (BACKEND_OVERLOADED), UNAVAILABLE (BACKEND_UNAVAILABLE, WORKER_DIED, REGISTRY_UNAVAILABLE),
+        DEADLINE_EXCEEDED (PREDICTION_TIMEOUT), INTERNAL (MODEL_HANDLER_ERROR, its message bounded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,9 +100,8 @@ class InferenceServiceServicer:
         failure is reported in its result and does not fail the call.
         Errors: INVALID_ARGUMENT (INVALID_FIELD, TOO_MANY_INSTANCES, INPUT_TOO_LARGE),
         NOT_FOUND (MODEL_NOT_FOUND, VERSION_NOT_FOUND, NO_VERSION_IN_STAGE,
-        ALIAS_NOT_FOUND), FAILED_PRECONDITION (MODEL_NOT_LOADED),
-        UNAVAILABLE (BACKEND_UNAVAILABLE, REGISTRY_UNAVAILABLE); per item the reasons
-        of Predict.
+        ALIAS_NOT_FOUND), UNAVAILABLE (REGISTRY_UNAVAILABLE; BACKEND_UNAVAILABLE when no
+        item could reach TorchServe); per item the reasons of Predict.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
