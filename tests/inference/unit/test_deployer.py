@@ -138,3 +138,20 @@ def test_the_cursor_follows_the_applied_events():
     except asyncio.CancelledError:
         pass
     assert d.feed.after == 40 and d.cursor.value == 42
+
+
+def test_between_refreshes_the_reconcile_compares_with_the_events_view_only():
+    d, backend, clock = deployer(serving={("fraud", "2")})
+
+    class CountingFeed(Feed):
+        reads = 0
+
+        async def serving_versions(self):
+            CountingFeed.reads += 1
+            return await super().serving_versions()
+
+    d.feed = CountingFeed({("fraud", "2")})
+    run(d.reconcile())
+    backend.registered.clear()  # TorchServe restarted
+    run(d.reconcile(refresh=False))
+    assert set(backend.registered) == {"fraud-v2"} and CountingFeed.reads == 1

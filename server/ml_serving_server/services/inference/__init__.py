@@ -55,6 +55,7 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
                                                 f"{settings.torchserve_management_addr}", runtime.redis.timeout_seconds)
         deployer = Deployer(service, resolver, cursor, grace_s=settings.deployer_grace_seconds,
                             reconcile_s=settings.deployer_reconcile_seconds,
+                            refresh_s=settings.deployer_refresh_seconds,
                             load_spec=LoadSpec(min_workers=settings.deployer_workers,
                                                batch_size=settings.deployer_batch_requests,
                                                max_batch_delay_ms=settings.deployer_max_batch_delay_ms))

@@ -45,6 +45,9 @@ class InferenceSettings(SettingsBase):
                                                                    "Production keeps serving before it is unloaded")
     deployer_reconcile_seconds: float = Field(10.0, gt=0, description="how often the deployer compares what serves "
                                                                       "with what should (repairs any drift)")
+    deployer_refresh_seconds: float = Field(300.0, gt=0, description="how often the deployer reads every Staging "
+                                                                     "and Production version from the Registry "
+                                                                     "(its events keep it current between)")
     deployer_batch_requests: int = Field(1, gt=0, le=512, description="TorchServe batch size (requests per "
                                                                       "inference call) of the versions the deployer loads")
     deployer_max_batch_delay_ms: int = Field(5, ge=0, le=60_000, description="how long TorchServe waits to fill "

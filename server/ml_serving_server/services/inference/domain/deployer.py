@@ -5,7 +5,8 @@ after a grace period, so requests already routed to it finish. The deployer foll
 Registry's event stream, resuming after its last sequence when the stream breaks or the
 process restarts (the cursor store keeps it), and reconciles on start and every few seconds:
 what should serve is compared with what does, which repairs any drift (a model loaded or
-unloaded by hand, every model gone after a TorchServe restart).
+unloaded by hand, every model gone after a TorchServe restart). What should serve is read
+whole from the Registry at start and every few minutes; the events keep it current between.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class CursorStore(Protocol):
 
 class Deployer:
     def __init__(self, service: InferenceService, feed: ServingFeed, cursor: CursorStore, *, grace_s: float = 30.0,
-                 reconcile_s: float = 10.0, load_spec: LoadSpec = LoadSpec(),
+                 reconcile_s: float = 10.0, refresh_s: float = 300.0, load_spec: LoadSpec = LoadSpec(),
                  clock: Callable[[], float] = time.monotonic):
         self.service = service
         self.feed = feed
@@ -72,6 +73,8 @@ class Deployer:
         self.wanted: set[Key] = set()
         self.unload_due: dict[Key, float] = {}
         self.sequence: int | None = None
+        self.refresh_s = refresh_s
+        self._refreshed_at: float | None = None  # when `wanted` was last read whole from the Registry
 
     async def run(self) -> None:
         """Forever: follow the events (replaying from the saved cursor first), reconcile meanwhile."""
@@ -81,12 +84,15 @@ class Deployer:
             log.warning("deployer cursor unreadable; starting from a reconcile")
         await asyncio.gather(self._follow(), self._reconcile_forever())
 
-    async def reconcile(self) -> None:
-        """Make the model server serve exactly the Staging and Production versions."""
-        wanted, sequence = await self.feed.serving_versions()
-        self.wanted = set(wanted)
-        if self.sequence is None:
-            self.sequence = sequence
+    async def reconcile(self, refresh: bool = True) -> None:
+        """Make the model server serve exactly the Staging and Production versions; `refresh`: read
+        them whole from the Registry first (else the events keep `wanted` current)."""
+        if refresh:
+            wanted, sequence = await self.feed.serving_versions()
+            self.wanted = set(wanted)
+            self._refreshed_at = self.clock()
+            if self.sequence is None:
+                self.sequence = sequence
         loaded = await self._loaded()
         for key in sorted(self.wanted - loaded):
             await self._load(key)
@@ -162,7 +168,10 @@ class Deployer:
     async def _reconcile_forever(self) -> None:
         while True:
             try:
-                await self.reconcile()
+                # Comparing with TorchServe is cheap and catches its restarts; reading every serving
+                # version from the Registry is not (it asks MLflow), and the events keep it current.
+                stale = self._refreshed_at is None or self.clock() - self._refreshed_at >= self.refresh_s
+                await self.reconcile(refresh=stale)
                 wait = self.reconcile_s
             except asyncio.CancelledError:
                 raise
