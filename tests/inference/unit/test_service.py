@@ -281,3 +281,49 @@ def test_unload_of_what_is_not_loaded_is_not_found(parts):
     with pytest.raises(NotFound) as caught:
         run(service.unload("fraud", "2", None))
     assert caught.value.reason is ErrorReason.MODEL_NOT_LOADED
+
+
+def test_a_prediction_without_a_deadline_gets_the_cap(parts):
+    service, _, backend = parts
+    seen = []
+    original = backend.predict
+
+    async def recording(name, version, payload, timeout_s, **kwargs):
+        seen.append(timeout_s)
+        return await original(name, version, payload, timeout_s, **kwargs)
+
+    backend.predict = recording
+    run(service.predict("fraud", Selector(), b"1", None))
+    run(service.predict("fraud", Selector(), b"1", 0.5))
+    run(service.predict("fraud", Selector(), b"1", 600.0))
+    assert seen == [60.0, 0.5, 60.0]
+
+
+def test_unload_refuses_new_predictions_and_lets_those_in_flight_finish(parts):
+    service, _, backend = parts
+    backend.registered["fraud-v2"] = dict(url="u", initial_workers=1, batch_size=1, max_batch_delay_ms=5,
+                                          response_timeout_s=120)
+    release = asyncio.Event()
+    original = backend.predict
+
+    async def slow(*args, **kwargs):
+        await release.wait()
+        return await original(*args, **kwargs)
+
+    backend.predict = slow
+
+    async def scenario():
+        in_flight = asyncio.create_task(service.predict("fraud", Selector(), b"1", None))
+        await asyncio.sleep(0.01)
+        unloading = asyncio.create_task(service.unload("fraud", "2", 5.0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(NotFound) as caught:
+            await service.predict("fraud", Selector(), b"2", None)
+        assert caught.value.reason is ErrorReason.MODEL_NOT_LOADED
+        assert "fraud-v2" in backend.registered and not unloading.done()  # draining
+        release.set()
+        assert (await in_flight).output == b'{"echo": 1}'
+        await unloading
+        assert "fraud-v2" not in backend.registered
+
+    run(scenario())

@@ -43,7 +43,7 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
     resolver.start()
     backend = TorchServeBackend(settings.torchserve_grpc_addr, settings.torchserve_management_addr)
     service = InferenceService(backend, resolver, max_input_bytes=settings.max_input_bytes,
-                               presign_ttl_s=settings.presign_seconds)
+                               presign_ttl_s=settings.presign_seconds, max_predict_s=settings.max_predict_seconds)
 
     deploying, cursor = None, None
     if settings.deployer_enabled:

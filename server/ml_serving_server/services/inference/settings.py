@@ -37,6 +37,8 @@ class InferenceSettings(SettingsBase):
                            description="S3 region (also read from `AWS_DEFAULT_REGION`)")
     presign_seconds: int = Field(600, gt=0, le=7 * 24 * 3600,
                                  description="how long the URL TorchServe fetches an artifact from stays valid")
+    max_predict_seconds: float = Field(60.0, gt=0, description="longest a prediction may take when its caller set "
+                                                               "no deadline (a shorter deadline always applies)")
     max_input_bytes: int = Field(4 * 1024**2, gt=0, description="largest prediction input, in bytes")
     resolve_cache_entries: int = Field(10_000, gt=0, description="selectors whose resolved version is kept in memory")
     deployer_enabled: bool = Field(True, description="load Staging and Production versions into TorchServe and "

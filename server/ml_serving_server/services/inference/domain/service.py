@@ -30,13 +30,22 @@ DEFAULT_RESPONSE_TIMEOUT_S = 120
 DEFAULT_STARTUP_TIMEOUT_S = 120.0
 
 
+DEFAULT_DRAIN_S = 30.0
+
+
 class InferenceService:
+    """`max_predict_s` caps a prediction's wait when the caller set no deadline: no call hangs,
+    whatever the model server does."""
+
     def __init__(self, backend: ModelBackend, resolver: VersionResolver, *, max_input_bytes: int,
-                 presign_ttl_s: int = 600):
+                 presign_ttl_s: int = 600, max_predict_s: float = 60.0):
         self.backend = backend
         self.resolver = resolver
         self.max_input_bytes = max_input_bytes
         self.presign_ttl_s = presign_ttl_s
+        self.max_predict_s = max_predict_s
+        self._in_flight: dict[str, int] = {}  # served name -> predictions running on this replica
+        self._unloading: set[str] = set()  # served names refusing new predictions while they drain
 
     # --- predictions -------------------------------------------------------------------
 
@@ -44,11 +53,33 @@ class InferenceService:
         limits.payload(payload, self.max_input_bytes)
         resolved = await self.resolve(name, selector)
         started = time.perf_counter()
-        async with _mapped(resolved):
+        async with self._serving(resolved) as served, _mapped(resolved):
             # A prediction changes nothing: when its worker dies, running it once more is safe.
-            output = await self.backend.predict(served_name(resolved.model_name, resolved.version), "", payload,
-                                                timeout_s, retry_on_worker_death=True)
+            output = await self.backend.predict(served, "", payload, self._deadline(timeout_s),
+                                                retry_on_worker_death=True)
         return Prediction(resolved, output, (time.perf_counter() - started) * 1000)
+
+    def _deadline(self, timeout_s: float | None) -> float:
+        return self.max_predict_s if timeout_s is None else min(timeout_s, self.max_predict_s)
+
+    @asynccontextmanager
+    async def _serving(self, resolved: ResolvedVersion):
+        """The served name, counted in flight; refused while it is being unloaded (TorchServe would
+        queue a request for a model it is unregistering, and never answer it)."""
+        served = served_name(resolved.model_name, resolved.version)
+        if served in self._unloading:
+            raise NotFound(f"version {resolved.version} of {resolved.model_name!r} is being unloaded"[:200],
+                           reason=ErrorReason.MODEL_NOT_LOADED,
+                           metadata={"model_name": resolved.model_name, "version": resolved.version})
+        self._in_flight[served] = self._in_flight.get(served, 0) + 1
+        try:
+            yield served
+        finally:
+            left = self._in_flight[served] - 1
+            if left:
+                self._in_flight[served] = left
+            else:
+                del self._in_flight[served]
 
     async def batch_predict(self, name: str, selector: Selector, payloads: Sequence[bytes],
                             timeout_s: float | None) -> tuple[ResolvedVersion, list[ItemResult]]:
@@ -60,8 +91,9 @@ class InferenceService:
         async def one(index: int, payload: bytes) -> ItemResult:
             try:
                 limits.payload(payload, self.max_input_bytes, f"instances[{index}]")
-                async with slots, _mapped(resolved):
-                    output = await self.backend.predict(served, "", payload, timeout_s, retry_on_worker_death=True)
+                async with slots, self._serving(resolved), _mapped(resolved):
+                    output = await self.backend.predict(served, "", payload, self._deadline(timeout_s),
+                                                        retry_on_worker_death=True)
                 return ItemResult(index, output=output)
             except DomainError as error:
                 return ItemResult(index, error=error)
@@ -78,9 +110,8 @@ class InferenceService:
         resolved = await self.resolve(name, selector)
 
         async def outputs() -> AsyncIterator[bytes]:
-            async with _mapped(resolved):
-                async for chunk in self.backend.stream_predict(
-                        served_name(resolved.model_name, resolved.version), "", payload, timeout_s):
+            async with self._serving(resolved) as served, _mapped(resolved):
+                async for chunk in self.backend.stream_predict(served, "", payload, self._deadline(timeout_s)):
                     yield chunk
 
         return resolved, outputs()
@@ -145,15 +176,24 @@ class InferenceService:
                             reason=ErrorReason.MODEL_ALREADY_LOADED)
 
     async def unload(self, name: str, version: str, drain_timeout_s: float | None) -> None:
+        """New predictions are refused at once; those in flight here get `drain_timeout_s` to finish
+        (default 30 s), then the model server lets the version go."""
         limits.model_name(name)
         limits.version(version)
         resolved = ResolvedVersion(name, version, "")
+        served = served_name(name, version)
+        self._unloading.add(served)
         try:
+            await self._drained(served, DEFAULT_DRAIN_S if drain_timeout_s is None else drain_timeout_s)
             async with _mapped(resolved):
-                await asyncio.wait_for(self.backend.unregister(served_name(name, version), ""), drain_timeout_s)
-        except asyncio.TimeoutError:
-            raise DeadlineExceeded(f"in-flight requests did not finish within {drain_timeout_s:g} s; the model "
-                                   "is still being unloaded", reason=ErrorReason.BACKEND_OVERLOADED) from None
+                await self.backend.unregister(served, "")
+        finally:
+            self._unloading.discard(served)
+
+    async def _drained(self, served: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight.get(served) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
 
     async def scale(self, name: str, version: str, min_workers: int, max_workers: int,
                     wait_until_ready: bool) -> LoadedModel:
