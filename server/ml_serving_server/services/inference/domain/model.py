@@ -24,6 +24,9 @@ PRODUCTION = Selector()
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """One tensor of a model's signature (as the Registry stores it); -1 in the shape is a
+    dimension of any size."""
+
     name: str
     datatype: str
     shape: tuple[int, ...] = ()

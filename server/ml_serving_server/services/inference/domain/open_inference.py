@@ -13,7 +13,8 @@ from typing import Sequence
 
 from ....errors import DomainError, Unavailable
 from . import tensors
-from .model import PRODUCTION, ResolvedVersion, Selector, SelectorKind
+from .errors import ErrorReason
+from .model import PRODUCTION, ResolvedVersion, Selector, SelectorKind, TensorSpec
 from .service import InferenceService
 
 SERVER_NAME = "ml-serving-mesh"
@@ -25,8 +26,8 @@ class Metadata:
     name: str
     versions: tuple[str, ...]
     platform: str
-    inputs: tuple[tensors.TensorSpec, ...]
-    outputs: tuple[tensors.TensorSpec, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,7 @@ class OpenInference:
 
     async def metadata(self, name: str, version: str) -> Metadata:
         resolved = await self.service.resolve(name, _selector(version))
-        return Metadata(resolved.model_name, (resolved.version,), PLATFORM, _specs(resolved.inputs),
-                        _specs(resolved.outputs))
+        return Metadata(resolved.model_name, (resolved.version,), PLATFORM, resolved.inputs, resolved.outputs)
 
     async def infer(self, name: str, version: str, inputs: Sequence[tensors.Tensor], requested: Sequence[str],
                     timeout_s: float | None, values_field: str = "contents") -> InferResult:
@@ -66,7 +66,7 @@ class OpenInference:
             answer = json.loads(prediction.output)
         except ValueError:
             raise tensors.ModelOutputError("", "is not JSON") from None
-        signature = _specs(prediction.model.outputs) or None
+        signature = prediction.model.outputs or None
         return InferResult(prediction.model, tensors.from_handler_json(answer, signature, requested, self.limits))
 
 
@@ -74,11 +74,5 @@ def _selector(version: str) -> Selector:
     return Selector(SelectorKind.VERSION, version) if version else PRODUCTION
 
 
-def _specs(specs) -> tuple[tensors.TensorSpec, ...]:
-    return tuple(tensors.TensorSpec(s.name, s.datatype, tuple(s.shape)) for s in specs)
-
-
 def not_ready(what: str) -> Unavailable:
-    from .errors import ErrorReason
-
     return Unavailable(f"{what} is not ready", reason=ErrorReason.BACKEND_UNAVAILABLE)

@@ -22,6 +22,7 @@ import numpy as np
 
 from ....errors import Internal, InvalidArgument, quoted
 from .errors import ErrorReason
+from .model import TensorSpec  # noqa: F401 - the codec speaks of signatures in the model's own terms
 
 
 class ModelOutputError(Internal):
@@ -70,15 +71,6 @@ class Tensor:
     shape: tuple[int, ...]
     values: list | None = None
     raw: bytes | None = None
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One tensor of a model's signature; -1 in the shape is a dimension of any size."""
-
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
 
 
 class _Bad(ValueError):
