@@ -2,8 +2,9 @@
 serve reports NOT_SERVING, and so does the server as a whole (service ""), so a load
 balancer, Envoy's upstream health check or a Kubernetes readiness probe can route around
 this replica meanwhile; unless the service says its dependency is its own (Inference's
-TorchServe), so that the other services keep serving. Services not built yet are NOT_SERVING from the start and do not
-count towards the whole: they answer UNIMPLEMENTED whatever their dependencies do."""
+TorchServe), so that the other services keep serving. Services not built yet are
+NOT_SERVING from the start and do not count towards the whole: they answer UNIMPLEMENTED
+whatever their dependencies do."""
 
 from __future__ import annotations
 
