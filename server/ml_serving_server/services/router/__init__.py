@@ -1,0 +1,1 @@
+"""The A/B Router (being built: its RPCs answer UNIMPLEMENTED until its servicer lands)."""

@@ -1,0 +1,1 @@
+"""The router's rules and maths: plain Python, no gRPC, protobuf, Redis or HTTP (a contract test checks)."""
