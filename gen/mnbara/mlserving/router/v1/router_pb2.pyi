@@ -131,20 +131,30 @@ CANARY_EVENT_TYPE_PROMOTION_FAILED: CanaryEventType
 CANARY_EVENT_TYPE_ROLLED_BACK: CanaryEventType
 
 class Variant(_message.Message):
-    __slots__ = ("name", "model_name", "model_version", "weight_bps", "control", "description")
+    __slots__ = ("name", "model_name", "model_version", "weight_bps", "control", "description", "buckets")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     WEIGHT_BPS_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_name: str
     model_version: str
     weight_bps: int
     control: bool
     description: str
-    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., weight_bps: _Optional[int] = ..., control: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
+    buckets: _containers.RepeatedCompositeFieldContainer[BucketRange]
+    def __init__(self, name: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., weight_bps: _Optional[int] = ..., control: _Optional[bool] = ..., description: _Optional[str] = ..., buckets: _Optional[_Iterable[_Union[BucketRange, _Mapping]]] = ...) -> None: ...
+
+class BucketRange(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
 class AttributeCondition(_message.Message):
     __slots__ = ("attribute", "operator", "values")
