@@ -28,7 +28,7 @@ from ml_serving_server.services.router.domain.assignment import (
     hash_user,
     updated,
 )
-from ml_serving_server.services.router.domain.targeting import ErrorReason
+from ml_serving_server.services.router.domain.errors import ErrorReason
 
 USERS = [f"user-{i}" for i in range(100_000)]
 ALPHA = 0.001  # the chi-square tests' significance level: a correct split fails 1 run in 1000 (deterministic here)

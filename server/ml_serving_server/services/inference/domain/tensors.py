@@ -22,7 +22,7 @@ import numpy as np
 
 from ....errors import Internal, InvalidArgument, quoted
 from .errors import ErrorReason
-from .model import TensorSpec  # noqa: F401 - the codec speaks of signatures in the model's own terms
+from .model import TensorSpec
 
 
 class ModelOutputError(Internal):

@@ -67,7 +67,8 @@ from hashlib import blake2b
 from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 from ....errors import InvalidArgument, listed, quoted
-from .targeting import EMPTY_TARGETING, ErrorReason, TargetingRule, parse_targeting
+from .errors import ErrorReason
+from .targeting import EMPTY_TARGETING, TargetingRule, parse_targeting
 
 __all__ = [
     "BUCKETS",

@@ -35,13 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 from ....errors import InvalidArgument, quoted
-from .errors import ErrorReason  # noqa: F401 - re-exported for the assignment module
+from .errors import ErrorReason
 
 __all__ = [
     "EMPTY_TARGETING",
     "AttributeCondition",
     "AttributeOperator",
-    "ErrorReason",
     "TargetingRule",
     "parse_targeting",
 ]
