@@ -11,22 +11,17 @@ its own, unloaded and deleted at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import subprocess
 import sys
-from concurrent import futures
 
-import grpc
 import numpy as np
 import pytest
 from inference import grpc_predict_v2_pb2 as oip
 from inference import grpc_predict_v2_pb2_grpc as oip_grpc
-from org.pytorch.serve.grpc.management import management_pb2, management_pb2_grpc
 
 from ml_serving import InferenceClient, RegistryClient
-from ml_serving_tools import demo_setup, devservices, run_mesh
+from ml_serving_tools import demo_setup
 from ml_serving_tools.paths import ROOT
 
 from ..registry.conftest import unique_name
@@ -162,47 +157,3 @@ def test_a_failure_is_a_warning_not_the_end(tmp_path, monkeypatch, capsys):
 def test_loads_itself_only_without_a_deployer(value, enabled):
     assert demo_setup._deployer_enabled({} if value is None else {"INFERENCE_DEPLOYER_ENABLED": value}) is enabled
 
-
-# ---------------------------------------------------------------------------- make up's TorchServe store
-
-
-class _Management(management_pb2_grpc.ManagementAPIsServiceServicer):
-    def __init__(self, models: list):
-        self.models = models
-
-    def ListModels(self, request, context):
-        return management_pb2.ManagementResponse(msg=json.dumps({"models": self.models}))
-
-
-@contextlib.contextmanager
-def _torchserve(tmp_path, models: list):
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    management_pb2_grpc.add_ManagementAPIsServiceServicer_to_server(_Management(models), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    store = tmp_path / "torchserve" / "model-store"
-    store.mkdir(parents=True)
-    try:
-        yield devservices.TorchServeEndpoints("", f"127.0.0.1:{port}", "", "", "", str(store)), store
-    finally:
-        server.stop(None)
-
-
-def test_a_fresh_torchserve_forgets_archives_an_earlier_one_downloaded(tmp_path):
-    """Else TorchServe refuses to download them again ("Model file already exists") and the
-    second `make up` cannot load the demo."""
-    with _torchserve(tmp_path, []) as (endpoints, store):
-        stale = store / f"{'ab' * 16}-recommendation-model-v1.mar"
-        own = store / "my-model.mar"
-        stale.write_bytes(b"x")
-        own.write_bytes(b"x")
-        assert run_mesh.clear_stale_downloads(endpoints, tmp_path / "elsewhere") == 0  # not under the state dir
-        assert run_mesh.clear_stale_downloads(endpoints, tmp_path) == 1
-        assert not stale.exists() and own.exists()
-
-
-def test_a_torchserve_serving_models_keeps_its_store(tmp_path):
-    with _torchserve(tmp_path, [{"modelName": "m-v1", "modelUrl": "x.mar"}]) as (endpoints, store):
-        stale = store / f"{'cd' * 16}-m.mar"
-        stale.write_bytes(b"x")
-        assert run_mesh.clear_stale_downloads(endpoints, tmp_path) == 0 and stale.exists()

@@ -16,9 +16,7 @@ the banner prints a token with every scope (valid for a day; `make up` again for
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -27,7 +25,6 @@ from pathlib import Path
 import grpc
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
-from org.pytorch.serve.grpc.management import management_pb2, management_pb2_grpc
 
 from ml_serving import defaults
 
@@ -52,31 +49,8 @@ def create_demo_bandit(grpc_addr: str, token: str) -> None:
                 raise
 
 
-_REGISTRY_DOWNLOAD = re.compile(r"[0-9a-f]{32}-.+")
 """How an archive TorchServe downloaded from the registry is named in its model store: the
 artifact's file name in the registry's store, `<artifact id>-<file name>`."""
-
-
-def clear_stale_downloads(torchserve: devservices.TorchServeEndpoints, state: Path) -> int:
-    """Archives an earlier TorchServe under `state` downloaded from the registry, removed while
-    nothing is loaded.
-
-    TorchServe keeps every archive it downloads in its model store, also after it stops, and
-    refuses to download one of the same name again ("Model file already exists"): without
-    this, the second `make up` could not load the versions the first one loaded. With no model
-    registered, those files belong to no one. Returns how many were removed."""
-    store = Path(torchserve.model_store).resolve() if torchserve.model_store else None
-    if store is None or not store.is_dir() or not store.is_relative_to(state.resolve()):
-        return 0  # a TorchServe found elsewhere: its store is not ours to tidy
-    with grpc.insecure_channel(torchserve.grpc_management) as channel:
-        listed = management_pb2_grpc.ManagementAPIsServiceStub(channel).ListModels(
-            management_pb2.ListModelsRequest(limit=1), timeout=10)
-    if json.loads(listed.msg or "{}").get("models"):
-        return 0
-    stale = [f for f in store.iterdir() if f.is_file() and _REGISTRY_DOWNLOAD.fullmatch(f.name)]
-    for file in stale:
-        file.unlink(missing_ok=True)
-    return len(stale)
 
 
 def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservices.S3Endpoint | None = None,
@@ -157,10 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
 
     with devservices.DevServices(state, s3=True, mlflow=True, torchserve=True) as services:  # stopped on the way out
-        try:
-            clear_stale_downloads(services.torchserve, state)
-        except (grpc.RpcError, OSError, ValueError) as error:
-            print(f"warning: could not tidy TorchServe's model store ({error})", file=sys.stderr, flush=True)
         # Ctrl-C stops Envoy before the mesh, so no balancer needs the drain delay: stop at once.
         running = start_local_stack(state, {**services.env(),
                                             "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})
