@@ -21,7 +21,7 @@ from ml_serving_tools import stack as stack_module
 from ml_serving_tools.devauth import DevKeys, ensure_dev_keys, mint_token
 from ml_serving_tools.paths import STATE_DIR
 
-from .support import BearerToken, test_runtime
+from .support import BearerToken, start_stack_on_free_ports, test_runtime
 
 
 @pytest.fixture(scope="session")
@@ -140,15 +140,6 @@ def stack_env(redis_url, database_url, s3_endpoint, mlflow_uri, key_prefix, dev_
 def stack(tmp_path_factory, stack_env, dev_keys):
     """A mesh server process hosting every service, and Envoy in front of it, both checking tokens;
     `.token` carries every scope, `.mint(scopes, subject)` makes others."""
-    state = tmp_path_factory.mktemp("stack")
-    running = stack_module.start_stack(
-        state, stack_env,
-        grpc_addr=f"127.0.0.1:{stack_module.free_port()}",
-        front_door=f"127.0.0.1:{stack_module.free_port()}",
-        admin_addr=f"127.0.0.1:{stack_module.free_port()}",
-        metrics_addr=f"127.0.0.1:{stack_module.free_port()}",
-        base_id=stack_module.free_port(),
-        auth=dev_keys,
-    )
+    running = start_stack_on_free_ports(tmp_path_factory.mktemp("stack"), stack_env, dev_keys)
     yield running
     running.stop()

@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from ml_serving_server.runtime.service import Runtime
 from ml_serving_server.runtime.settings import AuthSettings, DatabaseSettings, MeshSettings, RedisSettings
+from ml_serving_tools import stack as stack_module
 from ml_serving_tools.devauth import DevKeys
 
 
@@ -148,3 +149,13 @@ def make_pki(folder: Path) -> Pki:
     pki.client_cert.write_bytes(client.public_bytes(serialization.Encoding.PEM))
     pki.client_key.write_bytes(_key_pem(client_key))
     return pki
+
+
+def start_stack_on_free_ports(state: Path, env: dict[str, str], keys: DevKeys) -> stack_module.Stack:
+    """A mesh server process and Envoy in front of it, on free loopback ports, checking tokens
+    signed with `keys`."""
+    def free() -> str:
+        return f"127.0.0.1:{stack_module.free_port()}"
+
+    return stack_module.start_stack(state, env, grpc_addr=free(), front_door=free(), admin_addr=free(),
+                                    metrics_addr=free(), base_id=stack_module.free_port(), auth=keys)

@@ -201,7 +201,10 @@ class ErrorInterceptor(_ScopeInterceptor):
             domain = self.domains.get(_split(method)[0], status_mapping.MESH_DOMAIN)
             status = status_mapping.describe(exc, method, domain, request_id_var.get())
             if status.code is grpc.StatusCode.INTERNAL:
-                log.exception("unhandled error in %s", method)
+                if isinstance(exc, errors.DomainError):  # meant (a model's handler failed): no traceback
+                    log.warning("%s failed: %s", method, exc.message)
+                else:
+                    log.exception("unhandled error in %s", method)
             await context.abort_with_status(status)
 
 

@@ -37,7 +37,7 @@ from ml_serving_tools.devservices.torchserve import TorchServeServer, start_torc
 from ml_serving_tools.paths import STATE_DIR
 
 from ...registry.conftest import unique_name
-from ...support import Reply
+from ...support import Reply, start_stack_on_free_ports
 from ..torchserve_models import archive
 
 INFERENCE_SERVICE = "mnbara.mlserving.inference.v1.InferenceService"
@@ -171,15 +171,7 @@ def private_mesh(tmp_path_factory, stack_env, dev_keys, database_url, private_ml
         env = {**stack_env, **torchserve.endpoints.env(), "DATABASE_URL": db_url, "MLFLOW_TRACKING_URI": private_mlflow,
                "INFERENCE_DEPLOYER_ENABLED": "true", "INFERENCE_DEPLOYER_GRACE_SECONDS": "1",
                "INFERENCE_DEPLOYER_RECONCILE_SECONDS": "1", "MESH_HEALTH_PROBE_SECONDS": "0.5"}
-        running = stack_module.start_stack(
-            state, env,
-            grpc_addr=f"127.0.0.1:{stack_module.free_port()}",
-            front_door=f"127.0.0.1:{stack_module.free_port()}",
-            admin_addr=f"127.0.0.1:{stack_module.free_port()}",
-            metrics_addr=f"127.0.0.1:{stack_module.free_port()}",
-            base_id=stack_module.free_port(),
-            auth=dev_keys,
-        )
+        running = start_stack_on_free_ports(state, env, dev_keys)
         mesh = PrivateMesh(running, torchserve, state, lambda: tmp_path_factory.mktemp("torchserve-replaced"))
         yield mesh
         torchserve = mesh.torchserve  # a test may have replaced it
