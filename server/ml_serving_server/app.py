@@ -22,6 +22,7 @@ from .runtime.settings import AuthSettings, DatabaseSettings, MeshSettings, Redi
 from .services.bandit import SERVICE as BANDIT
 from .services.inference import SERVICE as INFERENCE
 from .services.registry import SERVICE as REGISTRY
+from .services.router import SERVICE as ROUTER
 
 log = logging.getLogger("ml_serving_server")
 
@@ -29,6 +30,7 @@ SERVICE_PACKAGES: tuple[ServicePackage, ...] = (
     BANDIT,
     INFERENCE,
     REGISTRY,
+    ROUTER,
 )
 """Every built service, one line each."""
 

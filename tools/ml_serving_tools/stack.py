@@ -76,10 +76,11 @@ def gateway_auth(keys: devauth.DevKeys) -> generate.JwtAuth:
 
 
 def mesh_auth_env(keys: devauth.DevKeys) -> dict[str, str]:
-    """The mesh's settings (AUTH_*) for tokens signed with ``keys``, and the token the Inference
-    service shows the Registry (scope registry.read only), in a file beside the keys."""
+    """The mesh's settings (AUTH_*) for tokens signed with ``keys``, and the tokens the Inference
+    and Router services show the Registry (scope registry.read only), in files beside the keys."""
     return {"AUTH_ENABLED": "true", "AUTH_JWKS_FILE": str(keys.jwks), "AUTH_ISSUER": keys.issuer,
-            "AUTH_AUDIENCE": keys.audience, "INFERENCE_REGISTRY_TOKEN_FILE": str(service_token_file(keys))}
+            "AUTH_AUDIENCE": keys.audience, "INFERENCE_REGISTRY_TOKEN_FILE": str(service_token_file(keys)),
+            "ROUTER_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="router"))}
 
 
 def service_token_file(keys: devauth.DevKeys, subject: str = "inference", scopes: tuple[str, ...] = ("registry.read",),

@@ -54,8 +54,9 @@ async def test_unbuilt_services_answer_unimplemented(channel):
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_info(caught.value).domain == "pipeline.mlserving.mnbara"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await router_pb2_grpc.RouterServiceStub(channel).ListExperiments(router_pb2.ListExperimentsRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        await router_pb2_grpc.RouterServiceStub(channel).ListCanaries(router_pb2.ListCanariesRequest())
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED  # the Router's canaries are not built yet
+    assert error_info(caught.value).domain == "router.mlserving.mnbara"
 
 
 class _BrokenStore:

@@ -1,1 +1,81 @@
-"""The A/B Router (being built: its RPCs answer UNIMPLEMENTED until its servicer lands)."""
+"""The A/B Router: experiments over model versions, sticky assignment, predictions through the
+assigned version, outcomes and always-valid results.
+
+    domain/                 assignment (hashing, bucket layouts, ramps), targeting, statistics,
+                            the use cases (service.py), the per-replica definition catalog, the
+                            measurement tally, the ports
+    postgres_store.py       the ExperimentStore port over PostgreSQL (migrations/: alembic)
+    redis_measurements.py   the Measurements port over Redis (exposures, Predict samples, outcomes)
+    convert.py              messages <-> domain values (also used by the client library)
+    servicer.py             gRPC <-> domain
+    settings.py             ROUTER_* settings
+
+Predictions run through the Inference service's own use case (an InferenceService of this
+process, over TorchServe's gRPC API, resolving versions through the Registry). Canary RPCs
+are not built yet and answer UNIMPLEMENTED. `build` connects them; app.py lists `SERVICE`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnbara.mlserving.catalog import BY_NAME
+
+from ...runtime.service import BuiltService, Runtime, ServicePackage
+from .domain.errors import ErrorReason
+from .settings import RouterSettings
+
+
+async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
+    from ..inference.domain.service import InferenceService
+    from ..inference.registry_resolver import RegistryResolver
+    from ..inference.torchserve_backend import TorchServeBackend
+    from .domain.service import RouterService
+    from .postgres_store import PostgresExperimentStore
+    from .redis_measurements import RedisMeasurements
+    from .servicer import RouterServicer
+
+    if not runtime.database.url:
+        raise ValueError("the router needs PostgreSQL: set DATABASE_URL (make up finds or starts one)")
+    token = Path(settings.registry_token_file).read_text().strip() if settings.registry_token_file else ""
+    registry_addr = (lambda: settings.registry_addr) if settings.registry_addr else runtime.listening.addr
+    resolver = RegistryResolver(registry_addr, token, settings.registry_timeout_seconds,
+                                settings.resolve_cache_entries, None)
+    backend = TorchServeBackend(settings.torchserve_grpc_addr, settings.torchserve_management_addr)
+    serving = InferenceService(backend, resolver, max_input_bytes=settings.max_input_bytes,
+                               max_predict_s=settings.max_predict_seconds)
+    store = await PostgresExperimentStore.connect(runtime.database.url,
+                                                  timeout_seconds=settings.database_timeout_seconds)
+    measurements = RedisMeasurements.from_url(runtime.redis.url, runtime.mesh.key_prefix,
+                                              runtime.redis.timeout_seconds, runtime.redis.max_connections)
+    service = RouterService(store, measurements, serving, catalog_poll_s=settings.catalog_poll_seconds,
+                            tally_interval_s=settings.flush_interval_seconds,
+                            outcome_dedupe_s=settings.outcome_dedupe_days * 86_400)
+    try:
+        await service.start()
+        resolver.start()
+    except BaseException:
+        await _close(service, resolver, backend, store, measurements)
+        raise
+
+    async def probe() -> bool:
+        # Its own state only: TorchServe or the Registry down affects Predict alone, which answers
+        # UNAVAILABLE with a reason meanwhile, while assignment keeps answering from memory.
+        return await store.ping() and await measurements.ping()
+
+    async def close() -> None:
+        await _close(service, resolver, backend, store, measurements)
+
+    return BuiltService(RouterServicer(service), probe=probe, closers=[close], stopping=[resolver.stop_watching])
+
+
+async def _close(service, resolver, backend, store, measurements) -> None:
+    import asyncio
+
+    await service.close()
+    await resolver.stop_watching()
+    await asyncio.gather(resolver.close(), backend.close(), store.close(), measurements.close(),
+                         return_exceptions=True)
+
+
+SERVICE = ServicePackage(BY_NAME["router"], RouterSettings, build, ErrorReason)

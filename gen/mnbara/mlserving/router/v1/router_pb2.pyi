@@ -420,6 +420,32 @@ class PredictResponse(_message.Message):
     shadowed: bool
     def __init__(self, assignment: _Optional[_Union[Assignment, _Mapping]] = ..., prediction: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., raw_prediction: _Optional[bytes] = ..., model_latency_ms: _Optional[float] = ..., shadowed: _Optional[bool] = ...) -> None: ...
 
+class ExposureRecord(_message.Message):
+    __slots__ = ("experiment", "user_id", "variant", "holdout")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    user_id: str
+    variant: str
+    holdout: bool
+    def __init__(self, experiment: _Optional[str] = ..., user_id: _Optional[str] = ..., variant: _Optional[str] = ..., holdout: _Optional[bool] = ...) -> None: ...
+
+class RecordExposuresRequest(_message.Message):
+    __slots__ = ("exposures",)
+    EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    exposures: _containers.RepeatedCompositeFieldContainer[ExposureRecord]
+    def __init__(self, exposures: _Optional[_Iterable[_Union[ExposureRecord, _Mapping]]] = ...) -> None: ...
+
+class RecordExposuresResponse(_message.Message):
+    __slots__ = ("accepted_count", "ignored_count")
+    ACCEPTED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    accepted_count: int
+    ignored_count: int
+    def __init__(self, accepted_count: _Optional[int] = ..., ignored_count: _Optional[int] = ...) -> None: ...
+
 class RecordOutcomeRequest(_message.Message):
     __slots__ = ("event_id", "experiment", "user_id", "variant", "metric", "converted", "value", "event_time")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -80,6 +80,11 @@ class RouterServiceStub:
                 request_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PredictRequest.SerializeToString,
                 response_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.RecordExposures = channel.unary_unary(
+                '/mnbara.mlserving.router.v1.RouterService/RecordExposures',
+                request_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.RecordExposuresRequest.SerializeToString,
+                response_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.RecordExposuresResponse.FromString,
+                _registered_method=True)
         self.RecordOutcome = channel.unary_unary(
                 '/mnbara.mlserving.router.v1.RouterService/RecordOutcome',
                 request_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.RecordOutcomeRequest.SerializeToString,
@@ -239,6 +244,18 @@ class RouterServiceServicer:
         FAILED_PRECONDITION (MODEL_NOT_LOADED), RESOURCE_EXHAUSTED (BACKEND_OVERLOADED),
         UNAVAILABLE (BACKEND_UNAVAILABLE, WORKER_DIED), DEADLINE_EXCEEDED
         (PREDICTION_TIMEOUT), INTERNAL (MODEL_HANDLER_ERROR).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordExposures(self, request, context):
+        """RecordExposures records users a client assigned locally (ABTestingRouter computes
+        assignments from cached definitions, with no call per user, and reports its exposures in
+        batches of up to 10000): each counts as AssignVariant's exposure would. The batch is
+        validated whole first; exposures to paused or stopped experiments are not counted.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, UNKNOWN_VARIANT; metadata "index" names the
+        item), NOT_FOUND (EXPERIMENT_NOT_FOUND), UNAVAILABLE (STATE_STORE_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -409,6 +426,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PredictRequest.FromString,
                     response_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PredictResponse.SerializeToString,
+            ),
+            'RecordExposures': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordExposures,
+                    request_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.RecordExposuresRequest.FromString,
+                    response_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.RecordExposuresResponse.SerializeToString,
             ),
             'RecordOutcome': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordOutcome,
@@ -710,6 +732,33 @@ class RouterService:
             '/mnbara.mlserving.router.v1.RouterService/Predict',
             mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PredictRequest.SerializeToString,
             mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordExposures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mnbara.mlserving.router.v1.RouterService/RecordExposures',
+            mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.RecordExposuresRequest.SerializeToString,
+            mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.RecordExposuresResponse.FromString,
             options,
             channel_credentials,
             insecure,

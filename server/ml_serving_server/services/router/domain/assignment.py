@@ -581,6 +581,19 @@ class Assigner:
             return self._held[bucket]
         return self._by_bucket[bucket]
 
+    def attributed(self, user_id: str) -> Variant | None:
+        """The variant an outcome of this user belongs to when the caller does not name one:
+        the user's override, else the owner of their bucket; None for a held-out user.
+        Targeting is not re-checked (outcomes carry no attributes): an outcome of a user who
+        was never exposed is simply not counted."""
+        pinned = self._overrides.get(user_id)
+        if pinned is not None:
+            return pinned.variant
+        digest = int.from_bytes(blake2b(self._prefix + user_id.encode(), digest_size=16).digest(), "big")
+        if self._holdout_bps and (digest & _LOW64) % BUCKETS < self._holdout_bps:
+            return None
+        return self._by_bucket[(digest >> 64) % BUCKETS].variant
+
 
 def assign(definition: ExperimentDefinition, user_id: str, attributes: Mapping[str, Any] | None = None,
            segments: Collection[str] = (), *, active: bool = True) -> Assignment:
