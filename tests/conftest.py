@@ -81,9 +81,9 @@ def router_settings_for(torchserve: devservices.TorchServeEndpoints, token_file:
     """The Router on that TorchServe, fast to see its own measurements."""
     from ml_serving_server.services.router.settings import RouterSettings
 
-    return RouterSettings(torchserve_grpc_addr=torchserve.grpc_inference,
-                          torchserve_management_addr=torchserve.grpc_management, registry_token_file=token_file,
-                          **{"catalog_poll_seconds": 1.0, **overrides})
+    return RouterSettings(**{"torchserve_grpc_addr": torchserve.grpc_inference,
+                             "torchserve_management_addr": torchserve.grpc_management,
+                             "registry_token_file": token_file, "catalog_poll_seconds": 1.0, **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -124,7 +124,8 @@ async def mesh(redis_url, key_prefix, dev_keys, database_url, mlflow_uri, s3_end
     server = await build_server(runtime, service_settings={
         "registry": registry_settings_for(mlflow_uri, s3_endpoint),
         "inference": inference_settings_for(torchserve_endpoints, s3_endpoint, token_file),
-        "router": router_settings_for(torchserve_endpoints, token_file)})
+        "router": router_settings_for(torchserve_endpoints, str(stack_module.service_token_file(
+            dev_keys, subject="router", scopes=stack_module.ROUTER_SCOPES)))})
     yield server
     await server.stop(1.0)
 

@@ -95,6 +95,17 @@ def handle(data, context):
     return [json.dumps({"batch_size": len(data), "index": i, "input": _doc(row)})
             for i, row in enumerate(data)]
 ''',
+    # Echoes, but its handler raises on 30% of inputs: those whose "n" ends in 0, 1 or 2.
+    "flaky": _PREAMBLE + '''
+
+def handle(data, context):
+    if data is None:
+        return None
+    docs = [_doc(row) for row in data]
+    if any(int(doc.get("n", 0)) % 10 < 3 for doc in docs):
+        raise ValueError("flaky model: this input fails")
+    return [json.dumps({**doc, "model": context.model_name}) for doc in docs]
+''',
     # Fails when a worker loads it: its workers never start.
     "broken": """
 def handle(data, context):

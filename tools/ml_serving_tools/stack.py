@@ -77,10 +77,14 @@ def gateway_auth(keys: devauth.DevKeys) -> generate.JwtAuth:
 
 def mesh_auth_env(keys: devauth.DevKeys) -> dict[str, str]:
     """The mesh's settings (AUTH_*) for tokens signed with ``keys``, and the tokens the Inference
-    and Router services show the Registry (scope registry.read only), in files beside the keys."""
+    service (registry.read) and the Router (registry.read, registry.write and registry.promote: its
+    canaries promote and archive versions) show the Registry, in files beside the keys."""
     return {"AUTH_ENABLED": "true", "AUTH_JWKS_FILE": str(keys.jwks), "AUTH_ISSUER": keys.issuer,
             "AUTH_AUDIENCE": keys.audience, "INFERENCE_REGISTRY_TOKEN_FILE": str(service_token_file(keys)),
-            "ROUTER_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="router"))}
+            "ROUTER_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="router", scopes=ROUTER_SCOPES))}
+
+
+ROUTER_SCOPES = ("registry.read", "registry.write", "registry.promote")
 
 
 def service_token_file(keys: devauth.DevKeys, subject: str = "inference", scopes: tuple[str, ...] = ("registry.read",),

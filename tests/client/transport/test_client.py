@@ -8,6 +8,7 @@ import uuid
 import grpc
 import pytest
 from mnbara.mlserving.bandit.v1.error_reason_pb2 import ErrorReason
+from mnbara.mlserving.router.v1 import router_pb2 as pb
 from opentelemetry.sdk.trace import TracerProvider
 
 import ml_serving
@@ -167,26 +168,38 @@ async def test_seed_make_predictions_names_what_is_missing(address, monkeypatch)
     await server.close()
 
 
-async def test_seed_ab_testing(address, monkeypatch):
-    monkeypatch.setenv("ML_SERVING_ADDR", address)
-    router = ABTestingRouter()
+async def test_seed_ab_testing(address, token, monkeypatch, tmp_path):
+    """The seed README's A/B call, against a running experiment that targets premium users."""
+    from ...inference.torchserve_models import archive
+    from ...router.transport.conftest import experiment, served_model
 
-    def seed_example():  # synchronous, as in the README; run off the event loop that serves the mesh
-        model, version = router.get_model_for_user(
-            user_id="user123",
-            context={"user_segments": ["premium"]}
-        )
-        return model, version
+    artifact = archive("echo", "echo", "1.0", tmp_path / "work", tmp_path).read_bytes()
+    async with served_model(address, token, [artifact, artifact], prefix="seed") as model, \
+            RouterClient(address=address, token=token) as admin:
+        name = f"seed-{uuid.uuid4().hex[:8]}"  # the highest priority: it wins over other tests' experiments
+        await admin.create_experiment(experiment(name, model, priority=1_000_000,
+                                                 targeting={"include_segments": ["premium"]}))
+        monkeypatch.setenv("ML_SERVING_ADDR", address)
+        monkeypatch.setenv("ML_SERVING_TOKEN", token)
+        router = ABTestingRouter()
 
-    with pytest.raises(ml_serving.UnimplementedError) as caught:
-        await asyncio.to_thread(seed_example)
-    assert (caught.value.reason, caught.value.domain) == ("NOT_IMPLEMENTED", "router.mlserving.mnbara")
-    assert "AssignVariant" in caught.value.message
-    router.close()
+        def seed_example():  # synchronous, as in the README; run off the event loop that serves the mesh
+            model, version = router.get_model_for_user(
+                user_id="user123",
+                context={"user_segments": ["premium"]}
+            )
+            return model, version
+
+        try:
+            got = await asyncio.to_thread(seed_example)
+            served = (await admin.assign_variant("user123", segments=["premium"], dry_run=True)).assignment
+            assert got == (served.model_name, served.model_version) and got[0] == model
+        finally:
+            router.close()
+            await admin.stop_experiment(pb.StopExperimentRequest(name=name))
 
 
 @pytest.mark.parametrize("client_type, call", [
-    (RouterClient, lambda c: c.assign_variant("u", segments=["premium"])),
     (PipelineClient, lambda c: c.get_feature_schema()),
 ])
 async def test_unbuilt_services_are_unimplemented(address, client_type, call):

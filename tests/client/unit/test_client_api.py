@@ -106,21 +106,33 @@ async def test_rpc_error_becomes_typed_error():
 
 
 def test_ab_router_maps_context_to_segments_and_attributes():
+    """No experiment runs: the model's Production version comes from AssignVariant, asked with the
+    context split into segments and attributes, once (then it is cached until the next refresh)."""
     seen = []
-    response = router_pb2.AssignVariantResponse(
-        assignment=router_pb2.Assignment(model_name="recommendation-model", model_version="3"))
+    answers = {"ListExperiments": router_pb2.ListExperimentsResponse(),
+               "AssignVariant": router_pb2.AssignVariantResponse(assignment=router_pb2.Assignment(
+                   model_name="recommendation-model", model_version="3",
+                   reason=router_pb2.ASSIGNMENT_REASON_DEFAULT))}
 
     class SyncChannel:
         def unary_unary(self, method, *args, **kwargs):
             def call(request, timeout=None, metadata=None):
                 seen.append((method.rsplit("/", 1)[1], request, timeout))
-                return response
+                return answers[method.rsplit("/", 1)[1]]
             return call
 
     router = ml_serving.ABTestingRouter(channel=SyncChannel(), timeout=2)
-    model, version = router.get_model_for_user(user_id="user123",
-                                               context={"user_segments": ["premium"], "country": "DE"})
-    assert (model, version) == ("recommendation-model", "3")
-    rpc, request, timeout = seen[0]
-    assert (rpc, timeout, request.user_id) == ("AssignVariant", 2, "user123")
+    try:
+        for _ in range(2):
+            model, version = router.get_model_for_user(user_id="user123", model_name="recommendation-model",
+                                                       context={"user_segments": ["premium"], "country": "DE"})
+            assert (model, version) == ("recommendation-model", "3")
+    finally:
+        router.close()
+    asked = [(request, timeout) for rpc, request, timeout in seen if rpc == "AssignVariant"]
+    assert len(asked) == 1
+    request, timeout = asked[0]
+    assert (timeout, request.user_id, request.model_name) == (2, "user123", "recommendation-model")
     assert list(request.segments) == ["premium"] and dict(request.attributes) == {"country": "DE"}
+
+

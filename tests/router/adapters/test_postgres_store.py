@@ -198,14 +198,14 @@ async def test_a_model_has_at_most_one_running_experiment(store, replica):
     first = await create(store, experiment(model))
     with pytest.raises(ModelBusy) as busy:
         await create(replica, experiment(model))
-    assert busy.value.holder == first.name
+    assert (busy.value.holder, busy.value.kind) == (first.name, "experiment")
     paused = await create(replica, experiment(model, state=PAUSED))  # paused: fine
     await create(store, experiment(unique("model")))  # another model: fine
     assert await replace(store, first, description="still running") is not None  # running stays running
 
     with pytest.raises(ModelBusy) as busy:
         await replace(replica, paused, ChangeAction.RESUMED, state=RUNNING)
-    assert busy.value.holder == first.name
+    assert (busy.value.holder, busy.value.kind) == (first.name, "experiment")
     assert await store.get(paused.name) == paused  # nothing written
     assert len(await store.history(paused.name)) == 1
 
@@ -224,7 +224,8 @@ async def test_concurrent_creates_of_running_experiments_on_one_model_let_exactl
         won = [r for r in results if isinstance(r, Experiment)]
         lost = [r for r in results if not isinstance(r, Experiment)]
         assert len(won) == 1, results
-        assert all(isinstance(r, ModelBusy) and r.holder == won[0].name for r in lost), results
+        assert all(isinstance(r, ModelBusy) and (r.holder, r.kind) == (won[0].name, "experiment")
+                   for r in lost), results
         assert [e.name for e in await store.list(model_name=model)] == [won[0].name]
 
 
@@ -445,7 +446,8 @@ async def test_the_listener_reconnects_after_its_connection_is_killed(database_u
 
 # ----- migrations ----------------------------------------------------------------------------
 
-ROUTER_TABLES = {"router_alembic_version", "router_experiments", "router_experiment_changes"}
+ROUTER_TABLES = {"router_alembic_version", "router_experiments", "router_experiment_changes", "router_canaries",
+                 "router_canary_events", "router_canary_leases"}
 
 
 async def test_migrations_run_again_are_harmless(database_url, store, replica):
@@ -454,7 +456,7 @@ async def test_migrations_run_again_are_harmless(database_url, store, replica):
         e = await create(again, experiment(unique("model")))
         assert await store.get(e.name) == e
         versions = await store._fetch("SELECT version_num FROM router_alembic_version")
-        assert [tuple(r) for r in versions] == [("r0001",)]
+        assert [tuple(r) for r in versions] == [("r0002",)]
     finally:
         await again.close()
 

@@ -4,6 +4,8 @@ handlers, loaded through the Inference service), which experiments split traffic
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from ml_serving import InferenceClient, RegistryClient, RouterClient
@@ -19,24 +21,42 @@ def echo_archive(tmp_path_factory) -> bytes:
 
 
 @pytest.fixture(scope="session")
+def flaky_archive(tmp_path_factory) -> bytes:
+    """A handler that fails on 30% of inputs (see torchserve_models: "flaky")."""
+    work, out = tmp_path_factory.mktemp("router-flaky"), tmp_path_factory.mktemp("router-flaky-archives")
+    return archive("flaky", "flaky", "1.0", work, out).read_bytes()
+
+
+@contextlib.asynccontextmanager
+async def served_model(addr: str, token: str, archives: list[bytes], prefix: str = "ab"):
+    """A new model whose version i+1 holds archives[i], every one loaded; version 1 is in
+    Production, the others in Staging. Yields its name; unloads them afterwards."""
+    name = unique_name(prefix)
+    versions = [str(i + 1) for i in range(len(archives))]
+    async with RegistryClient(addr, token=token) as registry, InferenceClient(addr, token=token) as inference:
+        for artifact in archives:
+            await registry.create_model_version(name, artifact=artifact, artifact_file_name="model.mar",
+                                                create_model_if_missing=True)
+        for version in versions:
+            await registry.transition_stage(name, version, "STAGE_STAGING")
+        await registry.transition_stage(name, "1", "STAGE_PRODUCTION")
+        for version in versions:
+            await inference.load_model(name, version=version, wait_until_ready=True, timeout=120)
+        try:
+            yield name
+        finally:
+            for version in versions:
+                try:
+                    await inference.unload_model(name, version, timeout=60)
+                except Exception:  # noqa: BLE001 - best effort: the TorchServe is shared
+                    pass
+
+
+@pytest.fixture(scope="session")
 async def two_versions(mesh, token, echo_archive):
     """A model with versions 1 (Production) and 2 (Staging), both loaded: its name."""
-    addr = f"127.0.0.1:{mesh.port}"
-    name = unique_name("ab")
-    async with RegistryClient(addr, token=token) as registry, InferenceClient(addr, token=token) as inference:
-        for _ in range(2):
-            await registry.create_model_version(name, artifact=echo_archive, artifact_file_name="model.mar",
-                                                create_model_if_missing=True)
-        for version, stage in (("1", "STAGE_STAGING"), ("1", "STAGE_PRODUCTION"), ("2", "STAGE_STAGING")):
-            await registry.transition_stage(name, version, stage)
-        for version in ("1", "2"):
-            await inference.load_model(name, version=version, wait_until_ready=True, timeout=120)
+    async with served_model(f"127.0.0.1:{mesh.port}", token, [echo_archive, echo_archive]) as name:
         yield name
-        for version in ("1", "2"):
-            try:
-                await inference.unload_model(name, version, timeout=60)
-            except Exception:  # noqa: BLE001 - best effort: the TorchServe is shared
-                pass
 
 
 @pytest.fixture

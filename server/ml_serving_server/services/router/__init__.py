@@ -6,13 +6,15 @@ assigned version, outcomes and always-valid results.
                             measurement tally, the ports
     postgres_store.py       the ExperimentStore port over PostgreSQL (migrations/: alembic)
     redis_measurements.py   the Measurements port over Redis (exposures, Predict samples, outcomes)
+    registry_writer.py      the canaries' Registry changes (promote, archive) over its gRPC API
     convert.py              messages <-> domain values (also used by the client library)
     servicer.py             gRPC <-> domain
     settings.py             ROUTER_* settings
 
 Predictions run through the Inference service's own use case (an InferenceService of this
-process, over TorchServe's gRPC API, resolving versions through the Registry). Canary RPCs
-are not built yet and answer UNIMPLEMENTED. `build` connects them; app.py lists `SERVICE`.
+process, over TorchServe's gRPC API, resolving versions through the Registry); canaries
+promote and archive versions through the Registry (registry_writer.py). `build` connects
+them; app.py lists `SERVICE`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
     from .domain.service import RouterService
     from .postgres_store import PostgresExperimentStore
     from .redis_measurements import RedisMeasurements
+    from .registry_writer import GrpcRegistryWriter
     from .servicer import RouterServicer
 
     if not runtime.database.url:
@@ -48,14 +51,18 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
                                                   timeout_seconds=settings.database_timeout_seconds)
     measurements = RedisMeasurements.from_url(runtime.redis.url, runtime.mesh.key_prefix,
                                               runtime.redis.timeout_seconds, runtime.redis.max_connections)
-    service = RouterService(store, measurements, serving, catalog_poll_s=settings.catalog_poll_seconds,
+    registry = GrpcRegistryWriter(registry_addr, token, settings.registry_timeout_seconds)
+    service = RouterService(store, measurements, serving, registry=registry,
+                            catalog_poll_s=settings.catalog_poll_seconds,
                             tally_interval_s=settings.flush_interval_seconds,
+                            canary_tick_s=settings.canary_tick_seconds,
                             outcome_dedupe_s=settings.outcome_dedupe_days * 86_400)
+    closing = (service, resolver, backend, store, measurements, registry)
     try:
         await service.start()
         resolver.start()
     except BaseException:
-        await _close(service, resolver, backend, store, measurements)
+        await _close(*closing)
         raise
 
     async def probe() -> bool:
@@ -64,17 +71,22 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
         return await store.ping() and await measurements.ping()
 
     async def close() -> None:
-        await _close(service, resolver, backend, store, measurements)
+        await _close(*closing)
 
-    return BuiltService(RouterServicer(service), probe=probe, closers=[close], stopping=[resolver.stop_watching])
+    async def stop_background() -> None:
+        """The canary driver and the Registry event stream call this very server: they end first."""
+        await service.canaries.stop_driving()
+        await resolver.stop_watching()
+
+    return BuiltService(RouterServicer(service), probe=probe, closers=[close], stopping=[stop_background])
 
 
-async def _close(service, resolver, backend, store, measurements) -> None:
+async def _close(service, resolver, backend, store, measurements, registry) -> None:
     import asyncio
 
     await service.close()
     await resolver.stop_watching()
-    await asyncio.gather(resolver.close(), backend.close(), store.close(), measurements.close(),
+    await asyncio.gather(resolver.close(), backend.close(), store.close(), measurements.close(), registry.close(),
                          return_exceptions=True)
 
 

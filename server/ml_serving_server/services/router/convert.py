@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from mnbara.mlserving.router.v1 import router_pb2 as pb
 
 from ...errors import InvalidArgument
 from .domain.assignment import BucketLayout, ExperimentDefinition, Variant, define_experiment
+from .domain.canaries import CanaryInput
+from .domain.canary import Canary, CanaryEvent, CanaryState, SideStats, Thresholds
 from .domain.model import Experiment, ExperimentDraft, ExperimentState, ShadowConfig
 from .domain.statistics import MetricKind
 
@@ -94,3 +96,58 @@ def states_from_pb(states) -> list[ExperimentState]:
         if state not in known:
             raise InvalidArgument(f"states[{index}]", "must be RUNNING, PAUSED or STOPPED")
     return [ExperimentState(s) for s in states]
+
+
+# --- canaries ---------------------------------------------------------------------------------
+
+def canary_input_from_pb(canary: pb.Canary) -> CanaryInput:
+    t = canary.thresholds
+    return CanaryInput(
+        model_name=canary.model_name, canary_version=canary.canary_version, steps_bps=tuple(canary.steps_bps),
+        step_interval_s=canary.step_interval.ToTimedelta().total_seconds(),
+        min_requests_per_step=canary.min_requests_per_step,
+        thresholds=Thresholds(t.max_error_rate_increase, t.max_p99_latency_ratio),
+        stable_version=canary.stable_version, manual_promotion=canary.manual_promotion, salt=canary.salt)
+
+
+def _side_to_pb(stats: SideStats) -> pb.CanarySideStats:
+    return pb.CanarySideStats(request_count=stats.request_count, error_count=stats.error_count,
+                              error_rate=stats.error_rate, latency_p99_ms=stats.latency_p99_ms)
+
+
+def canary_to_pb(canary: Canary, stable: SideStats | None = None, candidate: SideStats | None = None) -> pb.Canary:
+    message = pb.Canary(
+        canary_id=canary.canary_id, model_name=canary.model_name, stable_version=canary.stable_version,
+        canary_version=canary.canary_version, steps_bps=canary.steps_bps,
+        step_interval=duration_pb2.Duration(seconds=int(canary.step_interval_s),
+                                            nanos=int(round(canary.step_interval_s % 1 * 1e9))),
+        min_requests_per_step=canary.min_requests_per_step,
+        thresholds=pb.CanaryThresholds(max_error_rate_increase=canary.thresholds.max_error_rate_increase,
+                                       max_p99_latency_ratio=canary.thresholds.max_p99_latency_ratio),
+        manual_promotion=canary.manual_promotion, salt=canary.salt, state=canary.state.value,
+        current_step=canary.current_step, current_weight_bps=canary.current_weight_bps,
+        step_start_time=timestamp(canary.step_start_time), rollback_reason=canary.rollback_reason,
+        created_by=canary.created_by, create_time=timestamp(canary.create_time),
+        update_time=timestamp(canary.update_time), end_time=timestamp(canary.end_time),
+        status_message=canary.status_message)
+    if stable is not None:
+        message.stable_stats.CopyFrom(_side_to_pb(stable))
+    if candidate is not None:
+        message.canary_stats.CopyFrom(_side_to_pb(candidate))
+    return message
+
+
+def canary_event_to_pb(event: CanaryEvent) -> pb.CanaryEvent:
+    return pb.CanaryEvent(
+        canary_id=event.canary_id, sequence=event.sequence, event_type=event.event_type.value,
+        event_time=timestamp(event.time), from_weight_bps=event.from_weight_bps, to_weight_bps=event.to_weight_bps,
+        step=event.step, reason=event.reason, actor=event.actor, automatic=event.automatic,
+        stable_stats=_side_to_pb(event.stable_stats), canary_stats=_side_to_pb(event.canary_stats))
+
+
+def canary_states_from_pb(states) -> list[CanaryState]:
+    known = {s.value for s in CanaryState}
+    for index, state in enumerate(states):
+        if state not in known:
+            raise InvalidArgument(f"states[{index}]", "must be a CanaryState other than UNSPECIFIED")
+    return [CanaryState(s) for s in states]

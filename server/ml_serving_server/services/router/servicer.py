@@ -1,7 +1,4 @@
-"""RouterService over gRPC: map the request, call the domain, map the response.
-
-Canary RPCs are not built yet: they fall through to the generated base, which the error
-interceptor answers with UNIMPLEMENTED."""
+"""RouterService over gRPC: map the request, call the domain, map the response."""
 
 from __future__ import annotations
 
@@ -13,7 +10,16 @@ from mnbara.mlserving.router.v1 import router_pb2_grpc
 
 from ...runtime.auth import caller
 from ..inference.servicer import fill_output, payload_of
-from .convert import draft_from_pb, experiment_to_pb, states_from_pb, timestamp
+from .convert import (
+    canary_event_to_pb,
+    canary_input_from_pb,
+    canary_states_from_pb,
+    canary_to_pb,
+    draft_from_pb,
+    experiment_to_pb,
+    states_from_pb,
+    timestamp,
+)
 from .domain.model import OutcomeInput, OutcomeResult, RoutedAssignment
 from .domain.service import ResultsView, RouterService
 from .domain.statistics import ExperimentResults, MetricKind
@@ -49,7 +55,51 @@ def _timeout(context) -> float | None:
     return remaining if remaining is not None and remaining < 1e6 else None
 
 
-class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+class _CanaryRpcs:
+    """The canary half of RouterService (mixed into RouterServicer)."""
+
+    _service: RouterService
+
+    async def _answer(self, canary) -> "pb.Canary":
+        stable, candidate = await self._service.canaries.live_stats(canary)
+        return canary_to_pb(canary, stable, candidate)
+
+    async def StartCanary(self, request, context):
+        canary = await self._service.canaries.start(canary_input_from_pb(request.canary), request.request_id, caller())
+        return pb.StartCanaryResponse(canary=canary_to_pb(canary))
+
+    async def GetCanary(self, request, context):
+        canary = await self._service.canaries.get(request.canary_id)
+        return pb.GetCanaryResponse(canary=await self._answer(canary))
+
+    async def ListCanaries(self, request, context):
+        page, token = await self._service.canaries.list(request.model_name, canary_states_from_pb(request.states),
+                                                        request.page_size, request.page_token)
+        return pb.ListCanariesResponse(canaries=[canary_to_pb(c) for c in page], next_page_token=token)
+
+    async def PauseCanary(self, request, context):
+        canary = await self._service.canaries.pause(request.canary_id, request.reason, caller())
+        return pb.PauseCanaryResponse(canary=canary_to_pb(canary))
+
+    async def ResumeCanary(self, request, context):
+        canary = await self._service.canaries.resume(request.canary_id, request.reason, caller())
+        return pb.ResumeCanaryResponse(canary=canary_to_pb(canary))
+
+    async def RollbackCanary(self, request, context):
+        canary = await self._service.canaries.rollback(request.canary_id, request.reason, caller())
+        return pb.RollbackCanaryResponse(canary=canary_to_pb(canary))
+
+    async def PromoteCanary(self, request, context):
+        canary = await self._service.canaries.promote(request.canary_id, request.reason, request.override_gates,
+                                                      caller())
+        return pb.PromoteCanaryResponse(canary=canary_to_pb(canary))
+
+    async def ListCanaryEvents(self, request, context):
+        events, token = await self._service.canaries.events(request.canary_id, request.page_size, request.page_token)
+        return pb.ListCanaryEventsResponse(events=[canary_event_to_pb(e) for e in events], next_page_token=token)
+
+
+class RouterServicer(_CanaryRpcs, router_pb2_grpc.RouterServiceServicer):
     def __init__(self, service: RouterService):
         self._service = service
 

@@ -21,7 +21,8 @@ class RouterSettings(SettingsBase):
     registry_addr: str = Field(
         "", description="gRPC address of the Registry service; empty: this mesh server's own address")
     registry_token_file: str = Field(
-        "", description="file holding the bearer token (scope registry.read) this service shows the Registry; "
+        "", description="file holding the bearer token (scopes registry.read, registry.write and "
+                        "registry.promote: canaries promote and archive versions) this service shows the Registry; "
                         "empty: none (auth off)")
     registry_timeout_seconds: float = Field(2.0, gt=0, description="longest wait for one Registry call")
     resolve_cache_entries: int = Field(10_000, gt=0, description="selectors whose resolved version is kept in memory")
@@ -35,3 +36,5 @@ class RouterSettings(SettingsBase):
                                                                           "samples are written to Redis")
     outcome_dedupe_days: int = Field(30, gt=0, le=365, description="how long an outcome's event id is remembered "
                                                                    "(a copy within it changes nothing)")
+    canary_tick_seconds: float = Field(1.0, gt=0, le=60, description="how often the replica holding a canary's "
+                                                                     "lease checks it (advance, promote, roll back)")

@@ -611,7 +611,7 @@ class CanarySideStats(_message.Message):
     def __init__(self, request_count: _Optional[int] = ..., error_count: _Optional[int] = ..., error_rate: _Optional[float] = ..., latency_p99_ms: _Optional[float] = ...) -> None: ...
 
 class Canary(_message.Message):
-    __slots__ = ("canary_id", "model_name", "stable_version", "canary_version", "steps_bps", "step_interval", "min_requests_per_step", "thresholds", "manual_promotion", "salt", "state", "current_step", "current_weight_bps", "step_start_time", "stable_stats", "canary_stats", "rollback_reason", "created_by", "create_time", "update_time", "end_time")
+    __slots__ = ("canary_id", "model_name", "stable_version", "canary_version", "steps_bps", "step_interval", "min_requests_per_step", "thresholds", "manual_promotion", "salt", "state", "current_step", "current_weight_bps", "step_start_time", "stable_stats", "canary_stats", "rollback_reason", "created_by", "create_time", "update_time", "end_time", "status_message")
     CANARY_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     STABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -633,6 +633,7 @@ class Canary(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     canary_id: str
     model_name: str
     stable_version: str
@@ -654,7 +655,8 @@ class Canary(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, canary_id: _Optional[str] = ..., model_name: _Optional[str] = ..., stable_version: _Optional[str] = ..., canary_version: _Optional[str] = ..., steps_bps: _Optional[_Iterable[int]] = ..., step_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_requests_per_step: _Optional[int] = ..., thresholds: _Optional[_Union[CanaryThresholds, _Mapping]] = ..., manual_promotion: _Optional[bool] = ..., salt: _Optional[str] = ..., state: _Optional[_Union[CanaryState, str]] = ..., current_step: _Optional[int] = ..., current_weight_bps: _Optional[int] = ..., step_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stable_stats: _Optional[_Union[CanarySideStats, _Mapping]] = ..., canary_stats: _Optional[_Union[CanarySideStats, _Mapping]] = ..., rollback_reason: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    status_message: str
+    def __init__(self, canary_id: _Optional[str] = ..., model_name: _Optional[str] = ..., stable_version: _Optional[str] = ..., canary_version: _Optional[str] = ..., steps_bps: _Optional[_Iterable[int]] = ..., step_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_requests_per_step: _Optional[int] = ..., thresholds: _Optional[_Union[CanaryThresholds, _Mapping]] = ..., manual_promotion: _Optional[bool] = ..., salt: _Optional[str] = ..., state: _Optional[_Union[CanaryState, str]] = ..., current_step: _Optional[int] = ..., current_weight_bps: _Optional[int] = ..., step_start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stable_stats: _Optional[_Union[CanarySideStats, _Mapping]] = ..., canary_stats: _Optional[_Union[CanarySideStats, _Mapping]] = ..., rollback_reason: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status_message: _Optional[str] = ...) -> None: ...
 
 class CanaryEvent(_message.Message):
     __slots__ = ("canary_id", "sequence", "event_type", "event_time", "from_weight_bps", "to_weight_bps", "step", "reason", "actor", "automatic", "stable_stats", "canary_stats")

@@ -12,20 +12,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .canary import Canary
 from .model import Experiment
-from .ports import ExperimentStore
+from .ports import CanaryStore, ExperimentStore
 
 log = logging.getLogger(__name__)
 
 
 class ExperimentCatalog:
-    def __init__(self, store: ExperimentStore, poll_s: float = 5.0):
+    def __init__(self, store: ExperimentStore | CanaryStore, poll_s: float = 5.0):
         self._store = store
         self._poll_s = poll_s
         self._by_name: dict[str, Experiment] = {}
         self._running: dict[str, list[Experiment]] = {}  # model -> running, in selection order
         self._all_running: list[Experiment] = []
         self._cursor = 0
+        self._canaries: dict[str, Canary] = {}  # active ones, by model
+        self._canary_revisions: dict[str, int] = {}  # every canary seen, by id
+        self._canary_cursor = 0
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -53,7 +57,28 @@ class ExperimentCatalog:
         self._by_name[experiment.name] = experiment
         self._index()
 
+    def active_canary(self, model_name: str) -> Canary | None:
+        return self._canaries.get(model_name)
+
+    def active_canaries(self) -> list[Canary]:
+        return list(self._canaries.values())
+
+    def put_canary(self, canary: Canary) -> None:
+        """Apply a canary as stored (a newer revision than any seen), by this replica or another."""
+        if self._canary_revisions.get(canary.canary_id, 0) > canary.revision:
+            return
+        self._canary_revisions[canary.canary_id] = canary.revision
+        held = self._canaries.get(canary.model_name)
+        if canary.active:
+            self._canaries[canary.model_name] = canary
+        elif held is not None and held.canary_id == canary.canary_id:
+            del self._canaries[canary.model_name]
+
     async def refresh(self) -> None:
+        canary_cursor, canaries = await self._store.canaries_changed_since(self._canary_cursor)
+        for canary in canaries:
+            self.put_canary(canary)
+        self._canary_cursor = canary_cursor
         cursor, changed = await self._store.changed_since(self._cursor)
         for experiment in changed:
             known = self._by_name.get(experiment.name)

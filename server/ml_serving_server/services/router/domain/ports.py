@@ -23,6 +23,7 @@ from .model import (
     RequestSample,
     RequestStats,
 )
+from .canary import Canary, CanaryEvent, CanaryState
 from .statistics import Counts, MetricKind
 
 
@@ -36,11 +37,13 @@ class ExperimentExists(Exception):
 
 
 class ModelBusy(Exception):
-    """create / replace: the model already has a running experiment (`holder` names it)."""
+    """create / replace: the model already has a running experiment or an active canary;
+    `holder` names it (an experiment's name or a canary's id), `kind` says which."""
 
-    def __init__(self, holder: str):
+    def __init__(self, holder: str, kind: str = "experiment"):
         super().__init__(holder)
         self.holder = holder
+        self.kind = kind  # "experiment" or "canary"
 
 
 class ExperimentStore(Protocol):
@@ -50,7 +53,7 @@ class ExperimentStore(Protocol):
     async def create(self, experiment: Experiment, change: ExperimentChange) -> Experiment:
         """Store a new experiment (create_time and update_time set by the store, revision 1).
         Raises ExperimentExists, or ModelBusy when it is RUNNING and its model already has a
-        RUNNING experiment."""
+        RUNNING experiment or an active canary."""
 
     async def get(self, name: str) -> Experiment | None: ...
 
@@ -63,7 +66,8 @@ class ExperimentStore(Protocol):
                       change: ExperimentChange) -> Experiment | None:
         """Store `experiment` (its revision must be expected_revision + 1) if the stored one is
         still at expected_revision; None when it is not (or is gone). update_time set by the
-        store. Raises ModelBusy when it becomes RUNNING while another experiment of its model is."""
+        store. Raises ModelBusy when it becomes RUNNING while another experiment of its model is
+        RUNNING or the model has an active canary."""
 
     async def history(self, name: str, *, after_revision: int = 0, limit: int = 100) -> list[ExperimentChange]:
         """Changes of one experiment, oldest first."""
@@ -77,6 +81,44 @@ class ExperimentStore(Protocol):
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+class CanaryStore(Protocol):
+    """Canaries, their audit trail and the lease that lets one replica drive each. Implemented
+    by the same adapter as ExperimentStore, with the same writer lock and change sequence, so
+    "one running experiment or active canary per model" holds across both tables."""
+
+    async def create_canary(self, canary: Canary, event: CanaryEvent) -> tuple[Canary, bool]:
+        """Store a new canary (revision 1, create/update/step_start times set by the store) and
+        its STARTED event; (stored, True). With a request_id already used: (the canary that
+        request created, False), nothing written. Raises ModelBusy when its model has an active
+        canary (kind "canary") or a RUNNING experiment (kind "experiment")."""
+
+    async def get_canary(self, canary_id: str) -> Canary | None: ...
+
+    async def list_canaries(self, *, model_name: str = "", states: Sequence[CanaryState] = (),
+                            before: tuple[datetime, str] | None = None, limit: int = 100) -> list[Canary]:
+        """Newest first (create_time, then canary_id, descending), strictly before the key."""
+
+    async def replace_canary(self, canary: Canary, expected_revision: int,
+                             events: Sequence[CanaryEvent]) -> Canary | None:
+        """Compare-and-set as `ExperimentStore.replace` (canary.revision must be
+        expected_revision + 1), appending `events` to its trail (sequences assigned in order).
+        update_time set by the store, and step_start_time too when `canary` leaves it None
+        (the service does on a new step and on resume: the step's clock is the store's)."""
+
+    async def canary_events(self, canary_id: str, *, after_sequence: int = 0,
+                            limit: int = 100) -> list[CanaryEvent]:
+        """The trail, oldest first."""
+
+    async def canaries_changed_since(self, cursor: int) -> tuple[int, list[Canary]]:
+        """As changed_since, for canaries."""
+
+    async def acquire_lease(self, canary_id: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease to drive a canary: True when `holder` holds it now (it was
+        free, expired, or already `holder`'s); its expiry is then now + ttl_s."""
+
+    async def release_lease(self, canary_id: str, holder: str) -> None: ...
 
 
 class Measurements(Protocol):

@@ -37,6 +37,8 @@ from .assignment import (
     define_experiment,
     updated,
 )
+from .canaries import CanaryService, RegistryWriter, model_busy
+from .canary import Canary, canary_scope, step_scope
 from .catalog import ExperimentCatalog
 from .errors import ErrorReason
 from .model import (
@@ -94,10 +96,11 @@ _INFERENCE_REASONS = {
     "VERSION_NOT_READY": ErrorReason.MODEL_NOT_LOADED,
 }
 # Failures of the served variant (not of the caller's input): they count as the variant's errors.
+# TorchServe unreachable (BACKEND_UNAVAILABLE) is the infrastructure's failure, not the variant's:
+# it fails every side alike, and counting it would let an outage decide a canary.
 _VARIANT_FAILURES = frozenset({ErrorReason.MODEL_NOT_LOADED, ErrorReason.MODEL_HANDLER_ERROR,
                                ErrorReason.WORKER_DIED, ErrorReason.BACKEND_OVERLOADED,
-                               ErrorReason.BACKEND_UNAVAILABLE, ErrorReason.PREDICTION_TIMEOUT,
-                               ErrorReason.INTERNAL})
+                               ErrorReason.PREDICTION_TIMEOUT, ErrorReason.INTERNAL})
 
 
 class Serving(Protocol):
@@ -107,6 +110,9 @@ class Serving(Protocol):
 
     async def predict(self, name: str, selector: Selector, payload: bytes,
                       timeout_s: float | None) -> Prediction: ...
+
+    async def describe(self, name: str, version: str) -> object:
+        """What TorchServe serves of the version; raises MODEL_NOT_LOADED when nothing."""
 
 
 def selector_of(model_version: str) -> Selector:
@@ -133,7 +139,8 @@ def now() -> datetime:
 
 class RouterService:
     def __init__(self, store: ExperimentStore, measurements: Measurements, serving: Serving, *,
-                 catalog_poll_s: float = 5.0, tally_interval_s: float = 0.05,
+                 registry: RegistryWriter | None = None, catalog_poll_s: float = 5.0,
+                 tally_interval_s: float = 0.05, canary_tick_s: float = 1.0,
                  outcome_dedupe_s: int = 30 * 86_400, clock: Callable[[], datetime] = now,
                  shadow_draw: Callable[[], float] = random.random):
         self.store = store
@@ -145,11 +152,16 @@ class RouterService:
         self.clock = clock
         self._shadow_draw = shadow_draw
         self._shadows: set[asyncio.Task] = set()
+        self.canaries = CanaryService(store, measurements, self.catalog, serving, registry, self.tally.flush, clock,
+                                      tick_s=canary_tick_s)
 
     async def start(self) -> None:
         await self.catalog.start()
+        if self.canaries.registry is not None:
+            self.canaries.start_driving()
 
     async def close(self) -> None:
+        await self.canaries.stop_driving()
         await self.catalog.close()
         for task in list(self._shadows):
             task.cancel()
@@ -161,7 +173,8 @@ class RouterService:
     async def create_experiment(self, draft: ExperimentDraft, *, paused: bool, actor: str) -> Experiment:
         experiment = await self._checked(draft, "experiment")
         experiment = experiment.with_changes(
-            state=ExperimentState.PAUSED if paused else ExperimentState.RUNNING, created_by=_actor(actor))
+            state=ExperimentState.PAUSED if paused else ExperimentState.RUNNING, created_by=_actor(actor),
+            start_time=None if paused else self.clock())
         change = self._change(experiment, ChangeAction.CREATED, actor)
         try:
             stored = await self.store.create(experiment, change)
@@ -170,7 +183,7 @@ class RouterService:
                                 reason=ErrorReason.EXPERIMENT_ALREADY_EXISTS,
                                 metadata={"experiment": experiment.name}) from None
         except ModelBusy as busy:
-            raise _model_busy(experiment.model_name, busy.holder) from None
+            raise model_busy(experiment.model_name, busy) from None
         self.catalog.put(stored)
         return stored
 
@@ -247,7 +260,7 @@ class RouterService:
         try:
             stored = await self.store.replace(changed, current.revision, change)
         except ModelBusy as busy:
-            raise _model_busy(changed.model_name, busy.holder) from None
+            raise model_busy(changed.model_name, busy) from None
         if stored is None:
             raise Aborted(f"experiment {quoted(current.name)} changed meanwhile; read it again and retry",
                           reason=ErrorReason.REVISION_MISMATCH, metadata={"experiment": current.name})
@@ -348,12 +361,13 @@ class RouterService:
 
     async def assign(self, user_id: str, attributes: Mapping[str, Any] | None, segments: Collection[str], *,
                      experiment: str = "", model_name: str = "", dry_run: bool = False) -> RoutedAssignment:
-        routed, _ = await self._assign(user_id, attributes, segments, experiment, model_name, dry_run)
+        routed, _, _ = await self._assign(user_id, attributes, segments, experiment, model_name, dry_run)
         return routed
 
     async def _assign(self, user_id: str, attributes: Mapping[str, Any] | None, segments: Collection[str],
                       experiment_name: str, model_name: str,
-                      dry_run: bool) -> tuple[RoutedAssignment, Experiment | None]:
+                      dry_run: bool) -> tuple[RoutedAssignment, Experiment | None, Canary | None]:
+        """The assignment, and the experiment or canary that made it (neither: the default)."""
         check_user_id(user_id)
         if model_name:
             _check_name(model_name, "model_name", MAX_MODEL_NAME_LENGTH)
@@ -363,11 +377,14 @@ class RouterService:
         else:
             experiment, chosen = self._first_targeting(user_id, attributes, segments, model_name)
             if experiment is None:
-                return await self._default(model_name), None
+                canary = self.catalog.active_canary(model_name) if model_name else None
+                if canary is not None:
+                    return self.canaries.assign(canary, user_id), None, canary
+                return await self._default(model_name), None, None
         if not dry_run:
             self._expose(experiment, chosen.variant.name, chosen.reason, user_id)
         return RoutedAssignment(experiment.name, chosen.variant.name, chosen.model_name, chosen.model_version,
-                                chosen.bucket, chosen.reason.value), experiment
+                                chosen.bucket, chosen.reason.value), experiment, None
 
     def _first_targeting(self, user_id, attributes, segments, model_name):
         for experiment in self.catalog.running(model_name):
@@ -406,18 +423,18 @@ class RouterService:
                       payload: bytes, *, experiment: str = "", model_name: str = "",
                       timeout_s: float | None = None) -> tuple[RoutedAssignment, Prediction, bool]:
         """(assignment, prediction, shadowed)."""
-        routed, owner = await self._assign(user_id, attributes, segments, experiment, model_name, False)
-        measured = owner is not None and owner.active
-        scope = experiment_scope(routed.experiment)
+        routed, owner, canary = await self._assign(user_id, attributes, segments, experiment, model_name, False)
+        scopes = _scopes(owner, canary)
         try:
             prediction = await self.serving.predict(routed.model_name, selector_of(routed.model_version), payload,
                                                     timeout_s)
         except DomainError as error:
             error = router_error(error)
-            if measured and error.reason in _VARIANT_FAILURES:
-                self.tally.sample(RequestSample(scope, routed.variant, 0.0, True))
+            if error.reason in _VARIANT_FAILURES:
+                for scope in scopes:
+                    self.tally.sample(RequestSample(scope, routed.variant, 0.0, True))
             raise error from None
-        if measured:
+        for scope in scopes:
             self.tally.sample(RequestSample(scope, routed.variant, prediction.latency_ms, False))
         shadowed = owner is not None and self._shadow(owner, payload, timeout_s)
         return routed, prediction, shadowed
@@ -554,6 +571,15 @@ class ResultsView:
     compute_time: datetime
 
 
+def _scopes(experiment: Experiment | None, canary: Canary | None) -> tuple[str, ...]:
+    """Where a Predict call is counted: its running experiment's scope, or its canary's two."""
+    if experiment is not None:
+        return (experiment_scope(experiment.name),) if experiment.active else ()
+    if canary is not None:
+        return canary_scope(canary.canary_id), step_scope(canary.canary_id, canary.current_step)
+    return ()
+
+
 # --- checks ------------------------------------------------------------------------------
 
 def _actor(subject: str) -> str:
@@ -598,6 +624,10 @@ def _check_metrics(metrics: Sequence[tuple[str, MetricKind | None]], existing: S
         if any(m.name == name for m in checked):
             raise InvalidArgument(f"{field}[{index}].name", f"metric {quoted(name)} is declared twice")
         checked.append(OutcomeMetric(name, kind))
+    gone = [name for name in known if all(m.name != name for m in checked)]
+    if gone:  # its outcomes stay in the store under its name: a new metric of that name would mix with them
+        raise InvalidArgument(field, f"metric {quoted(gone[0])} cannot be removed once declared",
+                              reason=ErrorReason.IMMUTABLE_FIELD)
     return tuple(checked)
 
 
@@ -685,12 +715,6 @@ def _not_found(name: str) -> NotFound:
 def _stopped(name: str) -> FailedPrecondition:
     return FailedPrecondition(f"experiment {quoted(name)} is stopped", reason=ErrorReason.EXPERIMENT_STOPPED,
                               metadata={"experiment": name})
-
-
-def _model_busy(model: str, holder: str) -> FailedPrecondition:
-    return FailedPrecondition(f"model {quoted(model)} already has a running experiment ({quoted(holder)})",
-                              reason=ErrorReason.MODEL_HAS_RUNNING_EXPERIMENT,
-                              metadata={"model_name": model, "experiment": holder})
 
 
 def _revision_mismatch(current: Experiment, revision: int) -> Aborted:
