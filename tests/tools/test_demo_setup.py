@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from inference import grpc_predict_v2_pb2 as oip
 from inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from mnbara.mlserving.router.v1 import router_pb2
 
-from ml_serving import InferenceClient, RegistryClient
+from ml_serving import InferenceClient, RegistryClient, RouterClient
 from ml_serving_tools import demo_setup
 from ml_serving_tools.paths import ROOT
 
@@ -99,6 +100,18 @@ async def test_predict_answers_ranked_items_from_both_versions(demo):
     assert second.answers == first.answers
 
 
+async def test_premium_users_enter_the_demo_experiment(demo, token):
+    address, first, second, _, _ = demo
+    assert first.experiment == second.experiment == f"{first.model_name}-ab"
+    async with RouterClient(address, token=token) as router:
+        served = [(await router.assign_variant(f"user-{i}", segments=["premium"], model_name=first.model_name,
+                                               dry_run=True)).assignment for i in range(200)]
+        outsider = (await router.assign_variant("user-1", model_name=first.model_name, dry_run=True)).assignment
+    assert {a.experiment for a in served} == {first.experiment}
+    assert {a.model_version for a in served} == {"1", "2"}  # 90% / 10% of 200 users: both occur
+    assert (outsider.reason, outsider.model_version) == (router_pb2.ASSIGNMENT_REASON_DEFAULT, "1")  # not premium
+
+
 async def test_open_inference_protocol_answers_the_signature_outputs(demo, channel):
     """gRPC ModelInfer, as tritonclient.grpc sends it: the handler's tensors come back typed."""
     _, first, _, _, _ = demo
@@ -125,7 +138,7 @@ async def test_the_banner_examples_work_through_envoy(demo, stack):
     lines = text.splitlines()
     commands = [line.strip().removesuffix("\\") + " " + lines[i + 1].strip() for i, line in enumerate(lines)
                 if line.startswith("  curl ") and line.endswith("\\")]
-    assert len(commands) == 3
+    assert len(commands) == 4  # Predict twice, OIP, the Router's Predict
     for command in commands:
         done = await asyncio.to_thread(subprocess.run, ["bash", "-c", command + " -w '\\n%{http_code}'"],
                                        capture_output=True, text=True, env=env, timeout=60)

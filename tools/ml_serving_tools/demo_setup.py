@@ -68,6 +68,7 @@ class DemoReport:
     stages: dict[str, str] = field(default_factory=dict)  # registry version -> stage name, after the setup
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # demo version -> metrics
     answers: dict[str, object] = field(default_factory=dict)  # "PRODUCTION"/"STAGING" -> Predict's answer
+    experiment: str = ""  # the demo A/B experiment (Production against Staging), when there is one
     seconds: float = 0.0
 
     @property
@@ -227,8 +228,37 @@ async def setup_demo(address: str, token: str, out_dir: str | Path, *, model_nam
                                                                         wait_seconds)
             except (MLServingError, TimeoutError) as error:  # Production serves: the demo works; say what is missing
                 log(f"warning: the Staging version does not answer yet ({error})")
+    if report.production and report.staging:
+        try:
+            report.experiment = await ensure_experiment(address, token, model_name, report.production,
+                                                        report.staging[0])
+        except MLServingError as error:  # predictions work without it; say why the A/B demo does not
+            log(f"warning: the demo A/B experiment could not be created ({error})")
     report.seconds = time.monotonic() - started
     return report
+
+
+async def ensure_experiment(address: str, token: str, model_name: str, control: str, treatment: str) -> str:
+    """The demo A/B experiment: premium users split 90/10 between Production and Staging (the
+    seed's `get_model_for_user(user_id=..., context={"user_segments": ["premium"]})`). One made
+    by an earlier run is kept as it is. Its name: the model's, with "-ab"."""
+    from mnbara.mlserving.router.v1 import router_pb2 as rpb
+
+    from ml_serving import RouterClient
+
+    async with RouterClient(address, token=token, timeout=30) as router:
+        try:
+            await router.create_experiment({
+                "name": f"{model_name}-ab", "description": "make up's demo: Production against Staging",
+                "variants": [
+                    rpb.Variant(name="control", model_name=model_name, model_version=control, weight_bps=9000,
+                                control=True),
+                    rpb.Variant(name="treatment", model_name=model_name, model_version=treatment, weight_bps=1000)],
+                "targeting": rpb.TargetingRule(include_segments=["premium"]),
+                "metrics": [rpb.OutcomeMetric(name="click", kind=rpb.OUTCOME_KIND_BINARY)]})
+        except AlreadyExistsError:
+            pass
+    return f"{model_name}-ab"
 
 
 def _deployer_enabled(env: dict[str, str]) -> bool:
@@ -307,4 +337,15 @@ def banner(front: str, report: DemoReport) -> str:
         "print(result.as_numpy(\"item_ids\"), result.as_numpy(\"scores\"))",
         "EOF",
     ]
+    if report.experiment:
+        lines += [
+            f"A/B experiment {report.experiment!r} (premium users, 90% Production / 10% Staging):",
+            f"  curl -s -X POST http://{front}/api/v1/router/predict {auth} {ctype} \\",
+            f"    -d '{{\"user_id\": \"user123\", \"segments\": [\"premium\"], \"model_name\": \"{name}\", "
+            f"\"inputs\": {{\"user_id\": 123, \"top_k\": 5}}}}'",
+            f"  curl -s http://{front}/api/v1/router/experiments/{report.experiment}/results {auth}",
+            f"  ML_SERVING_ADDR={front} .venv/bin/python -c 'from ml_serving import ABTestingRouter; "
+            f"print(ABTestingRouter().get_model_for_user(user_id=\"user123\", "
+            f"context={{\"user_segments\": [\"premium\"]}}))'",
+        ]
     return "\n".join(lines) + "\n"

@@ -361,6 +361,19 @@ async def test_changed_since_returns_new_writes_in_order_and_advances_the_cursor
     assert later in newest
 
 
+async def test_the_first_read_leaves_stopped_experiments_out_but_its_cursor_covers_them(store, replica):
+    running = await create(store, experiment(unique("model")))
+    stopped = await replace(store, await create(store, experiment(unique("model"))), ChangeAction.STOPPED,
+                            state=ExperimentState.STOPPED)
+    cursor, live = await replica.changed_since(0)
+    names = {e.name for e in live}
+    assert running.name in names and stopped.name not in names
+    assert all(e.state is not ExperimentState.STOPPED for e in live)
+    _, later = await replica.changed_since(cursor)
+    assert stopped.name not in {e.name for e in later}  # behind the cursor: not sent again
+    assert await replica.get(stopped.name) == stopped  # fetched by name when needed
+
+
 async def test_changed_since_never_misses_a_commit_under_concurrent_writers(database_url, store, replica):
     """Writers commit in an order of their own; a reader following the feed must still end up
     with every experiment's last revision (a write committed behind the cursor would be lost)."""

@@ -169,6 +169,10 @@ class MemoryExperimentStore:
         changed = sorted((seq, name) for name, seq in self._written_at.items() if seq > cursor)
         if not changed:
             return cursor, []
+        if cursor == 0:  # the first read leaves stopped experiments out (the port says so)
+            live = [self.experiments[name] for _, name in changed
+                    if self.experiments[name].state is not ExperimentState.STOPPED]
+            return changed[-1][0], live
         return changed[-1][0], [self.experiments[name] for _, name in changed]
 
     async def wait_for_change(self, timeout_s: float) -> None:
@@ -250,6 +254,8 @@ class MemoryExperimentStore:
         changed = sorted((seq, cid) for cid, seq in self._canary_written_at.items() if seq > cursor)
         if not changed:
             return cursor, []
+        if cursor == 0:  # the first read gives the active ones only
+            return changed[-1][0], [self.canaries[cid] for _, cid in changed if self.canaries[cid].active]
         return changed[-1][0], [self.canaries[cid] for _, cid in changed]
 
     async def acquire_lease(self, canary_id: str, holder: str, ttl_s: float) -> bool:

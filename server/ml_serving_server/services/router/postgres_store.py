@@ -294,6 +294,11 @@ _HISTORY = """
     LIMIT $3"""
 
 _CHANGED_SINCE = "SELECT change_seq, body FROM router_experiments WHERE change_seq > $1 ORDER BY change_seq"
+# The first read (cursor 0) leaves stopped experiments and finished canaries out: they are many
+# after a while and assignment never needs them (the catalog fetches one when asked by name).
+# The head is read first, so a write committed between the two reads comes again next time.
+_EXPERIMENTS_HEAD = "SELECT coalesce(max(change_seq), 0) FROM router_experiments"
+_LIVE_EXPERIMENTS = "SELECT change_seq, body FROM router_experiments WHERE state <> 'STOPPED' ORDER BY change_seq"
 
 # Canaries. Read after the write lock, as _CURRENT: the store's clock, the canary's row and its
 # last event, the canary a non-empty request id ($2) created, and what holds the model ($3): a
@@ -355,6 +360,9 @@ _CANARY_EVENTS = """
     LIMIT $3"""
 
 _CANARIES_CHANGED_SINCE = "SELECT change_seq, body FROM router_canaries WHERE change_seq > $1 ORDER BY change_seq"
+_CANARIES_HEAD = "SELECT coalesce(max(change_seq), 0) FROM router_canaries"
+_ACTIVE_CANARIES = ("SELECT change_seq, body FROM router_canaries WHERE state IN " + ACTIVE_SQL
+                    + " ORDER BY change_seq")
 
 # Take or renew a lease: one statement, the database's clock only. The canary's row is locked
 # FOR SHARE while it is active (a write ending it waits, or this finds it ended); the lease is
@@ -566,6 +574,9 @@ class PostgresExperimentStore:
 
     @_translate_errors
     async def changed_since(self, cursor: int) -> tuple[int, list[Experiment]]:
+        if cursor == 0:
+            head = await self._fetchval(_EXPERIMENTS_HEAD)
+            return head, [_load_body(row["body"]) for row in await self._fetch(_LIVE_EXPERIMENTS)]
         rows = await self._fetch(_CHANGED_SINCE, cursor)
         if not rows:
             return cursor, []
@@ -658,6 +669,9 @@ class PostgresExperimentStore:
 
     @_translate_errors
     async def canaries_changed_since(self, cursor: int) -> tuple[int, list[Canary]]:
+        if cursor == 0:
+            head = await self._fetchval(_CANARIES_HEAD)
+            return head, [_load_canary_body(row["body"]) for row in await self._fetch(_ACTIVE_CANARIES)]
         rows = await self._fetch(_CANARIES_CHANGED_SINCE, cursor)
         if not rows:
             return cursor, []

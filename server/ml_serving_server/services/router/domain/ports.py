@@ -73,7 +73,8 @@ class ExperimentStore(Protocol):
         """Changes of one experiment, oldest first."""
 
     async def changed_since(self, cursor: int) -> tuple[int, list[Experiment]]:
-        """Experiments written after `cursor` (0: all of them), and the cursor to pass next."""
+        """Experiments written after `cursor`, and the cursor to pass next; cursor 0 gives every
+        experiment that is not stopped (stopped ones are fetched with `get` when needed)."""
 
     async def wait_for_change(self, timeout_s: float) -> None:
         """Return when some replica wrote an experiment, or after timeout_s."""
@@ -112,7 +113,7 @@ class CanaryStore(Protocol):
         """The trail, oldest first."""
 
     async def canaries_changed_since(self, cursor: int) -> tuple[int, list[Canary]]:
-        """As changed_since, for canaries."""
+        """As changed_since, for canaries: cursor 0 gives the active ones."""
 
     async def acquire_lease(self, canary_id: str, holder: str, ttl_s: float) -> bool:
         """Take or renew the lease to drive a canary: True when `holder` holds it now (it was

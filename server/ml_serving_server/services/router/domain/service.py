@@ -412,11 +412,12 @@ class RouterService:
     async def _cached(self, name: str, field: str = "experiment") -> Experiment:
         _check_name(name, field)
         experiment = self.catalog.get(name)
-        if experiment is None:  # created on another replica a moment ago?
+        if experiment is None:  # created on another replica a moment ago, or stopped long ago?
             await self.catalog.refresh()
-            experiment = self.catalog.get(name)
-        if experiment is None:
-            raise _not_found(name)
+            experiment = self.catalog.get(name) or await self.store.get(name)
+            if experiment is None:
+                raise _not_found(name)
+            self.catalog.put(experiment)
         return experiment
 
     async def predict(self, user_id: str, attributes: Mapping[str, Any] | None, segments: Collection[str],
