@@ -38,20 +38,15 @@ import functools
 import json
 import logging
 import math
-import threading
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 import asyncpg
-import sqlalchemy
-import sqlalchemy.exc
-from alembic import command as alembic_command
-from alembic.config import Config as AlembicConfig
 from asyncpg import exceptions as pg_errors
-from sqlalchemy.pool import NullPool
 
+from ...runtime import postgres_migrations as migrations
 from .domain.layout import gate_dict, gate_from_dict, signature_dict, signature_from_dict
 from .domain.model import (
     Artifact,
@@ -61,7 +56,6 @@ from .domain.model import (
     MetricGate,
     ModelVersion,
     RegistryEvent,
-    Signature,
     Stage,
     StageTransition,
     TransitionQuery,
@@ -79,15 +73,11 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # collide with it); the first key says whose lock it is.
 _MODEL_LOCK_NAMESPACE = 0x52454701  # 'REG' 1: (namespace, crc32(model)), one per model
 _MIGRATION_LOCK_NAMESPACE = 0x52454702  # 'REG' 2: (namespace, 0), schema upgrades
-_MIGRATION_LOCK_WAIT_SECONDS = 120  # another replica migrating for longer than this: give up
 
 _APPLICATION_NAME = "ml-serving-registry"
 _LISTENER_KEEPALIVE_SECONDS = 5.0  # the listener connection is checked this often
 _RECONNECT_BACKOFF = (0.1, 5.0)  # first and longest pause between listener reconnections
-
-# alembic's `context` is one module-level proxy per process: one upgrade at a time per process
-# (the advisory lock orders processes).
-_UPGRADE_GUARD = threading.Lock()
+SCHEMA = migrations.Schema(MIGRATIONS, VERSION_TABLE, (_MIGRATION_LOCK_NAMESPACE, 0), _APPLICATION_NAME)
 
 
 # ----- errors --------------------------------------------------------------------------------
@@ -137,61 +127,12 @@ def _translate_errors(method):
 
 # ----- migrations ----------------------------------------------------------------------------
 
-def sqlalchemy_url(dsn: str) -> str:
-    """The DSN (postgres:// or postgresql://, libpq URI syntax) as a SQLAlchemy psycopg2 URL."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or not (scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+")):
-        raise ValueError("lifecycle store DSN must be a postgresql:// URI")
-    return f"postgresql+psycopg2://{rest}"
-
-
-def alembic_config(dsn: str | None = None) -> AlembicConfig:
-    """The registry's alembic configuration (there is no alembic.ini)."""
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    if dsn:
-        config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
-    return config
-
-
-def _upgrade(dsn: str, timeout_seconds: float) -> None:
-    """Upgrade the schema to the newest revision (blocking: run in a thread)."""
-    engine = sqlalchemy.create_engine(
-        sqlalchemy_url(dsn), poolclass=NullPool,
-        connect_args={"connect_timeout": max(2, math.ceil(timeout_seconds)),
-                      "application_name": f"{_APPLICATION_NAME}-migrations"},
-    )
-    lock = sqlalchemy.text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_NAMESPACE}, 0)")
-    unlock = sqlalchemy.text(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK_NAMESPACE}, 0)")
-    try:
-        with _UPGRADE_GUARD, engine.connect() as connection:
-            # A session lock: it outlives the transactions alembic commits, until unlocked.
-            connection.execute(sqlalchemy.text(f"SET lock_timeout = '{_MIGRATION_LOCK_WAIT_SECONDS}s'"))
-            connection.execute(lock)
-            connection.execute(sqlalchemy.text("RESET lock_timeout"))
-            connection.commit()
-            try:
-                config = alembic_config()
-                config.attributes["connection"] = connection
-                alembic_command.upgrade(config, "head")
-            finally:
-                try:
-                    connection.rollback()
-                    connection.execute(unlock)
-                    connection.commit()
-                except sqlalchemy.exc.SQLAlchemyError:
-                    pass  # the connection is gone, and its lock with it
-    finally:
-        engine.dispose()
-
-
 async def migrate(dsn: str, timeout_seconds: float) -> None:
     """Run the registry's pending migrations; BackendUnavailable when PostgreSQL cannot be reached
     (or another replica held the migration lock for too long)."""
     try:
-        await asyncio.to_thread(_upgrade, dsn, timeout_seconds)
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-            OSError) as exc:
+        await migrations.upgrade(SCHEMA, dsn, timeout_seconds)
+    except migrations.UNREACHABLE as exc:
         raise BackendUnavailable(f"lifecycle store (PostgreSQL) unavailable for migrations: {exc}") from exc
 
 

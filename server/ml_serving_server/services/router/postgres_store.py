@@ -68,21 +68,16 @@ import functools
 import json
 import logging
 import math
-import threading
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence, TypeVar
 
 import asyncpg
-import sqlalchemy
-import sqlalchemy.exc
-from alembic import command as alembic_command
-from alembic.config import Config as AlembicConfig
 from asyncpg import exceptions as pg_errors
-from sqlalchemy.pool import NullPool
 
 from ...errors import InvalidArgument
+from ...runtime import postgres_migrations as migrations
 from .domain.assignment import BucketLayout, Variant, define_experiment
 from .domain.canary import (
     ACTIVE_STATES,
@@ -121,7 +116,6 @@ ACTIVE_SQL = "('RUNNING', 'PAUSED', 'AWAITING_PROMOTION')"
 _LOCK_NAMESPACE = 0x524F5554  # 'ROUT'
 _WRITE_LOCK = f"SELECT pg_advisory_xact_lock({_LOCK_NAMESPACE}, 1)"  # every write: see "Locks"
 _MIGRATION_LOCK_KEY = 2  # (namespace, 2): schema upgrades
-_MIGRATION_LOCK_WAIT_SECONDS = 120  # another replica migrating for longer than this: give up
 
 _APPLICATION_NAME = "ml-serving-router"
 _POOL_SIZE = 10
@@ -129,10 +123,8 @@ _LISTENER_KEEPALIVE_SECONDS = 5.0  # the listener connection is checked this oft
 _RECONNECT_BACKOFF = (0.1, 5.0)  # first and longest pause between listener reconnections
 _BUSY_ATTEMPTS = 3  # a write the index rejected is retried when its holder is gone by the follow-up read
 
-# alembic's `context` is one module-level proxy per process: one upgrade at a time per process.
-_UPGRADE_GUARD = threading.Lock()
-
 _WHAT = "the router's experiment store (PostgreSQL)"
+SCHEMA = migrations.Schema(MIGRATIONS, VERSION_TABLE, (_LOCK_NAMESPACE, _MIGRATION_LOCK_KEY), _APPLICATION_NAME)
 
 
 # ----- errors --------------------------------------------------------------------------------
@@ -183,61 +175,12 @@ def _translate_errors(method):
 
 # ----- migrations ----------------------------------------------------------------------------
 
-def sqlalchemy_url(dsn: str) -> str:
-    """The DSN (postgres:// or postgresql://, libpq URI syntax) as a SQLAlchemy psycopg2 URL."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or not (scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+")):
-        raise ValueError("the experiment store's DSN must be a postgresql:// URI")
-    return f"postgresql+psycopg2://{rest}"
-
-
-def alembic_config(dsn: str | None = None) -> AlembicConfig:
-    """The router's alembic configuration (there is no alembic.ini)."""
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    if dsn:
-        config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
-    return config
-
-
-def _upgrade(dsn: str, timeout_seconds: float) -> None:
-    """Upgrade the schema to the newest revision (blocking: run in a thread)."""
-    engine = sqlalchemy.create_engine(
-        sqlalchemy_url(dsn), poolclass=NullPool,
-        connect_args={"connect_timeout": max(2, math.ceil(timeout_seconds)),
-                      "application_name": f"{_APPLICATION_NAME}-migrations"},
-    )
-    lock = sqlalchemy.text(f"SELECT pg_advisory_lock({_LOCK_NAMESPACE}, {_MIGRATION_LOCK_KEY})")
-    unlock = sqlalchemy.text(f"SELECT pg_advisory_unlock({_LOCK_NAMESPACE}, {_MIGRATION_LOCK_KEY})")
-    try:
-        with _UPGRADE_GUARD, engine.connect() as connection:
-            # A session lock: it outlives the transactions alembic commits, until unlocked.
-            connection.execute(sqlalchemy.text(f"SET lock_timeout = '{_MIGRATION_LOCK_WAIT_SECONDS}s'"))
-            connection.execute(lock)
-            connection.execute(sqlalchemy.text("RESET lock_timeout"))
-            connection.commit()
-            try:
-                config = alembic_config()
-                config.attributes["connection"] = connection
-                alembic_command.upgrade(config, "head")
-            finally:
-                try:
-                    connection.rollback()
-                    connection.execute(unlock)
-                    connection.commit()
-                except sqlalchemy.exc.SQLAlchemyError:
-                    pass  # the connection is gone, and its lock with it
-    finally:
-        engine.dispose()
-
-
 async def migrate(dsn: str, timeout_seconds: float) -> None:
     """Run the router's pending migrations; StoreUnavailable when PostgreSQL cannot be reached
     (or another replica held the migration lock for too long)."""
     try:
-        await asyncio.to_thread(_upgrade, dsn, timeout_seconds)
-    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-            OSError) as exc:
+        await migrations.upgrade(SCHEMA, dsn, timeout_seconds)
+    except migrations.UNREACHABLE as exc:
         log.warning("cannot migrate %s: %s", _WHAT, exc)
         raise StoreUnavailable(_WHAT) from exc
 

@@ -12,8 +12,6 @@ transaction, so a manual action racing the driver never interleaves halfway.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import secrets
 import uuid
@@ -40,6 +38,7 @@ from .canary import (
     decide,
     step_scope,
 )
+from . import paging
 from .catalog import ExperimentCatalog
 from .errors import ErrorReason
 from .model import RequestStats, RoutedAssignment
@@ -50,7 +49,6 @@ log = logging.getLogger(__name__)
 CANARY_REASON = 6  # the proto's ASSIGNMENT_REASON_CANARY_BUCKET
 MAX_REASON_LENGTH = 1024
 MAX_REQUEST_ID_LENGTH = 128
-MAX_PAGE_SIZE = 1000
 
 
 class PromotionRefused(Exception):
@@ -159,15 +157,15 @@ class CanaryService:
     async def list(self, model_name: str, states: Collection[CanaryState], page_size: int,
                    page_token: str) -> tuple[list[Canary], str]:
         _check_text(model_name, "model_name", 256)
-        limit = _page_size(page_size)
+        limit = paging.page_size(page_size)
         page = await self.store.list_canaries(model_name=model_name, states=tuple(states),
-                                              before=_decode_token(page_token), limit=limit + 1)
-        token = _encode_token(page[limit - 1]) if len(page) > limit else ""
+                                              before=paging.decode(page_token), limit=limit + 1)
+        token = paging.encode(page[limit - 1].create_time, page[limit - 1].canary_id) if len(page) > limit else ""
         return page[:limit], token
 
     async def events(self, canary_id: str, page_size: int, page_token: str) -> tuple[list[CanaryEvent], str]:
         await self.get(canary_id)
-        limit = _page_size(page_size)
+        limit = paging.page_size(page_size)
         after = _decode_sequence(page_token)
         page = await self.store.canary_events(canary_id, after_sequence=after, limit=limit + 1)
         token = str(page[limit - 1].sequence) if len(page) > limit else ""
@@ -390,42 +388,9 @@ def _finished(canary: Canary, why: str) -> FailedPrecondition:
                               metadata={"canary_id": canary.canary_id, "state": canary.state.name})
 
 
-def _page_size(page_size: int) -> int:
-    if page_size == 0:
-        return 100
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE_SIZE}, got {page_size}")
-    return page_size
-
-
-def _encode_token(last: Canary) -> str:
-    key = json.dumps([last.create_time.isoformat() if last.create_time else "", last.canary_id])
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        if len(token) > 512:
-            raise ValueError
-        stamp, canary_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        at = datetime.fromisoformat(stamp)
-        if not isinstance(canary_id, str) or at.tzinfo is None:
-            raise ValueError
-        return at, canary_id
-    except (ValueError, TypeError, UnicodeDecodeError):
-        raise _bad_token() from None
-
-
 def _decode_sequence(token: str) -> int:
     if not token:
         return 0
     if len(token) > 20 or not token.isdigit():
-        raise _bad_token()
+        raise paging.bad_token()
     return int(token)
-
-
-def _bad_token() -> InvalidArgument:
-    return InvalidArgument("page_token", "is not a token this service issued", reason=ErrorReason.INVALID_PAGE_TOKEN)
-

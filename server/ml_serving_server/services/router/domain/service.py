@@ -9,8 +9,6 @@ as Inference.Predict, not a second copy. Its errors come back with the Router's 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import math
 import random
@@ -39,6 +37,7 @@ from .assignment import (
 )
 from .canaries import CanaryService, RegistryWriter, model_busy
 from .canary import Canary, canary_scope, step_scope
+from . import paging
 from .catalog import ExperimentCatalog
 from .errors import ErrorReason
 from .model import (
@@ -78,8 +77,6 @@ MAX_PRIORITY = 1_000_000
 MAX_REASON_LENGTH = 1024
 MAX_EVENT_ID_LENGTH = 128
 MAX_OUTCOME_BATCH = 10_000
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 MAX_ACTOR_LENGTH = 256
 MAX_SHADOW_IN_FLIGHT = 64
 UPDATABLE = frozenset({"description", "variants", "targeting", "overrides", "holdout_bps", "shadow", "metrics",
@@ -198,10 +195,10 @@ class RouterService:
                                page_token: str) -> tuple[list[Experiment], str]:
         if len(model_name) > MAX_MODEL_NAME_LENGTH:
             raise InvalidArgument("model_name", f"must be at most {MAX_MODEL_NAME_LENGTH} characters")
-        limit = _page_size(page_size)
-        before = _decode_token(page_token)
+        limit = paging.page_size(page_size)
+        before = paging.decode(page_token)
         page = await self.store.list(states=tuple(states), model_name=model_name, before=before, limit=limit + 1)
-        token = _encode_token(page[limit - 1]) if len(page) > limit else ""
+        token = paging.encode(page[limit - 1].create_time, page[limit - 1].name) if len(page) > limit else ""
         return page[:limit], token
 
     async def update_experiment(self, draft: ExperimentDraft, paths: Sequence[str], actor: str) -> Experiment:
@@ -677,35 +674,6 @@ def _outcome_value(item: OutcomeInput, metric: OutcomeMetric, path: Callable[[st
     if not math.isfinite(item.value) or abs(item.value) > 1e12:
         raise InvalidArgument(path("value"), "must be a finite number within +-1e12")
     return float(item.value)
-
-
-def _page_size(page_size: int) -> int:
-    if page_size == 0:
-        return DEFAULT_PAGE_SIZE
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE_SIZE}, got {page_size}")
-    return page_size
-
-
-def _encode_token(last: Experiment) -> str:
-    key = json.dumps([last.create_time.isoformat() if last.create_time else "", last.name])
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        if len(token) > 512:
-            raise ValueError
-        stamp, name = json.loads(base64.urlsafe_b64decode(token.encode()))
-        at = datetime.fromisoformat(stamp)
-        if not isinstance(name, str) or at.tzinfo is None:
-            raise ValueError
-        return at, name
-    except (ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "is not a token this service issued",
-                              reason=ErrorReason.INVALID_PAGE_TOKEN) from None
 
 
 def _not_found(name: str) -> NotFound:
