@@ -113,7 +113,11 @@ async def test_a_faulty_canary_rolls_back_on_its_own_and_then_nobody_sees_an_err
         for index in range(100):  # every input, those the faulty version fails on included
             response = await router.predict(f"after-{index}", {"n": index}, model_name=model)
             assert response.assignment.model_version == "1"
-        assert await stage_of(mesh, token, model, "2") == rpb.STAGE_ARCHIVED
+        # Traffic goes back first; the Registry is told right after (the driver archives the version).
+        deadline = time.monotonic() + 15
+        while await stage_of(mesh, token, model, "2") != rpb.STAGE_ARCHIVED:
+            assert time.monotonic() < deadline, "the rolled-back version was not archived in the Registry"
+            await asyncio.sleep(0.2)
 
 
 async def test_too_little_traffic_holds_the_step_and_says_so(mesh, token, router, echo_archive):
