@@ -99,3 +99,9 @@ def test_a_bad_plan_names_its_field(steps, interval, minimum, thresholds, field)
 
 def test_a_good_plan_passes():
     assert check_plan([500, 2500, 10000], 30, 200, Thresholds(0.01, 1.5)) == (500, 2500, 10000)
+
+
+def test_a_canary_waiting_for_promotion_holds_and_keeps_saying_why():
+    decision = decide(make(state=CanaryState.AWAITING_PROMOTION, current_step=2), SideStats(900, 0),
+                      SideStats(300, 0), SideStats(100, 0), T0 + timedelta(hours=1))
+    assert (decision.action, decision.reason) == (Action.HOLD, "waiting for PromoteCanary")

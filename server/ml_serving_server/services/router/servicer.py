@@ -172,7 +172,8 @@ class RouterServicer(_CanaryRpcs, router_pb2_grpc.RouterServiceServicer):
         view = await self._service.results(request.name, request.metric, request.confidence_level)
         results = view.results
         return pb.GetExperimentResultsResponse(
-            experiment=view.experiment.name, metric=pb.OutcomeMetric(name=view.metric.name, kind=_kind(view.metric.kind)),
+            experiment=view.experiment.name,
+            metric=pb.OutcomeMetric(name=view.metric.name, kind=_kind(view.metric.kind)),
             confidence_level=results.confidence_level, variants=_variant_results(view),
             holdout_exposures=view.holdout_exposures, sample_ratio=_sample_ratio(results),
             verdict=_VERDICT[results.verdict.name], winning_variant=results.winning_variant,

@@ -228,6 +228,9 @@ def breach(stable: SideStats, canary: SideStats, thresholds: Thresholds,
     return ""
 
 
+_HELD = {CanaryState.PAUSED: "paused", CanaryState.AWAITING_PROMOTION: "waiting for PromoteCanary"}
+
+
 def decide(canary: Canary, stable: SideStats, candidate: SideStats, step_candidate: SideStats, now: datetime,
            alpha: float = DEFAULT_CANARY_ALPHA) -> Decision:
     """What to do now: `stable` and `candidate` are the cumulative figures, `step_candidate`
@@ -237,7 +240,7 @@ def decide(canary: Canary, stable: SideStats, candidate: SideStats, step_candida
         if why:
             return Decision(Action.ROLLBACK, why)
     if canary.state is not CanaryState.RUNNING:
-        return Decision(Action.HOLD, {CanaryState.PAUSED: "paused"}.get(canary.state, ""))
+        return Decision(Action.HOLD, _HELD.get(canary.state, ""))
     step = canary.current_step + 1
     of = f"step {step} of {len(canary.steps_bps)} ({canary.current_weight_bps} bps)"
     due = (canary.step_start_time or now) + timedelta(seconds=canary.step_interval_s)
