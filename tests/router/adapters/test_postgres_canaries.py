@@ -13,13 +13,11 @@ import dataclasses
 import json
 import random
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 
-from ml_serving_server.services.router.domain.assignment import Variant, define_experiment
 from ml_serving_server.services.router.domain.canary import (
     ACTIVE_STATES,
     Canary,
@@ -29,15 +27,8 @@ from ml_serving_server.services.router.domain.canary import (
     SideStats,
     Thresholds,
 )
-from ml_serving_server.services.router.domain.model import (
-    ChangeAction,
-    Experiment,
-    ExperimentChange,
-    ExperimentState,
-    OutcomeMetric,
-)
+from ml_serving_server.services.router.domain.model import ChangeAction, ExperimentState
 from ml_serving_server.services.router.domain.ports import ModelBusy
-from ml_serving_server.services.router.domain.statistics import MetricKind
 from ml_serving_server.services.router.postgres_store import (
     ACTIVE_SQL,
     PostgresExperimentStore,
@@ -47,35 +38,13 @@ from ml_serving_server.services.router.postgres_store import (
     _load_event,
 )
 
+from .conftest import TIMEOUT, change, experiment, now, unique
+
 pytestmark = pytest.mark.timeout(60)
 
-TIMEOUT = 5.0
 RUNNING, PAUSED, AWAITING = CanaryState.RUNNING, CanaryState.PAUSED, CanaryState.AWAITING_PROMOTION
 PROMOTED, ROLLED_BACK = CanaryState.PROMOTED, CanaryState.ROLLED_BACK
 STARTED = CanaryEventType.STARTED
-
-
-@pytest.fixture(scope="module")
-async def store(database_url):
-    opened = await PostgresExperimentStore.connect(database_url, timeout_seconds=TIMEOUT)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture(scope="module")
-async def replica(database_url):
-    """A second store on the same database: another replica."""
-    opened = await PostgresExperimentStore.connect(database_url, timeout_seconds=TIMEOUT)
-    yield opened
-    await opened.close()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def canary(model: str, *, request_id: str = "", state: CanaryState = RUNNING) -> Canary:
@@ -119,16 +88,6 @@ async def finish(store: PostgresExperimentStore, current: Canary, state: CanaryS
     finished = await replace(store, current, kind, state=state, end_time=now())
     assert finished is not None and finished.state is state
     return finished
-
-
-def experiment(model: str, *, state: ExperimentState = ExperimentState.RUNNING) -> Experiment:
-    definition = define_experiment(unique("exp"), [Variant("control", model, "1", 5000, control=True),
-                                                   Variant("treatment", model, "2", 5000)])
-    return Experiment(definition, (OutcomeMetric("ctr", MetricKind.BINARY),), state=state)
-
-
-def change(e: Experiment, action: ChangeAction = ChangeAction.CREATED) -> ExperimentChange:
-    return ExperimentChange(e.name, e.revision, action, "alice", now(), "", (), e)
 
 
 async def lease_rows(store: PostgresExperimentStore, canary_id: str) -> int:

@@ -25,7 +25,6 @@ from ml_serving_server.services.router.domain.assignment import Variant, define_
 from ml_serving_server.services.router.domain.model import (
     ChangeAction,
     Experiment,
-    ExperimentChange,
     ExperimentState,
     OutcomeMetric,
     ShadowConfig,
@@ -39,40 +38,11 @@ from ml_serving_server.services.router.postgres_store import (
     _load_experiment,
 )
 
+from .conftest import TIMEOUT, change, experiment, now, unique
+
 pytestmark = pytest.mark.timeout(60)
 
-TIMEOUT = 5.0
 RUNNING, PAUSED, STOPPED = ExperimentState.RUNNING, ExperimentState.PAUSED, ExperimentState.STOPPED
-
-
-@pytest.fixture(scope="module")
-async def store(database_url):
-    opened = await PostgresExperimentStore.connect(database_url, timeout_seconds=TIMEOUT)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture(scope="module")
-async def replica(database_url):
-    """A second store on the same database: another replica (its connect runs the migrations again)."""
-    opened = await PostgresExperimentStore.connect(database_url, timeout_seconds=TIMEOUT)
-    yield opened
-    await opened.close()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def experiment(model: str, *, name: str = "", state: ExperimentState = RUNNING) -> Experiment:
-    """A small experiment: two variants, nothing else."""
-    definition = define_experiment(name or unique("exp"), [Variant("control", model, "1", 5000, control=True),
-                                                           Variant("treatment", model, "2", 5000)])
-    return Experiment(definition, (OutcomeMetric("ctr", MetricKind.BINARY),), state=state)
 
 
 def full_experiment(model: str) -> Experiment:
@@ -99,11 +69,6 @@ def full_experiment(model: str) -> Experiment:
         definition, (OutcomeMetric("ctr", MetricKind.BINARY), OutcomeMetric("revenue", MetricKind.NUMERIC)),
         state=STOPPED, description="a full one", shadow=ShadowConfig(model, "4", 1500), priority=7,
         winning_variant="alpha", revision=1, created_by="alice", start_time=at, stop_time=at + timedelta(days=1))
-
-
-def change(e: Experiment, action: ChangeAction = ChangeAction.CREATED, *, reason: str = "",
-           fields: tuple[str, ...] = (), at: datetime | None = None) -> ExperimentChange:
-    return ExperimentChange(e.name, e.revision, action, "alice", at or now(), reason, fields, e)
 
 
 async def create(store: PostgresExperimentStore, e: Experiment) -> Experiment:
