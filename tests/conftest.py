@@ -10,6 +10,7 @@ environment; run directly, pytest finds or starts what a test asks for (under `.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import grpc
@@ -30,10 +31,28 @@ def redis_url() -> str:
     return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+TEST_DATABASE_PREFIX = "mlserving_test_"
+STALE_TEST_DATABASE_SECONDS = 12 * 3600  # a run killed before its teardown leaves its database behind
+
+
 @pytest.fixture(scope="session")
 def database_url() -> str:
-    """DATABASE_URL when set (the test command sets it), else one found or started."""
-    return os.environ.get("DATABASE_URL") or devservices.ensure_postgres(STATE_DIR)
+    """A database of this test session's own, dropped afterwards, on the server DATABASE_URL names
+    (the test command sets it), else on one found or started. A deployment owns its database: two
+    test runs side by side on one PostgreSQL must not see (or drive) each other's experiments and
+    canaries."""
+    server = os.environ.get("DATABASE_URL") or devservices.ensure_postgres(STATE_DIR)
+    _drop_stale_test_databases(server)
+    dbname = f"{TEST_DATABASE_PREFIX}{int(time.time())}_{uuid.uuid4().hex[:8]}"
+    yield devservices.create_database_if_missing(server, dbname)
+    devservices.drop_database(server, dbname)
+
+
+def _drop_stale_test_databases(server: str) -> None:
+    for name in devservices.databases_starting_with(server, TEST_DATABASE_PREFIX):
+        created = name[len(TEST_DATABASE_PREFIX):].split("_", 1)[0]
+        if created.isdigit() and time.time() - int(created) > STALE_TEST_DATABASE_SECONDS:
+            devservices.drop_database(server, name)
 
 
 @pytest.fixture(scope="session")

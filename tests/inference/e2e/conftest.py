@@ -32,7 +32,7 @@ import pytest
 from ml_serving import RegistryClient
 from ml_serving_tools import stack as stack_module
 from ml_serving_tools.demo_model import DemoArtifact, build_demo_models
-from ml_serving_tools.devservices import create_database_if_missing, start_mlflow
+from ml_serving_tools.devservices import create_database_if_missing, drop_database, start_mlflow
 from ml_serving_tools.devservices.torchserve import TorchServeServer, start_torchserve
 from ml_serving_tools.paths import STATE_DIR
 
@@ -47,19 +47,6 @@ def _in_thread(fn: Callable[[], Any]) -> Any:
     """Run blocking setup code (which may call asyncio.run) off the test session's event loop."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(fn).result()
-
-
-def _drop_database(admin_dsn: str, dbname: str) -> None:
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(admin_dsn, timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    _in_thread(lambda: asyncio.run(drop()))
 
 
 @dataclass
@@ -156,7 +143,7 @@ def private_mlflow(tmp_path_factory, database_url, s3_endpoint) -> str:
     finally:
         if server is not None:
             server.stop()
-        _drop_database(database_url, dbname)
+        _in_thread(lambda: drop_database(database_url, dbname))
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +168,7 @@ def private_mesh(tmp_path_factory, stack_env, dev_keys, database_url, private_ml
             running.stop()
         torchserve.stop()
         if db_url is not None:
-            _drop_database(database_url, dbname)
+            _in_thread(lambda: drop_database(database_url, dbname))
 
 
 async def _delete_models(mesh: PrivateMesh) -> None:

@@ -31,6 +31,8 @@ from .mlflow import MLFLOW_DBNAME, MlflowServer, backend_store_uri, ensure_mlflo
 from .postgres import (
     DEFAULT_DBNAME,
     create_database_if_missing,
+    databases_starting_with,
+    drop_database,
     ensure_postgres,
     host_port_of,
     pg_dsn_for,
@@ -58,7 +60,8 @@ from .torchserve import TorchServeEndpoints, TorchServeServer, ensure_torchserve
 
 __all__ = [
     "DEFAULT_DBNAME", "EMBEDDED_SOURCES", "MLFLOW_BUCKET", "MLFLOW_DBNAME", "MODELS_BUCKET", "DevServices", "Embedded",
-    "MlflowServer", "S3Endpoint", "backend_store_uri", "create_database_if_missing", "detach", "ensure_buckets",
+    "MlflowServer", "S3Endpoint", "backend_store_uri", "create_database_if_missing", "databases_starting_with", "detach",
+    "drop_database", "ensure_buckets",
     "ensure_mlflow", "ensure_postgres", "ensure_redis", "ensure_s3", "host_port_of", "load_state", "mlflow_answers",
     "parse_pg_major", "pg_dsn_for", "postgres_answers", "redis_answers", "redis_url_for", "s3_answers", "s3_client",
     "start_embedded_postgres", "start_embedded_redis", "start_embedded_s3", "start_mlflow", "stop_all",

@@ -120,6 +120,33 @@ def create_database_if_missing(admin_dsn: str, dbname: str, timeout: float = 5.0
     return with_dbname(admin_dsn, dbname)
 
 
+async def _pg_admin(admin_dsn: str, timeout: float, work):
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn, timeout=timeout)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+def drop_database(admin_dsn: str, dbname: str, timeout: float = 5.0) -> None:
+    """Drop ``dbname`` on the server of ``admin_dsn`` if it exists, closing its connections."""
+    if not valid_dbname(dbname):
+        raise ValueError(f"unsupported database name {dbname!r}")
+    _run_coro(_pg_admin(admin_dsn, timeout,
+                        lambda conn: conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')))
+
+
+def databases_starting_with(admin_dsn: str, prefix: str, timeout: float = 5.0) -> list[str]:
+    """The names of the databases on the server of ``admin_dsn`` that begin with ``prefix``."""
+    async def names(conn) -> list[str]:
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix)
+        return [row["datname"] for row in rows]
+
+    return _run_coro(_pg_admin(admin_dsn, timeout, names))
+
+
 # --------------------------------------------------------------------------- embedded server
 
 
