@@ -56,6 +56,7 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
                             catalog_poll_s=settings.catalog_poll_seconds,
                             tally_interval_s=settings.flush_interval_seconds,
                             canary_tick_s=settings.canary_tick_seconds,
+                            allocation_tick_s=settings.allocation_tick_seconds,
                             outcome_dedupe_s=settings.outcome_dedupe_days * 86_400)
     closing = (service, resolver, backend, store, measurements, registry)
     try:

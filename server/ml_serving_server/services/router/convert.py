@@ -10,10 +10,11 @@ from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from mnbara.mlserving.router.v1 import router_pb2 as pb
 
 from ...errors import InvalidArgument
-from .domain.assignment import BucketLayout, ExperimentDefinition, Variant, define_experiment
+from .domain.allocation import DEFAULT_INTERVAL_S, DEFAULT_MIN_EXPOSURES, Allocation, AllocationMode
+from .domain.assignment import BUCKETS, BucketLayout, ExperimentDefinition, Variant, define_experiment
 from .domain.canaries import CanaryInput
 from .domain.canary import Canary, CanaryEvent, CanaryState, SideStats, Thresholds
-from .domain.model import Experiment, ExperimentDraft, ExperimentState, ShadowConfig
+from .domain.model import ChangeAction, Experiment, ExperimentChange, ExperimentDraft, ExperimentState, ShadowConfig
 from .domain.statistics import MetricKind
 
 _KIND_FROM_PB = {pb.OUTCOME_KIND_BINARY: MetricKind.BINARY, pb.OUTCOME_KIND_NUMERIC: MetricKind.NUMERIC}
@@ -50,7 +51,32 @@ def draft_from_pb(experiment: pb.Experiment) -> ExperimentDraft:
         overrides=tuple((o.user_id, o.variant) for o in experiment.overrides),
         holdout_bps=experiment.holdout_bps, salt=experiment.salt,
         metrics=tuple((m.name, _KIND_FROM_PB.get(m.kind)) for m in experiment.metrics),
-        shadow=shadow, priority=experiment.priority, revision=experiment.revision)
+        shadow=shadow, priority=experiment.priority, allocation=_allocation_from_pb(experiment),
+        revision=experiment.revision)
+
+
+def _allocation_from_pb(experiment: pb.Experiment) -> Allocation:
+    a = experiment.allocation
+    if a.mode != pb.ALLOCATION_MODE_THOMPSON:
+        if a.mode not in (pb.ALLOCATION_MODE_UNSPECIFIED, pb.ALLOCATION_MODE_FIXED):
+            raise InvalidArgument("experiment.allocation.mode", "must be FIXED or THOMPSON")
+        return Allocation()
+    interval = a.interval.ToTimedelta().total_seconds() if a.HasField("interval") else DEFAULT_INTERVAL_S
+    return Allocation(AllocationMode.THOMPSON, floor_bps=a.floor_bps, ceiling_bps=a.ceiling_bps or BUCKETS,
+                      interval_s=interval, min_exposures=a.min_exposures or DEFAULT_MIN_EXPOSURES)
+
+
+def _allocation_to_pb(experiment: Experiment) -> pb.Allocation:
+    a = experiment.allocation
+    if not a.adaptive:
+        return pb.Allocation(mode=pb.ALLOCATION_MODE_FIXED)
+    return pb.Allocation(mode=pb.ALLOCATION_MODE_THOMPSON, floor_bps=a.floor_bps, ceiling_bps=a.ceiling_bps,
+                         interval=duration(a.interval_s), min_exposures=a.min_exposures,
+                         last_change_time=timestamp(experiment.reweight_time))
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=int(seconds), nanos=int(round(seconds % 1 * 1e9)))
 
 
 def definition_from_pb(experiment: pb.Experiment) -> ExperimentDefinition:
@@ -77,7 +103,8 @@ def experiment_to_pb(experiment: Experiment) -> pb.Experiment:
         priority=experiment.priority, state=experiment.state.value, winning_variant=experiment.winning_variant,
         revision=experiment.revision, created_by=experiment.created_by,
         create_time=timestamp(experiment.create_time), update_time=timestamp(experiment.update_time),
-        start_time=timestamp(experiment.start_time), stop_time=timestamp(experiment.stop_time))
+        start_time=timestamp(experiment.start_time), stop_time=timestamp(experiment.stop_time),
+        allocation=_allocation_to_pb(experiment))
     if not d.targeting.is_empty:
         rule = d.targeting.as_data()
         for condition in rule["conditions"]:
@@ -88,6 +115,22 @@ def experiment_to_pb(experiment: Experiment) -> pb.Experiment:
         message.shadow.CopyFrom(pb.ShadowConfig(model_name=s.model_name, model_version=s.model_version,
                                                 sample_bps=s.sample_bps))
     return message
+
+
+def change_to_pb(change: ExperimentChange) -> pb.ExperimentChange:
+    message = pb.ExperimentChange(
+        experiment=change.experiment, revision=change.revision, action=_ACTION_TO_PB[change.action],
+        actor=change.actor, change_time=timestamp(change.time), reason=change.reason, fields=change.fields,
+        figures=[pb.AllocationFigure(variant=f.variant, exposures=f.exposures, mean=f.mean,
+                                     probability_best=f.probability_best, weight_before_bps=f.weight_before_bps,
+                                     weight_after_bps=f.weight_after_bps) for f in change.figures])
+    if change.after is not None:
+        message.experiment_after.CopyFrom(experiment_to_pb(change.after))
+    return message
+
+
+_ACTION_TO_PB = {action: pb.ExperimentChangeAction.Value(f"EXPERIMENT_CHANGE_ACTION_{action.name}")
+                 for action in ChangeAction}
 
 
 def states_from_pb(states) -> list[ExperimentState]:
@@ -119,8 +162,7 @@ def canary_to_pb(canary: Canary, stable: SideStats | None = None, candidate: Sid
     message = pb.Canary(
         canary_id=canary.canary_id, model_name=canary.model_name, stable_version=canary.stable_version,
         canary_version=canary.canary_version, steps_bps=canary.steps_bps,
-        step_interval=duration_pb2.Duration(seconds=int(canary.step_interval_s),
-                                            nanos=int(round(canary.step_interval_s % 1 * 1e9))),
+        step_interval=duration(canary.step_interval_s),
         min_requests_per_step=canary.min_requests_per_step,
         thresholds=pb.CanaryThresholds(max_error_rate_increase=canary.thresholds.max_error_rate_increase,
                                        max_p99_latency_ratio=canary.thresholds.max_p99_latency_ratio),

@@ -11,7 +11,8 @@ together do not race):
                              replica writes; a write it rejects raises ModelBusy(holder,
                              kind "experiment").
   router_experiment_changes  the history: (experiment, revision) -> action, actor, reason,
-                             fields, time, and `after`, the experiment as that write stored it
+                             fields, time, `after`, the experiment as that write stored it, and
+                             `figures` (the adaptive allocation's, for REWEIGHTED)
   router_canaries            canary_id (primary key) -> model_name, state, revision, change_seq,
                              create_time, update_time, request_id ("" or unique: StartCanary's
                              dedupe key), and the whole canary as jsonb `body`. A partial unique
@@ -78,6 +79,7 @@ from asyncpg import exceptions as pg_errors
 
 from ...errors import InvalidArgument
 from ...runtime import postgres_migrations as migrations
+from .domain.allocation import Allocation, AllocationMode, VariantFigures
 from .domain.assignment import BucketLayout, Variant, define_experiment
 from .domain.canary import (
     ACTIVE_STATES,
@@ -189,11 +191,12 @@ async def migrate(dsn: str, timeout_seconds: float) -> None:
 
 # The change row is written by the same statement as the experiment (a data-modifying CTE),
 # with the body the experiment row got as `after`; the notification goes out only if a row
-# was written. Parameters $6 to $10 (create) / $8 to $12 (replace): the change's own fields.
+# was written. Parameters $6 to $11 (create) / $8 to $13 (replace): the change's own fields.
 _LOG_AND_NOTIFY = """
     logged AS (
-        INSERT INTO router_experiment_changes (experiment, revision, action, actor, reason, fields, time, after)
-        SELECT name, revision, ${0}, ${1}, ${2}, ${3}::text[], ${4}, body FROM stored)
+        INSERT INTO router_experiment_changes (experiment, revision, action, actor, reason, fields, time, after,
+                                               figures)
+        SELECT name, revision, ${0}, ${1}, ${2}, ${3}::text[], ${4}, body, ${5}::jsonb FROM stored)
     SELECT pg_notify('""" + CHANNEL + "', '') FROM stored"
 
 _INSERT = """
@@ -202,7 +205,7 @@ _INSERT = """
                                         body)
         VALUES ($1, $2, $3, 1, nextval('router_change_seq'), $4, $4, $5::jsonb)
         ON CONFLICT (name) DO NOTHING
-        RETURNING name, revision, body),""" + _LOG_AND_NOTIFY.format(6, 7, 8, 9, 10)
+        RETURNING name, revision, body),""" + _LOG_AND_NOTIFY.format(6, 7, 8, 9, 10, 11)
 
 _UPDATE = """
     WITH stored AS (
@@ -210,7 +213,7 @@ _UPDATE = """
         SET model_name = $3, state = $4, revision = $5, change_seq = nextval('router_change_seq'),
             update_time = $6, body = $7::jsonb
         WHERE name = $1 AND revision = $2
-        RETURNING name, revision, body),""" + _LOG_AND_NOTIFY.format(8, 9, 10, 11, 12)
+        RETURNING name, revision, body),""" + _LOG_AND_NOTIFY.format(8, 9, 10, 11, 12, 13)
 
 # Read after the write lock (so with a snapshot taken after it): the store's clock, the row,
 # and the model's active canary ($2: the model the experiment is written with).
@@ -231,7 +234,7 @@ _LIST = """
     LIMIT $5"""
 
 _HISTORY = """
-    SELECT experiment, revision, action, actor, reason, fields, time, after FROM router_experiment_changes
+    SELECT experiment, revision, action, actor, reason, fields, time, after, figures FROM router_experiment_changes
     WHERE experiment = $1 AND revision > $2
     ORDER BY revision
     LIMIT $3"""
@@ -709,7 +712,8 @@ class PostgresExperimentStore:
 def _change_args(change: ExperimentChange) -> tuple[Any, ...]:
     """The change's own columns ($6.. of _INSERT, $8.. of _UPDATE); experiment, revision and
     `after` come from the row the same statement wrote."""
-    return change.action.name, change.actor, change.reason, list(change.fields), _utc(change.time)
+    return (change.action.name, change.actor, change.reason, list(change.fields), _utc(change.time),
+            _json([dataclasses.asdict(f) for f in change.figures]))
 
 
 def _change_from_row(row: asyncpg.Record) -> ExperimentChange:
@@ -717,6 +721,7 @@ def _change_from_row(row: asyncpg.Record) -> ExperimentChange:
         experiment=row["experiment"], revision=row["revision"], action=ChangeAction[row["action"]],
         actor=row["actor"], time=_utc(row["time"]), reason=row["reason"], fields=tuple(row["fields"]),
         after=_load_body(row["after"]) if row["after"] is not None else None,
+        figures=tuple(VariantFigures(**f) for f in json.loads(row["figures"])),
     )
 
 
@@ -832,8 +837,21 @@ def _dump_experiment(e: Experiment) -> dict:
         "priority": e.priority, "winning_variant": e.winning_variant, "revision": e.revision,
         "created_by": e.created_by, "create_time": _dump_time(e.create_time),
         "update_time": _dump_time(e.update_time), "start_time": _dump_time(e.start_time),
-        "stop_time": _dump_time(e.stop_time),
+        "stop_time": _dump_time(e.stop_time), "allocation": _dump_allocation(e.allocation),
+        "reweight_time": _dump_time(e.reweight_time),
     }
+
+
+def _dump_allocation(a: Allocation) -> dict:
+    return {"mode": a.mode.name, "floor_bps": a.floor_bps, "ceiling_bps": a.ceiling_bps, "interval_s": a.interval_s,
+            "min_exposures": a.min_exposures}
+
+
+def _load_allocation(data: dict | None) -> Allocation:
+    if data is None:  # stored before adaptive allocation existed
+        return Allocation()
+    return Allocation(mode=AllocationMode[data["mode"]], floor_bps=data["floor_bps"], ceiling_bps=data["ceiling_bps"],
+                      interval_s=float(data["interval_s"]), min_exposures=data["min_exposures"])
 
 
 def _load_experiment(data: dict) -> Experiment:
@@ -853,7 +871,8 @@ def _load_experiment(data: dict) -> Experiment:
         winning_variant=data.get("winning_variant", ""), revision=data["revision"],
         created_by=data.get("created_by", ""), create_time=_load_time(data.get("create_time")),
         update_time=_load_time(data.get("update_time")), start_time=_load_time(data.get("start_time")),
-        stop_time=_load_time(data.get("stop_time")),
+        stop_time=_load_time(data.get("stop_time")), allocation=_load_allocation(data.get("allocation")),
+        reweight_time=_load_time(data.get("reweight_time")),
     )
 
 

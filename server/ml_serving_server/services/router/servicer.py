@@ -15,6 +15,7 @@ from .convert import (
     canary_input_from_pb,
     canary_states_from_pb,
     canary_to_pb,
+    change_to_pb,
     draft_from_pb,
     experiment_to_pb,
     states_from_pb,
@@ -93,6 +94,10 @@ class _CanaryRpcs:
         canary = await self._service.canaries.promote(request.canary_id, request.reason, request.override_gates,
                                                       caller())
         return pb.PromoteCanaryResponse(canary=canary_to_pb(canary))
+
+    async def ListExperimentChanges(self, request, context):
+        changes, token = await self._service.history(request.name, request.page_size, request.page_token)
+        return pb.ListExperimentChangesResponse(changes=[change_to_pb(c) for c in changes], next_page_token=token)
 
     async def ListCanaryEvents(self, request, context):
         events, token = await self._service.canaries.events(request.canary_id, request.page_size, request.page_token)
@@ -177,7 +182,7 @@ class RouterServicer(_CanaryRpcs, router_pb2_grpc.RouterServiceServicer):
             confidence_level=results.confidence_level, variants=_variant_results(view),
             holdout_exposures=view.holdout_exposures, sample_ratio=_sample_ratio(results),
             verdict=_VERDICT[results.verdict.name], winning_variant=results.winning_variant,
-            compute_time=timestamp(view.compute_time))
+            compute_time=timestamp(view.compute_time), caveats=view.caveats)
 
 
 def _kind(kind: MetricKind) -> int:
@@ -206,7 +211,9 @@ def _variant_results(view: ResultsView) -> list[pb.VariantResult]:
     return rows
 
 
-def _sample_ratio(results: ExperimentResults) -> pb.SampleRatioCheck:
+def _sample_ratio(results: ExperimentResults) -> pb.SampleRatioCheck | None:
     srm = results.sample_ratio
+    if srm is None:
+        return None
     return pb.SampleRatioCheck(chi_square=srm.chi_square, p_value=srm.p_value, mismatch=srm.mismatch,
                                expected_shares=srm.expected_shares, observed_shares=srm.observed_shares)

@@ -38,3 +38,5 @@ class RouterSettings(SettingsBase):
                                                                    "(a copy within it changes nothing)")
     canary_tick_seconds: float = Field(1.0, gt=0, le=60, description="how often the replica holding a canary's "
                                                                      "lease checks it (advance, promote, roll back)")
+    allocation_tick_seconds: float = Field(1.0, gt=0, le=60, description="how often a replica looks for adaptive "
+                                                                         "experiments whose interval is up")

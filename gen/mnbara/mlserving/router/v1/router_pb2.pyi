@@ -42,6 +42,12 @@ class OutcomeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_KIND_BINARY: _ClassVar[OutcomeKind]
     OUTCOME_KIND_NUMERIC: _ClassVar[OutcomeKind]
 
+class AllocationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALLOCATION_MODE_UNSPECIFIED: _ClassVar[AllocationMode]
+    ALLOCATION_MODE_FIXED: _ClassVar[AllocationMode]
+    ALLOCATION_MODE_THOMPSON: _ClassVar[AllocationMode]
+
 class AssignmentReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ASSIGNMENT_REASON_UNSPECIFIED: _ClassVar[AssignmentReason]
@@ -61,6 +67,16 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_TREATMENT_BETTER: _ClassVar[Verdict]
     VERDICT_CONTROL_BETTER: _ClassVar[Verdict]
     VERDICT_SAMPLE_RATIO_MISMATCH: _ClassVar[Verdict]
+
+class ExperimentChangeAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPERIMENT_CHANGE_ACTION_UNSPECIFIED: _ClassVar[ExperimentChangeAction]
+    EXPERIMENT_CHANGE_ACTION_CREATED: _ClassVar[ExperimentChangeAction]
+    EXPERIMENT_CHANGE_ACTION_UPDATED: _ClassVar[ExperimentChangeAction]
+    EXPERIMENT_CHANGE_ACTION_PAUSED: _ClassVar[ExperimentChangeAction]
+    EXPERIMENT_CHANGE_ACTION_RESUMED: _ClassVar[ExperimentChangeAction]
+    EXPERIMENT_CHANGE_ACTION_STOPPED: _ClassVar[ExperimentChangeAction]
+    EXPERIMENT_CHANGE_ACTION_REWEIGHTED: _ClassVar[ExperimentChangeAction]
 
 class CanaryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -100,6 +116,9 @@ ATTRIBUTE_OPERATOR_CONTAINS: AttributeOperator
 OUTCOME_KIND_UNSPECIFIED: OutcomeKind
 OUTCOME_KIND_BINARY: OutcomeKind
 OUTCOME_KIND_NUMERIC: OutcomeKind
+ALLOCATION_MODE_UNSPECIFIED: AllocationMode
+ALLOCATION_MODE_FIXED: AllocationMode
+ALLOCATION_MODE_THOMPSON: AllocationMode
 ASSIGNMENT_REASON_UNSPECIFIED: AssignmentReason
 ASSIGNMENT_REASON_EXPERIMENT_BUCKET: AssignmentReason
 ASSIGNMENT_REASON_USER_OVERRIDE: AssignmentReason
@@ -114,6 +133,13 @@ VERDICT_NO_SIGNIFICANT_DIFFERENCE: Verdict
 VERDICT_TREATMENT_BETTER: Verdict
 VERDICT_CONTROL_BETTER: Verdict
 VERDICT_SAMPLE_RATIO_MISMATCH: Verdict
+EXPERIMENT_CHANGE_ACTION_UNSPECIFIED: ExperimentChangeAction
+EXPERIMENT_CHANGE_ACTION_CREATED: ExperimentChangeAction
+EXPERIMENT_CHANGE_ACTION_UPDATED: ExperimentChangeAction
+EXPERIMENT_CHANGE_ACTION_PAUSED: ExperimentChangeAction
+EXPERIMENT_CHANGE_ACTION_RESUMED: ExperimentChangeAction
+EXPERIMENT_CHANGE_ACTION_STOPPED: ExperimentChangeAction
+EXPERIMENT_CHANGE_ACTION_REWEIGHTED: ExperimentChangeAction
 CANARY_STATE_UNSPECIFIED: CanaryState
 CANARY_STATE_RUNNING: CanaryState
 CANARY_STATE_PAUSED: CanaryState
@@ -203,7 +229,7 @@ class OutcomeMetric(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[OutcomeKind, str]] = ...) -> None: ...
 
 class Experiment(_message.Message):
-    __slots__ = ("name", "description", "variants", "targeting", "overrides", "holdout_bps", "salt", "metrics", "shadow", "priority", "state", "winning_variant", "revision", "created_by", "create_time", "update_time", "start_time", "stop_time")
+    __slots__ = ("name", "description", "variants", "targeting", "overrides", "holdout_bps", "salt", "metrics", "shadow", "priority", "state", "winning_variant", "revision", "created_by", "create_time", "update_time", "start_time", "stop_time", "allocation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +248,7 @@ class Experiment(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     STOP_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     variants: _containers.RepeatedCompositeFieldContainer[Variant]
@@ -240,7 +267,24 @@ class Experiment(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     start_time: _timestamp_pb2.Timestamp
     stop_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., targeting: _Optional[_Union[TargetingRule, _Mapping]] = ..., overrides: _Optional[_Iterable[_Union[UserOverride, _Mapping]]] = ..., holdout_bps: _Optional[int] = ..., salt: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[OutcomeMetric, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowConfig, _Mapping]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., winning_variant: _Optional[str] = ..., revision: _Optional[int] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    allocation: Allocation
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., targeting: _Optional[_Union[TargetingRule, _Mapping]] = ..., overrides: _Optional[_Iterable[_Union[UserOverride, _Mapping]]] = ..., holdout_bps: _Optional[int] = ..., salt: _Optional[str] = ..., metrics: _Optional[_Iterable[_Union[OutcomeMetric, _Mapping]]] = ..., shadow: _Optional[_Union[ShadowConfig, _Mapping]] = ..., priority: _Optional[int] = ..., state: _Optional[_Union[ExperimentState, str]] = ..., winning_variant: _Optional[str] = ..., revision: _Optional[int] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stop_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., allocation: _Optional[_Union[Allocation, _Mapping]] = ...) -> None: ...
+
+class Allocation(_message.Message):
+    __slots__ = ("mode", "floor_bps", "ceiling_bps", "interval", "min_exposures", "last_change_time")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_BPS_FIELD_NUMBER: _ClassVar[int]
+    CEILING_BPS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MIN_EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    mode: AllocationMode
+    floor_bps: int
+    ceiling_bps: int
+    interval: _duration_pb2.Duration
+    min_exposures: int
+    last_change_time: _timestamp_pb2.Timestamp
+    def __init__(self, mode: _Optional[_Union[AllocationMode, str]] = ..., floor_bps: _Optional[int] = ..., ceiling_bps: _Optional[int] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_exposures: _Optional[int] = ..., last_change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("experiment", "paused")
@@ -558,6 +602,62 @@ class SampleRatioCheck(_message.Message):
     observed_shares: _containers.ScalarMap[str, float]
     def __init__(self, chi_square: _Optional[float] = ..., p_value: _Optional[float] = ..., mismatch: _Optional[bool] = ..., expected_shares: _Optional[_Mapping[str, float]] = ..., observed_shares: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
+class AllocationFigure(_message.Message):
+    __slots__ = ("variant", "exposures", "mean", "probability_best", "weight_before_bps", "weight_after_bps")
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    EXPOSURES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_BEST_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_BEFORE_BPS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_AFTER_BPS_FIELD_NUMBER: _ClassVar[int]
+    variant: str
+    exposures: int
+    mean: float
+    probability_best: float
+    weight_before_bps: int
+    weight_after_bps: int
+    def __init__(self, variant: _Optional[str] = ..., exposures: _Optional[int] = ..., mean: _Optional[float] = ..., probability_best: _Optional[float] = ..., weight_before_bps: _Optional[int] = ..., weight_after_bps: _Optional[int] = ...) -> None: ...
+
+class ExperimentChange(_message.Message):
+    __slots__ = ("experiment", "revision", "action", "actor", "change_time", "reason", "fields", "figures", "experiment_after")
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    FIGURES_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    experiment: str
+    revision: int
+    action: ExperimentChangeAction
+    actor: str
+    change_time: _timestamp_pb2.Timestamp
+    reason: str
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    figures: _containers.RepeatedCompositeFieldContainer[AllocationFigure]
+    experiment_after: Experiment
+    def __init__(self, experiment: _Optional[str] = ..., revision: _Optional[int] = ..., action: _Optional[_Union[ExperimentChangeAction, str]] = ..., actor: _Optional[str] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ..., figures: _Optional[_Iterable[_Union[AllocationFigure, _Mapping]]] = ..., experiment_after: _Optional[_Union[Experiment, _Mapping]] = ...) -> None: ...
+
+class ListExperimentChangesRequest(_message.Message):
+    __slots__ = ("name", "page_size", "page_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    page_size: int
+    page_token: str
+    def __init__(self, name: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListExperimentChangesResponse(_message.Message):
+    __slots__ = ("changes", "next_page_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ExperimentChange]
+    next_page_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[ExperimentChange, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class GetExperimentResultsRequest(_message.Message):
     __slots__ = ("name", "metric", "confidence_level")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -569,7 +669,7 @@ class GetExperimentResultsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., metric: _Optional[str] = ..., confidence_level: _Optional[float] = ...) -> None: ...
 
 class GetExperimentResultsResponse(_message.Message):
-    __slots__ = ("experiment", "metric", "confidence_level", "variants", "holdout_exposures", "sample_ratio", "verdict", "winning_variant", "compute_time")
+    __slots__ = ("experiment", "metric", "confidence_level", "variants", "holdout_exposures", "sample_ratio", "verdict", "winning_variant", "compute_time", "caveats")
     EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_LEVEL_FIELD_NUMBER: _ClassVar[int]
@@ -579,6 +679,7 @@ class GetExperimentResultsResponse(_message.Message):
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     WINNING_VARIANT_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAVEATS_FIELD_NUMBER: _ClassVar[int]
     experiment: str
     metric: OutcomeMetric
     confidence_level: float
@@ -588,7 +689,8 @@ class GetExperimentResultsResponse(_message.Message):
     verdict: Verdict
     winning_variant: str
     compute_time: _timestamp_pb2.Timestamp
-    def __init__(self, experiment: _Optional[str] = ..., metric: _Optional[_Union[OutcomeMetric, _Mapping]] = ..., confidence_level: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[VariantResult, _Mapping]]] = ..., holdout_exposures: _Optional[int] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., winning_variant: _Optional[str] = ..., compute_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    caveats: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, experiment: _Optional[str] = ..., metric: _Optional[_Union[OutcomeMetric, _Mapping]] = ..., confidence_level: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[VariantResult, _Mapping]]] = ..., holdout_exposures: _Optional[int] = ..., sample_ratio: _Optional[_Union[SampleRatioCheck, _Mapping]] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., winning_variant: _Optional[str] = ..., compute_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., caveats: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CanaryThresholds(_message.Message):
     __slots__ = ("max_error_rate_increase", "max_p99_latency_ratio")

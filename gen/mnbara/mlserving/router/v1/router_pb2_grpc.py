@@ -135,6 +135,11 @@ class RouterServiceStub:
                 request_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PromoteCanaryRequest.SerializeToString,
                 response_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PromoteCanaryResponse.FromString,
                 _registered_method=True)
+        self.ListExperimentChanges = channel.unary_unary(
+                '/mnbara.mlserving.router.v1.RouterService/ListExperimentChanges',
+                request_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.ListExperimentChangesRequest.SerializeToString,
+                response_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.ListExperimentChangesResponse.FromString,
+                _registered_method=True)
         self.ListCanaryEvents = channel.unary_unary(
                 '/mnbara.mlserving.router.v1.RouterService/ListCanaryEvents',
                 request_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.ListCanaryEventsRequest.SerializeToString,
@@ -370,6 +375,16 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListExperimentChanges(self, request, context):
+        """ListExperimentChanges pages through an experiment's history, oldest first: who changed
+        what, when and why; weight changes of the adaptive allocation with their figures.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_PAGE_TOKEN), NOT_FOUND
+        (EXPERIMENT_NOT_FOUND), UNAVAILABLE (STATE_STORE_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListCanaryEvents(self, request, context):
         """ListCanaryEvents pages through a canary's audit trail, oldest first.
         Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_PAGE_TOKEN), NOT_FOUND
@@ -481,6 +496,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.PromoteCanary,
                     request_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PromoteCanaryRequest.FromString,
                     response_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PromoteCanaryResponse.SerializeToString,
+            ),
+            'ListExperimentChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperimentChanges,
+                    request_deserializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.ListExperimentChangesRequest.FromString,
+                    response_serializer=mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.ListExperimentChangesResponse.SerializeToString,
             ),
             'ListCanaryEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCanaryEvents,
@@ -1029,6 +1049,33 @@ class RouterService:
             '/mnbara.mlserving.router.v1.RouterService/PromoteCanary',
             mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PromoteCanaryRequest.SerializeToString,
             mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.PromoteCanaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperimentChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mnbara.mlserving.router.v1.RouterService/ListExperimentChanges',
+            mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.ListExperimentChangesRequest.SerializeToString,
+            mnbara_dot_mlserving_dot_router_dot_v1_dot_router__pb2.ListExperimentChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

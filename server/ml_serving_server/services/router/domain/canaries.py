@@ -166,7 +166,7 @@ class CanaryService:
     async def events(self, canary_id: str, page_size: int, page_token: str) -> tuple[list[CanaryEvent], str]:
         await self.get(canary_id)
         limit = paging.page_size(page_size)
-        after = _decode_sequence(page_token)
+        after = paging.decode_position(page_token)
         page = await self.store.canary_events(canary_id, after_sequence=after, limit=limit + 1)
         token = str(page[limit - 1].sequence) if len(page) > limit else ""
         return page[:limit], token
@@ -386,11 +386,3 @@ def model_busy(model: str, busy: ModelBusy) -> FailedPrecondition:
 def _finished(canary: Canary, why: str) -> FailedPrecondition:
     return FailedPrecondition(f"canary {quoted(canary.canary_id)}: {why}", reason=ErrorReason.CANARY_FINISHED,
                               metadata={"canary_id": canary.canary_id, "state": canary.state.name})
-
-
-def _decode_sequence(token: str) -> int:
-    if not token:
-        return 0
-    if len(token) > 20 or not token.isdigit():
-        raise paging.bad_token()
-    return int(token)

@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from .allocation import Allocation, VariantFigures
 from .assignment import ExperimentDefinition
 from .statistics import Counts, MetricKind
 
@@ -60,6 +61,8 @@ class Experiment:
     description: str = ""
     shadow: ShadowConfig | None = None
     priority: int = 0
+    allocation: Allocation = Allocation()
+    reweight_time: datetime | None = None  # the adaptive allocation's last weight change
     winning_variant: str = ""
     revision: int = 1
     created_by: str = ""
@@ -97,6 +100,7 @@ class ChangeAction(enum.Enum):
     PAUSED = "paused"
     RESUMED = "resumed"
     STOPPED = "stopped"
+    REWEIGHTED = "reweighted"  # by the adaptive allocation
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,7 @@ class ExperimentChange:
     reason: str = ""
     fields: tuple[str, ...] = ()  # for UPDATED: the update mask's paths
     after: Experiment | None = None
+    figures: tuple[VariantFigures, ...] = ()  # for REWEIGHTED: what the new weights were based on
 
 
 def experiment_scope(name: str) -> str:
@@ -194,6 +199,7 @@ class ExperimentDraft:
     metrics: tuple[tuple[str, MetricKind | None], ...] = ()  # (name, kind); None: kind unset
     shadow: ShadowConfig | None = None
     priority: int = 0
+    allocation: Allocation = Allocation()
     revision: int = 0  # for updates: 0, or the revision the caller read
 
 

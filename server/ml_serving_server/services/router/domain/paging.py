@@ -44,5 +44,15 @@ def decode(token: str) -> tuple[datetime, str] | None:
         raise bad_token() from None
 
 
+def decode_position(token: str) -> int:
+    """The position (a sequence or revision number) a page of an ordered trail starts after; 0 for
+    the first page. Tokens are the decimal position of the previous page's last item."""
+    if not token:
+        return 0
+    if len(token) > 20 or not token.isdigit():
+        raise bad_token()
+    return int(token)
+
+
 def bad_token() -> InvalidArgument:
     return InvalidArgument("page_token", "is not a token this service issued", reason=ErrorReason.INVALID_PAGE_TOKEN)

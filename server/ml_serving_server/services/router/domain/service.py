@@ -35,6 +35,8 @@ from .assignment import (
     define_experiment,
     updated,
 )
+from .allocation import check_allocation
+from .allocator import Allocator
 from .canaries import CanaryService, RegistryWriter, model_busy
 from .canary import Canary, canary_scope, step_scope
 from . import paging
@@ -80,9 +82,11 @@ MAX_OUTCOME_BATCH = 10_000
 MAX_ACTOR_LENGTH = 256
 MAX_SHADOW_IN_FLIGHT = 64
 UPDATABLE = frozenset({"description", "variants", "targeting", "overrides", "holdout_bps", "shadow", "metrics",
-                       "priority"})
+                       "priority", "allocation"})
 IMMUTABLE = frozenset({"name", "salt", "state", "winning_variant", "revision", "created_by", "create_time",
                        "update_time", "start_time", "stop_time"})
+ADAPTIVE_CAVEAT = ("the weights move with the adaptive allocation: no sample-ratio check is made, and a trend "
+                   "over time can bias the comparison of variants whose shares changed")
 _STAGES = {"production": "PRODUCTION", "staging": "STAGING", "development": "DEVELOPMENT", "archived": "ARCHIVED"}
 
 # Inference's reasons that the Router's contract names differently (the rest share their names).
@@ -137,9 +141,9 @@ def now() -> datetime:
 class RouterService:
     def __init__(self, store: ExperimentStore, measurements: Measurements, serving: Serving, *,
                  registry: RegistryWriter | None = None, catalog_poll_s: float = 5.0,
-                 tally_interval_s: float = 0.05, canary_tick_s: float = 1.0,
+                 tally_interval_s: float = 0.05, canary_tick_s: float = 1.0, allocation_tick_s: float = 1.0,
                  outcome_dedupe_s: int = 30 * 86_400, clock: Callable[[], datetime] = now,
-                 shadow_draw: Callable[[], float] = random.random):
+                 shadow_draw: Callable[[], float] = random.random, allocation_rng: Any = None):
         self.store = store
         self.measurements = measurements
         self.serving = serving
@@ -151,13 +155,17 @@ class RouterService:
         self._shadows: set[asyncio.Task] = set()
         self.canaries = CanaryService(store, measurements, self.catalog, serving, registry, self.tally.flush, clock,
                                       tick_s=canary_tick_s)
+        self.allocator = Allocator(self.catalog, measurements, self.tally.flush, self._replace, clock,
+                                   tick_s=allocation_tick_s, rng=allocation_rng)
 
     async def start(self) -> None:
         await self.catalog.start()
         if self.canaries.registry is not None:
             self.canaries.start_driving()
+        self.allocator.start()
 
     async def close(self) -> None:
+        await self.allocator.stop()
         await self.canaries.stop_driving()
         await self.catalog.close()
         for task in list(self._shadows):
@@ -232,6 +240,15 @@ class RouterService:
         return await self._transition(current, ExperimentState.STOPPED, ChangeAction.STOPPED, reason, actor,
                                       winning_variant=winning_variant)
 
+    async def history(self, name: str, page_size: int, page_token: str) -> tuple[list[ExperimentChange], str]:
+        """An experiment's changes, oldest first, a page at a time."""
+        await self.get_experiment(name)
+        limit = paging.page_size(page_size)
+        after = paging.decode_position(page_token)
+        page = await self.store.history(name, after_revision=after, limit=limit + 1)
+        token = str(page[limit - 1].revision) if len(page) > limit else ""
+        return page[:limit], token
+
     async def _live(self, name: str) -> Experiment:
         current = await self.get_experiment(name)
         if current.state is ExperimentState.STOPPED:
@@ -253,7 +270,7 @@ class RouterService:
     async def _replace(self, current: Experiment, changed: Experiment, change: ExperimentChange) -> Experiment:
         changed = changed.with_changes(revision=current.revision + 1)
         change = ExperimentChange(change.experiment, changed.revision, change.action, change.actor, change.time,
-                                  change.reason, change.fields, changed)
+                                  change.reason, change.fields, changed, change.figures)
         try:
             stored = await self.store.replace(changed, current.revision, change)
         except ModelBusy as busy:
@@ -280,7 +297,9 @@ class RouterService:
                                                           MAX_DESCRIPTION_LENGTH),
                                 shadow=_check_shadow(draft.shadow, definition.variants[0].model_name,
                                                      f"{field}.shadow"),
-                                priority=_check_priority(draft.priority, f"{field}.priority"))
+                                priority=_check_priority(draft.priority, f"{field}.priority"),
+                                allocation=check_allocation(draft.allocation, len(definition.variants),
+                                                            f"{field}.allocation"))
         await self._check_servable(experiment, f"{field}.variants")
         return experiment
 
@@ -309,6 +328,9 @@ class RouterService:
             changes["shadow"] = _check_shadow(draft.shadow, current.model_name, f"{field}.shadow")
         if "priority" in fields:
             changes["priority"] = _check_priority(draft.priority, f"{field}.priority")
+        if fields & {"allocation", "variants"}:  # the floor and ceiling depend on how many variants
+            changes["allocation"] = check_allocation(draft.allocation if "allocation" in fields else current.allocation,
+                                                     len(definition.variants), f"{field}.allocation")
         changed = current.with_changes(**changes)
         if "variants" in fields:
             await self._check_removed_variants(current, changed)
@@ -552,8 +574,10 @@ class RouterService:
         counts, events, holdout = await self.measurements.counts(name, names, metric.name, metric.kind)
         requests = await self.measurements.request_stats(experiment_scope(name), names)
         inputs = [VariantInput(v.name, v.weight_bps, counts[v.name], v.control) for v in experiment.definition.variants]
-        return ResultsView(experiment, metric, experiment_results(metric.kind, inputs, confidence_level=level),
-                           requests, events, holdout, self.clock())
+        results = experiment_results(metric.kind, inputs, confidence_level=level,
+                                     fixed_weights=not experiment.allocation.adaptive)
+        caveats = (ADAPTIVE_CAVEAT,) if experiment.allocation.adaptive else ()
+        return ResultsView(experiment, metric, results, requests, events, holdout, self.clock(), caveats)
 
 
 @dataclass(frozen=True)
@@ -567,6 +591,7 @@ class ResultsView:
     outcome_events: dict[str, int]  # outcome events counted per variant
     holdout_exposures: int
     compute_time: datetime
+    caveats: tuple[str, ...] = ()
 
 
 def _scopes(experiment: Experiment | None, canary: Canary | None) -> tuple[str, ...]:

@@ -238,7 +238,7 @@ class ExperimentResults:
     kind: MetricKind
     confidence_level: float
     variants: list[VariantStatistics]
-    sample_ratio: SampleRatioCheck
+    sample_ratio: SampleRatioCheck | None  # None: the weights moved, no split to check against
     verdict: ExperimentVerdict
     winning_variant: str = ""
     comparisons: int = 1  # treatments compared (the Bonferroni factor)
@@ -451,8 +451,12 @@ def experiment_results(kind: MetricKind, variants: Sequence[VariantInput], *,
                        min_exposures: int = DEFAULT_MIN_EXPOSURES,
                        mixing_sd: float = DEFAULT_MIXING_SD,
                        higher_is_better: bool = True,
-                       srm_threshold: float = SRM_P_VALUE_THRESHOLD) -> ExperimentResults:
+                       srm_threshold: float = SRM_P_VALUE_THRESHOLD,
+                       fixed_weights: bool = True) -> ExperimentResults:
     """Per-variant results, in the given order, the SRM check and the verdict.
+
+    With `fixed_weights` False (the weights moved during the experiment, as adaptive allocation
+    moves them) no single set of weights is expected, so the SRM check is left out (None).
 
     Verdict: SAMPLE_RATIO_MISMATCH when the split is off (nothing else can be trusted);
     NOT_ENOUGH_DATA while any variant has fewer than min_exposures users; TREATMENT_BETTER
@@ -476,11 +480,11 @@ def experiment_results(kind: MetricKind, variants: Sequence[VariantInput], *,
         rows.append(VariantStatistics(variant.name, variant.control, variant.counts,
                                       estimate(kind, variant.counts, confidence_level), comparison))
     srm = sample_ratio_check({v.name: v.counts.n for v in variants}, {v.name: v.weight_bps for v in variants},
-                             srm_threshold)
+                             srm_threshold) if fixed_weights else None
     treatments = [(row, row.comparison) for row in rows if row.comparison is not None]
     verdicts = [comparison.verdict for _, comparison in treatments]
     winner = ""
-    if srm.mismatch:
+    if srm is not None and srm.mismatch:
         verdict = ExperimentVerdict.SAMPLE_RATIO_MISMATCH
     elif any(v.counts.n < min_exposures for v in variants):
         verdict = ExperimentVerdict.NOT_ENOUGH_DATA
