@@ -21,6 +21,7 @@ from .runtime.service import Runtime, ServicePackage
 from .runtime.settings import AuthSettings, DatabaseSettings, MeshSettings, RedisSettings, TracingSettings
 from .services.bandit import SERVICE as BANDIT
 from .services.inference import SERVICE as INFERENCE
+from .services.pipeline import SERVICE as PIPELINE
 from .services.registry import SERVICE as REGISTRY
 from .services.router import SERVICE as ROUTER
 
@@ -29,6 +30,7 @@ log = logging.getLogger("ml_serving_server")
 SERVICE_PACKAGES: tuple[ServicePackage, ...] = (
     BANDIT,
     INFERENCE,
+    PIPELINE,
     REGISTRY,
     ROUTER,
 )

@@ -10,8 +10,8 @@ names with values of any JSON type (wrong types, nested junk, now and then strin
 of a few MB), or raw bytes that are not JSON; random query parameters are added.
 
 Whatever is sent, the answer is one the mesh means: never a 5xx except 503, and 501 only
-from RPCs that are not built yet (every service but the bandit's; of the bandit's, only
-ListDecisions and EvaluatePolicy); every error is a google.rpc.Status JSON body with a
+from RPCs that are not built yet (of the bandit's, only ListDecisions and EvaluatePolicy; of the
+pipeline's, all but GetFeatureSchema); every error is a google.rpc.Status JSON body with a
 message; the mesh logs no traceback or ERROR line; afterwards a normal create and select
 through REST work.
 
@@ -42,6 +42,7 @@ REGISTRY_SERVICE = "mnbara.mlserving.registry.v1.RegistryService"
 NAMED_SERVICES = {BANDIT_SERVICE: ("name", "bandit"), REGISTRY_SERVICE: ("name", "model_name")}
 """Built services, and the fields naming what they store: generated names there get PREFIX."""
 UNBUILT_BANDIT_RPCS = {"ListDecisions", "EvaluatePolicy"}
+BUILT_PIPELINE_RPCS = {"GetFeatureSchema"}
 
 PREFIX = f"restfuzz-{uuid.uuid4().hex[:6]}-"
 """Every bandit name the fuzzer sends starts with this, so it cannot touch another test's bandits."""
@@ -72,7 +73,8 @@ class Route:
     @property
     def unbuilt(self) -> bool:
         """The mesh answers this RPC UNIMPLEMENTED (501 over REST)."""
-        return self.service not in NAMED_SERVICES or self.method in UNBUILT_BANDIT_RPCS
+        return (self.service not in NAMED_SERVICES and self.method not in BUILT_PIPELINE_RPCS) \
+            or self.method in UNBUILT_BANDIT_RPCS
 
     def __str__(self) -> str:
         return f"{self.service.rsplit('.', 1)[-1]}.{self.method} {self.verb} {self.template}"

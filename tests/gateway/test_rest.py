@@ -9,9 +9,8 @@ import pytest
 
 from ..support import call
 
-PIPELINE_PATHS = [
+PIPELINE_PATHS = [  # not built yet (GET /api/v1/ml/features/schema is: tests/pipeline)
     ("POST", "/api/v1/ml/features/get", {}),
-    ("GET", "/api/v1/ml/features/schema", None),
     ("POST", "/api/v1/ml/retraining/trigger", {}),
     ("GET", "/api/v1/ml/retraining/status/run-1", None),
     ("POST", "/api/v1/ml/monitoring/record", {}),

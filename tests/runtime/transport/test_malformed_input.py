@@ -56,7 +56,7 @@ async def test_an_undecodable_request_is_invalid_argument_without_a_traceback(ch
 
 
 async def test_every_service_refuses_undecodable_requests_alike(channel, caplog):
-    unbuilt = await raw_call(channel, "/mnbara.mlserving.pipeline.v1.PipelineService/GetFeatureSchema", b"\xff")
+    unbuilt = await raw_call(channel, "/mnbara.mlserving.pipeline.v1.PipelineService/TriggerRetraining", b"\xff")
     assert unbuilt.code() == grpc.StatusCode.INVALID_ARGUMENT  # before UNIMPLEMENTED: nothing ran
     assert error_info(unbuilt).domain == "pipeline.mlserving.mnbara"
     health = await raw_call(channel, "/grpc.health.v1.Health/Check", b"\xff")

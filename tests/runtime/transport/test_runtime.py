@@ -49,7 +49,8 @@ async def test_unbuilt_services_answer_unimplemented(channel):
     from mnbara.mlserving.pipeline.v1 import pipeline_pb2, pipeline_pb2_grpc
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await pipeline_pb2_grpc.PipelineServiceStub(channel).GetFeatureSchema(pipeline_pb2.GetFeatureSchemaRequest())
+        await pipeline_pb2_grpc.PipelineServiceStub(channel).TriggerRetraining(
+            pipeline_pb2.TriggerRetrainingRequest(model_name="m"))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert error_info(caught.value).domain == "pipeline.mlserving.mnbara"
 

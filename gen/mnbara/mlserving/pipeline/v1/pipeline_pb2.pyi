@@ -263,14 +263,16 @@ class EntitySpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., join_key: _Optional[str] = ..., value_type: _Optional[_Union[FeatureType, str]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class FeatureSpec(_message.Message):
-    __slots__ = ("name", "type", "description")
+    __slots__ = ("name", "type", "description", "dimension")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: FeatureType
     description: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., description: _Optional[str] = ...) -> None: ...
+    dimension: int
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., description: _Optional[str] = ..., dimension: _Optional[int] = ...) -> None: ...
 
 class FeatureSource(_message.Message):
     __slots__ = ("query", "timestamp_column", "connection")
@@ -283,7 +285,7 @@ class FeatureSource(_message.Message):
     def __init__(self, query: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., connection: _Optional[str] = ...) -> None: ...
 
 class FeatureView(_message.Message):
-    __slots__ = ("name", "description", "entity", "features", "source", "ttl", "materialization_schedule", "materialized_until", "last_materialization_time", "tags", "definition_hash")
+    __slots__ = ("name", "description", "entity", "features", "source", "ttl", "materialization_schedule", "materialized_until", "last_materialization_time", "tags", "definition_hash", "compute_on_miss")
     class TagsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +304,7 @@ class FeatureView(_message.Message):
     LAST_MATERIALIZATION_TIME_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
     DEFINITION_HASH_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_ON_MISS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     entity: EntitySpec
@@ -313,7 +316,8 @@ class FeatureView(_message.Message):
     last_materialization_time: _timestamp_pb2.Timestamp
     tags: _containers.ScalarMap[str, str]
     definition_hash: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., entity: _Optional[_Union[EntitySpec, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., source: _Optional[_Union[FeatureSource, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., materialization_schedule: _Optional[str] = ..., materialized_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_materialization_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., definition_hash: _Optional[str] = ...) -> None: ...
+    compute_on_miss: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., entity: _Optional[_Union[EntitySpec, _Mapping]] = ..., features: _Optional[_Iterable[_Union[FeatureSpec, _Mapping]]] = ..., source: _Optional[_Union[FeatureSource, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., materialization_schedule: _Optional[str] = ..., materialized_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_materialization_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tags: _Optional[_Mapping[str, str]] = ..., definition_hash: _Optional[str] = ..., compute_on_miss: _Optional[bool] = ...) -> None: ...
 
 class GetFeatureSchemaRequest(_message.Message):
     __slots__ = ("feature_view",)
@@ -322,10 +326,12 @@ class GetFeatureSchemaRequest(_message.Message):
     def __init__(self, feature_view: _Optional[str] = ...) -> None: ...
 
 class GetFeatureSchemaResponse(_message.Message):
-    __slots__ = ("feature_views",)
+    __slots__ = ("feature_views", "version")
     FEATURE_VIEWS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     feature_views: _containers.RepeatedCompositeFieldContainer[FeatureView]
-    def __init__(self, feature_views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ...) -> None: ...
+    version: str
+    def __init__(self, feature_views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class MaterializationJob(_message.Message):
     __slots__ = ("job_id", "feature_view", "mode", "state", "window_start", "window_end", "entities_written", "create_time", "start_time", "end_time", "error")
