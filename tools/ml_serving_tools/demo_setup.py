@@ -20,13 +20,21 @@
 
 `run_demo_setup` is what `make up` calls: any failure is a printed warning, never the end of
 the mesh (the demo is a convenience).
+
+The Feature Store's demo data (users, items and interaction events, `demo_data`) goes straight
+into the mesh's PostgreSQL: `DemoDataLoad` loads it in a thread while the mesh starts and
+the model is set up (nothing to do when an earlier `make up` loaded the same data), and prints
+one line with the sizes and the seconds it took; `DEMO_DATA_USERS`, `DEMO_DATA_ITEMS` and
+`DEMO_DATA_EVENTS` change the sizes, `DEMO_DATA=off` skips it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +47,7 @@ from ml_serving.errors import AlreadyExistsError, DeadlineExceededError, MLServi
     ResourceExhaustedError, UnavailableError
 from ml_serving.inference import prediction_value
 
+from . import demo_data
 from .demo_model import MODEL_NAME, DemoArtifact, build_demo_models
 
 PRODUCTION, STAGING, ARCHIVED = pb.STAGE_PRODUCTION, pb.STAGE_STAGING, pb.STAGE_ARCHIVED
@@ -267,8 +276,6 @@ def _deployer_enabled(env: dict[str, str]) -> bool:
 
 def run_demo_setup(address: str, token: str, state: Path, env: dict[str, str] | None = None) -> DemoReport | None:
     """`make up`'s call: the demo set up, or None after a printed warning (the mesh keeps running)."""
-    import os
-
     env = dict(os.environ) if env is None else env
     try:
         report = asyncio.run(setup_demo(address, token, Path(state) / "demo-models",
@@ -283,6 +290,56 @@ def run_demo_setup(address: str, token: str, state: Path, env: dict[str, str] | 
           f"({'registered versions ' + ', '.join(report.created) if report.created else 'nothing new registered'})",
           flush=True)
     return report
+
+
+DEMO_DATA_SIZES = {"users": ("DEMO_DATA_USERS", demo_data.DEFAULT_USERS),
+                   "items": ("DEMO_DATA_ITEMS", demo_data.DEFAULT_ITEMS),
+                   "events": ("DEMO_DATA_EVENTS", demo_data.DEFAULT_EVENTS)}
+"""Size of `make up`'s demo data: argument of `demo_data.load` -> (environment variable, default)."""
+
+
+def demo_data_sizes(env: dict[str, str]) -> dict[str, int]:
+    sizes = {}
+    for name, (variable, default) in DEMO_DATA_SIZES.items():
+        text = env.get(variable, "").strip().replace("_", "").replace(",", "")
+        try:
+            sizes[name] = int(text) if text else default
+        except ValueError:
+            raise ValueError(f"{variable}={env[variable]!r} is not a whole number") from None
+    return sizes
+
+
+def load_demo_data(database_url: str, env: dict[str, str] | None = None) -> demo_data.LoadReport | None:
+    """The Feature Store's demo data in the mesh's database, and one printed line saying what
+    was done; None after a printed warning (or when `DEMO_DATA=off`)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("DEMO_DATA", "").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        report = asyncio.run(demo_data.load(database_url, **demo_data_sizes(env)))
+    except Exception as error:  # noqa: BLE001: anything; the mesh itself is fine
+        detail = f"{type(error).__name__}: {error}".strip()
+        print(f"warning: the demo data could not be loaded into PostgreSQL ({detail[:500]})", file=sys.stderr,
+              flush=True)
+        return None
+    print(f"demo data: {report.line()}", flush=True)
+    return report
+
+
+class DemoDataLoad:
+    """`load_demo_data` in a thread of its own (a daemon: Ctrl-C does not wait for it)."""
+
+    def __init__(self, database_url: str, env: dict[str, str] | None = None):
+        self.report: demo_data.LoadReport | None = None
+        self._thread = threading.Thread(target=self._run, args=(database_url, env), name="demo-data", daemon=True)
+        self._thread.start()
+
+    def _run(self, database_url: str, env: dict[str, str] | None) -> None:
+        self.report = load_demo_data(database_url, env)
+
+    def wait(self, timeout: float | None = None) -> demo_data.LoadReport | None:
+        self._thread.join(timeout)
+        return self.report
 
 
 def _items(answer: object) -> str:

@@ -4,7 +4,9 @@ Finds Redis, PostgreSQL, S3 and MLflow (or starts embedded ones: SeaweedFS for S
 `mlflow server` on that PostgreSQL and S3), starts one mesh server hosting
 all five services and Envoy in front of it, and TorchServe behind it, creates a `demo` bandit
 and sets up the demo `recommendation-model` (trained once and cached, registered, v1 in
-Production and v2 in Staging, served: `demo_setup`) so the printed examples work, and stops
+Production and v2 in Staging, served: `demo_setup`) so the printed examples work, loads the
+Feature Store's demo users, items and events into PostgreSQL (`demo_data`, in a thread while
+the rest starts; a second `make up` finds them there), and stops
 everything cleanly on Ctrl-C or SIGTERM. A demo that cannot be set up is a warning: the mesh
 runs anyway.
 
@@ -28,7 +30,7 @@ from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
 
 from ml_serving import defaults
 
-from . import demo_setup, devauth, devservices, stack
+from . import demo_data, demo_setup, devauth, devservices, stack
 from .paths import STATE_DIR
 
 
@@ -55,7 +57,7 @@ artifact's file name in the registry's store, `<artifact id>-<file name>`."""
 
 def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservices.S3Endpoint | None = None,
            mlflow_uri: str | None = None, torchserve: devservices.TorchServeEndpoints | None = None,
-           demo: demo_setup.DemoReport | None = None) -> str:
+           demo: demo_setup.DemoReport | None = None, data: demo_data.LoadReport | None = None) -> str:
     front = running.front_door
     extra = ""
     if s3 is not None:
@@ -66,6 +68,9 @@ def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservi
     if torchserve is not None:
         extra += (f"  TorchServe gRPC (inference)     {torchserve.grpc_inference}  "
                   f"(management {torchserve.grpc_management})\n")
+    if data is not None:
+        extra += (f"  Feature Store demo data         demo_users {data.users:,}, demo_items {data.items:,}, "
+                  f"demo_interactions {data.events:,} (seed {data.seed})\n")
     demo_text = "\n" + demo_setup.banner(running.front_door, demo) if demo is not None else ""
     auth = '-H "authorization: Bearer $ML_SERVING_TOKEN"'
     json = "-H 'content-type: application/json'"
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
 
     with devservices.DevServices(state, s3=True, mlflow=True, torchserve=True) as services:  # stopped on the way out
+        data_load = demo_setup.DemoDataLoad(services.database_url)  # beside the start: seconds, once
         # Ctrl-C stops Envoy before the mesh, so no balancer needs the drain delay: stop at once.
         running = start_local_stack(state, {**services.env(),
                                             "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             create_demo_bandit(running.grpc_addr, running.token)
             demo = demo_setup.run_demo_setup(running.grpc_addr, running.token, state)
             print(banner(running, services.redis_url, services.database_url, services.s3, services.mlflow_uri,
-                         services.torchserve, demo), flush=True)
+                         services.torchserve, demo, data_load.wait()), flush=True)
             print(f"logs: {state}/mesh.log, {state}/envoy-*.log, {state}/mlflow/, {state}/s3/weed.log, "
                   f"{state}/torchserve/", flush=True)
             return wait_for_stop_or_exit(running, state)
