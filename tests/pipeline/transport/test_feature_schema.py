@@ -59,7 +59,7 @@ async def test_one_view_as_declared(stub, declared):
     assert "FROM demo_users" in view.source.query and view.source.timestamp_column == "updated_at"
     assert view.ttl.ToSeconds() == 7 * 86400 and view.compute_on_miss
     assert view.materialization_schedule == "*/15 * * * *" and view.tags["team"] == "recsys"
-    # Materialisation is not built yet: no watermark to report.
+    # Nothing materialises the demo views in this session: no watermark to report.
     assert not view.HasField("materialized_until") and not view.HasField("last_materialization_time")
 
 
@@ -106,12 +106,12 @@ async def test_a_bad_declaration_stops_the_server_naming_file_line_and_field(tmp
     assert str(caught.value).startswith(f"{bad}:{line}: views[0].features[5].type: must be one of ")
 
 
-async def test_a_server_of_a_good_folder_serves_it(tmp_path, redis_url, key_prefix):
+async def test_a_server_of_a_good_folder_serves_it(tmp_path, redis_url, key_prefix, database_url):
     (tmp_path / "one.yaml").write_text(
         "views:\n  - name: only_view\n    entity: {name: user, join_key: user_id, key_type: string}\n"
         "    features: [{name: score, type: float}]\n"
         "    source: {query: 'SELECT user_id, score, t FROM scores', event_time_column: t}\n")
-    runtime = test_runtime(redis_url, key_prefix, services=("pipeline",))
+    runtime = test_runtime(redis_url, key_prefix, services=("pipeline",), database_url=database_url)
     mesh = await build_server(runtime, service_settings={"pipeline": PipelineSettings(feature_views_dir=str(tmp_path))})
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}") as chan:

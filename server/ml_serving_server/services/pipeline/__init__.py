@@ -1,28 +1,66 @@
-"""The ML pipeline: for now the feature store's declarations, served by GetFeatureSchema.
+"""The ML pipeline: for now the feature store (declared views, materialisation, online reads).
 
-    domain/           feature views (rules, definition hash) and the schema: plain Python
-    declarations.py   the views declared in `*.yaml` files (features/ by default), read with pyyaml
-    servicer.py       gRPC <-> domain; RPCs not built yet answer UNIMPLEMENTED
-    settings.py       PIPELINE_* settings
+    domain/                feature views (rules, definition hash), the schema, typed values,
+                           materialisation, online reads, the ports: plain Python
+    declarations.py        the views declared in `*.yaml` files (features/ by default), read with pyyaml
+    postgres_store.py      the views' source queries and the materialisation state (jobs, watermarks,
+                           view locks) over PostgreSQL (migrations/: alembic)
+    redis_online_store.py  the online store over Redis (one hash per view and entity)
+    servicer.py            gRPC <-> domain; RPCs not built yet answer UNIMPLEMENTED
+    settings.py            PIPELINE_* settings
 
-`build` reads the declarations (a bad one stops the server, naming file, line and field);
-app.py lists `SERVICE`.
+`build` reads the declarations (a bad one stops the server, naming file, line and field), then
+migrates and connects; app.py lists `SERVICE`.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from mnbara.mlserving.catalog import BY_NAME
 
 from ...runtime.service import BuiltService, Runtime, ServicePackage
 from .declarations import load_directory
 from .domain.errors import ErrorReason
-from .servicer import PipelineServicer
 from .settings import PipelineSettings
 
 
-def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
+async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
+    from .domain.materialization import Materializer
+    from .domain.online import FeatureReader
+    from .domain.service import FeatureStore
+    from .postgres_store import PostgresFeatureSource, PostgresMaterializationState
+    from .redis_online_store import RedisOnlineStore
+    from .servicer import PipelineServicer
+
     schema = load_directory(settings.feature_views_path())
-    return BuiltService(PipelineServicer(schema))
+    if not runtime.database.url:
+        raise ValueError("the pipeline needs PostgreSQL: set DATABASE_URL (make up finds or starts one)")
+    state = await PostgresMaterializationState.connect(runtime.database.url,
+                                                       timeout_seconds=settings.database_timeout_seconds)
+    try:
+        source = await PostgresFeatureSource.connect(
+            settings.source_database_url or runtime.database.url, timeout_seconds=settings.database_timeout_seconds,
+            scan_timeout_seconds=settings.materialization_query_timeout_seconds)
+    except BaseException:
+        await state.close()
+        raise
+    online = RedisOnlineStore.from_url(runtime.redis.url, runtime.mesh.key_prefix, runtime.redis.timeout_seconds,
+                                       runtime.redis.max_connections)
+    reader = FeatureReader(schema, source, online, source_timeout_s=settings.read_through_timeout_seconds)
+    materializer = Materializer(schema, source, online, state, batch_size=settings.materialization_batch_entries)
+    store = FeatureStore(schema, reader, materializer, state)
+
+    async def probe() -> bool:
+        # Reads are served with either store down (from the other), so only the state store gates.
+        return await state.ping()
+
+    async def close() -> None:
+        await store.close()
+        await asyncio.gather(online.close(), source.close(), state.close(), return_exceptions=True)
+
+    return BuiltService(PipelineServicer(store), probe=probe, probe_gates_server=False, closers=[close],
+                        stopping=[materializer.close])
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

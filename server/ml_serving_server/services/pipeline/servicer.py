@@ -1,16 +1,28 @@
 """PipelineService over gRPC: map the request, call the domain, map the response.
 
-Only GetFeatureSchema is built; every other RPC falls through to the generated base, which
-the error interceptor answers with UNIMPLEMENTED (NOT_IMPLEMENTED).
+GetFeatureSchema, GetFeatures and MaterializeFeatures are built; every other RPC falls through
+to the generated base, which the error interceptor answers with UNIMPLEMENTED (NOT_IMPLEMENTED).
+Domain errors become statuses in the runtime's one mapping (runtime/status.py).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2_grpc
 
 from .domain.feature_views import FeatureView, ValueType
-from .domain.schema import FeatureSchema
+from .domain.materialization import FULL, INCREMENTAL
+from .domain.online import EntityResult, ValueSource
+from .domain.ports import Job
+from .domain.service import FeatureStore
+
+ERROR_DOMAIN = "pipeline.mlserving.mnbara"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 _TYPES = {
     ValueType.INT: pb.FEATURE_TYPE_INT64,
@@ -21,6 +33,14 @@ _TYPES = {
     ValueType.FLOAT_LIST: pb.FEATURE_TYPE_DOUBLE_LIST,
     ValueType.STRING_LIST: pb.FEATURE_TYPE_STRING_LIST,
 }
+_SOURCES = {ValueSource.ONLINE_STORE: pb.FEATURE_VALUE_SOURCE_ONLINE_STORE,
+            ValueSource.READ_THROUGH: pb.FEATURE_VALUE_SOURCE_READ_THROUGH,
+            ValueSource.NOT_FOUND: pb.FEATURE_VALUE_SOURCE_NOT_FOUND}
+_MODES = {pb.MATERIALIZATION_MODE_UNSPECIFIED: INCREMENTAL, pb.MATERIALIZATION_MODE_INCREMENTAL: INCREMENTAL,
+          pb.MATERIALIZATION_MODE_FULL: FULL}
+_MODES_PB = {INCREMENTAL: pb.MATERIALIZATION_MODE_INCREMENTAL, FULL: pb.MATERIALIZATION_MODE_FULL}
+_STATES_PB = {"QUEUED": pb.JOB_STATE_QUEUED, "RUNNING": pb.JOB_STATE_RUNNING, "SUCCEEDED": pb.JOB_STATE_SUCCEEDED,
+              "FAILED": pb.JOB_STATE_FAILED}
 
 
 def view_to_pb(view: FeatureView) -> pb.FeatureView:
@@ -40,13 +60,110 @@ def view_to_pb(view: FeatureView) -> pb.FeatureView:
     return message
 
 
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(timezone.utc))
+    return stamp
+
+
+def _time(stamp: Timestamp, present: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=timezone.utc) if present else None
+
+
+_VALUE_FIELDS = {  # the FeatureValue field of each type, and whether it is a list
+    ValueType.INT: ("int64_value", False), ValueType.FLOAT: ("double_value", False),
+    ValueType.STRING: ("string_value", False), ValueType.BOOL: ("bool_value", False),
+    ValueType.INT_LIST: ("int64_list_value", True), ValueType.FLOAT_LIST: ("double_list_value", True),
+    ValueType.STRING_LIST: ("string_list_value", True),
+}
+
+
+class _Stamps(dict):
+    """Timestamps by datetime, made once per answer."""
+
+    def __missing__(self, value: datetime) -> Timestamp:
+        micros = (value - _EPOCH) // _MICROSECOND if value.tzinfo else None
+        stamp = Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000) if micros is not None \
+            else _timestamp(value)
+        self[value] = stamp
+        return stamp
+
+
+def _entity(entity: EntityResult, fields: dict[str, tuple[str, bool]], stamps: _Stamps) -> pb.EntityFeatures:
+    message = pb.EntityFeatures(entity_id=entity.entity_id, found=entity.found, read_through=entity.read_through)
+    # The features of one entity share their origin and times: one template, copied (much faster than
+    # building each Feature from keyword arguments).
+    template = pb.Feature(source=_SOURCES[entity.source], stale=entity.stale,
+                          computed_at=None if entity.computed_at is None else stamps[entity.computed_at],
+                          event_time=None if entity.event_time is None else stamps[entity.event_time])
+    features = message.features
+    for name, value in entity.values.items():
+        feature = features[name]
+        feature.CopyFrom(template)
+        if value is not None:
+            attribute, is_list = fields[name]
+            if is_list:
+                getattr(feature.value, attribute).values.extend(value)
+            else:
+                setattr(feature.value, attribute, value)
+    return message
+
+
+def job_to_pb(job: Job) -> pb.MaterializationJob:
+    message = pb.MaterializationJob(
+        job_id=job.job_id, feature_view=job.feature_view, mode=_MODES_PB[job.mode], state=_STATES_PB[job.state],
+        window_start=_timestamp(job.window_start), window_end=_timestamp(job.window_end),
+        entities_written=job.entities_written, entities_total=job.entities_total,
+        create_time=_timestamp(job.create_time), start_time=_timestamp(job.start_time),
+        end_time=_timestamp(job.end_time), resumed_job_id=job.resumed_job_id)
+    if job.error is not None:
+        status = status_pb2.Status(code=code_pb2.Code.Value(job.error.code) if job.error.code in code_pb2.Code.keys()
+                                   else code_pb2.INTERNAL, message=job.error.message)
+        status.details.add().Pack(error_details_pb2.ErrorInfo(reason=job.error.reason, domain=ERROR_DOMAIN))
+        message.error.CopyFrom(status)
+    return message
+
+
 class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
-    def __init__(self, schema: FeatureSchema):
-        self._schema = schema
+    def __init__(self, store: FeatureStore):
+        self._store = store
         # Declarations are read once at start: their messages are built once too.
-        self._views = {view.name: view_to_pb(view) for view in schema.views}
+        self._views = {view.name: view_to_pb(view) for view in store.schema.views}
+        self._fields = {view.name: {f.name: _VALUE_FIELDS[f.type] for f in view.features}
+                        for view in store.schema.views}
 
     async def GetFeatureSchema(self, request, context):
-        views = self._schema.select(request.feature_view)
-        return pb.GetFeatureSchemaResponse(feature_views=[self._views[view.name] for view in views],
-                                           version=self._schema.version)
+        described = await self._store.describe(request.feature_view)
+        views = []
+        for item in described:
+            message = self._views[item.view.name]
+            if item.state is not None:
+                message = pb.FeatureView()
+                message.CopyFrom(self._views[item.view.name])
+                if item.state.materialized_until is not None:
+                    message.materialized_until.CopyFrom(_timestamp(item.state.materialized_until))
+                if item.state.last_materialization_time is not None:
+                    message.last_materialization_time.CopyFrom(_timestamp(item.state.last_materialization_time))
+            views.append(message)
+        return pb.GetFeatureSchemaResponse(feature_views=views, version=self._store.schema.version)
+
+    async def GetFeatures(self, request, context):
+        ids = ([("entity_id", request.entity_id)] if request.entity_id else []) + \
+              [(f"entity_ids[{i}]", text) for i, text in enumerate(request.entity_ids)]
+        result = await self._store.reader.get_features(request.feature_view, ids, list(request.feature_names),
+                                                       read_through=not request.disable_read_through)
+        fields = self._fields[result.feature_view]
+        stamps = _Stamps()
+        return pb.GetFeaturesResponse(
+            feature_view=result.feature_view, read_through_count=result.read_through_count,
+            online_store_unavailable=result.online_store_unavailable,
+            entities=[_entity(entity, fields, stamps) for entity in result.entities])
+
+    async def MaterializeFeatures(self, request, context):
+        jobs = await self._store.materializer.materialize(
+            list(request.feature_views), _MODES.get(request.mode, f"mode {request.mode}"),
+            start_time=_time(request.start_time, request.HasField("start_time")),
+            end_time=_time(request.end_time, request.HasField("end_time")), wait=request.wait)
+        return pb.MaterializeFeaturesResponse(jobs=[job_to_pb(job) for job in jobs])

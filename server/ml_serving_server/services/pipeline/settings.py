@@ -18,6 +18,19 @@ class PipelineSettings(SettingsBase):
                         "stops the server, naming file, line and field); empty: `features/` of the checkout the "
                         "server runs from, else of the working folder")
 
+    source_database_url: str = Field(
+        "", description="PostgreSQL the views' source queries run on; empty: `DATABASE_URL` (where the pipeline's "
+                        "own state is)")
+    materialization_batch_entries: int = Field(
+        1000, gt=0, le=100_000, description="entities a materialisation computes and writes to Redis per batch (one "
+                                            "query and one pipelined round trip); a stopped job redoes at most one")
+    materialization_query_timeout_seconds: float = Field(
+        300.0, gt=0, description="longest one source query of a materialisation may take (the changed keys, a batch)")
+    read_through_timeout_seconds: float = Field(
+        2.0, gt=0, description="longest a read-through (GetFeatures computing missing values) may wait for the source")
+    database_timeout_seconds: float = Field(5.0, gt=0, description="longest wait for one PostgreSQL command of the "
+                                                                   "pipeline's own state")
+
     def feature_views_path(self) -> Path:
         return Path(self.feature_views_dir) if self.feature_views_dir else _checkout() / "features"
 

@@ -200,17 +200,21 @@ class FeatureValue(_message.Message):
     def __init__(self, int64_value: _Optional[int] = ..., double_value: _Optional[float] = ..., string_value: _Optional[str] = ..., bool_value: _Optional[bool] = ..., bytes_value: _Optional[bytes] = ..., timestamp_value: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., int64_list_value: _Optional[_Union[Int64List, _Mapping]] = ..., double_list_value: _Optional[_Union[DoubleList, _Mapping]] = ..., string_list_value: _Optional[_Union[StringList, _Mapping]] = ...) -> None: ...
 
 class Feature(_message.Message):
-    __slots__ = ("value", "computed_at", "source")
+    __slots__ = ("value", "computed_at", "source", "event_time", "stale")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     COMPUTED_AT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     value: FeatureValue
     computed_at: _timestamp_pb2.Timestamp
     source: FeatureValueSource
-    def __init__(self, value: _Optional[_Union[FeatureValue, _Mapping]] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[FeatureValueSource, str]] = ...) -> None: ...
+    event_time: _timestamp_pb2.Timestamp
+    stale: bool
+    def __init__(self, value: _Optional[_Union[FeatureValue, _Mapping]] = ..., computed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[_Union[FeatureValueSource, str]] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stale: _Optional[bool] = ...) -> None: ...
 
 class EntityFeatures(_message.Message):
-    __slots__ = ("entity_id", "features", "read_through")
+    __slots__ = ("entity_id", "features", "read_through", "found")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -221,10 +225,12 @@ class EntityFeatures(_message.Message):
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     READ_THROUGH_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
     entity_id: str
     features: _containers.MessageMap[str, Feature]
     read_through: bool
-    def __init__(self, entity_id: _Optional[str] = ..., features: _Optional[_Mapping[str, Feature]] = ..., read_through: _Optional[bool] = ...) -> None: ...
+    found: bool
+    def __init__(self, entity_id: _Optional[str] = ..., features: _Optional[_Mapping[str, Feature]] = ..., read_through: _Optional[bool] = ..., found: _Optional[bool] = ...) -> None: ...
 
 class GetFeaturesRequest(_message.Message):
     __slots__ = ("feature_view", "entity_id", "entity_ids", "feature_names", "disable_read_through")
@@ -241,14 +247,16 @@ class GetFeaturesRequest(_message.Message):
     def __init__(self, feature_view: _Optional[str] = ..., entity_id: _Optional[str] = ..., entity_ids: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., disable_read_through: _Optional[bool] = ...) -> None: ...
 
 class GetFeaturesResponse(_message.Message):
-    __slots__ = ("feature_view", "entities", "read_through_count")
+    __slots__ = ("feature_view", "entities", "read_through_count", "online_store_unavailable")
     FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     READ_THROUGH_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     feature_view: str
     entities: _containers.RepeatedCompositeFieldContainer[EntityFeatures]
     read_through_count: int
-    def __init__(self, feature_view: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[EntityFeatures, _Mapping]]] = ..., read_through_count: _Optional[int] = ...) -> None: ...
+    online_store_unavailable: bool
+    def __init__(self, feature_view: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[EntityFeatures, _Mapping]]] = ..., read_through_count: _Optional[int] = ..., online_store_unavailable: _Optional[bool] = ...) -> None: ...
 
 class EntitySpec(_message.Message):
     __slots__ = ("name", "join_key", "value_type", "description")
@@ -334,7 +342,7 @@ class GetFeatureSchemaResponse(_message.Message):
     def __init__(self, feature_views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
 
 class MaterializationJob(_message.Message):
-    __slots__ = ("job_id", "feature_view", "mode", "state", "window_start", "window_end", "entities_written", "create_time", "start_time", "end_time", "error")
+    __slots__ = ("job_id", "feature_view", "mode", "state", "window_start", "window_end", "entities_written", "create_time", "start_time", "end_time", "error", "entities_total", "resumed_job_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -346,6 +354,8 @@ class MaterializationJob(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_JOB_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     feature_view: str
     mode: MaterializationMode
@@ -357,7 +367,9 @@ class MaterializationJob(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     error: _status_pb2.Status
-    def __init__(self, job_id: _Optional[str] = ..., feature_view: _Optional[str] = ..., mode: _Optional[_Union[MaterializationMode, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entities_written: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    entities_total: int
+    resumed_job_id: str
+    def __init__(self, job_id: _Optional[str] = ..., feature_view: _Optional[str] = ..., mode: _Optional[_Union[MaterializationMode, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entities_written: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., entities_total: _Optional[int] = ..., resumed_job_id: _Optional[str] = ...) -> None: ...
 
 class MaterializeFeaturesRequest(_message.Message):
     __slots__ = ("feature_views", "mode", "start_time", "end_time", "wait")

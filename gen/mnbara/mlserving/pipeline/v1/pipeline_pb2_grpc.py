@@ -132,10 +132,14 @@ class PipelineServiceServicer:
     """
 
     def GetFeatures(self, request, context):
-        """GetFeatures reads features of one or many entities from the online store. A
-        missing or expired (older than the view's TTL) value is computed from the view's
-        source and written back (read-through) unless disabled; each value says where it
-        came from.
+        """GetFeatures reads features of one or many entities from the online store, in one
+        round trip. A missing or expired (written longer ago than the view's TTL) value of
+        a view that computes on miss is computed from the view's source and written back
+        (read-through) unless disabled; an expired value not recomputed is flagged stale;
+        an entity found nowhere has found = false. Each value says where it came from. With
+        Redis down, values are computed from the source and online_store_unavailable is set;
+        with PostgreSQL down, cached values are still served and a read-through fails
+        UNAVAILABLE (SOURCE_UNAVAILABLE).
         Errors: INVALID_ARGUMENT (INVALID_FIELD, UNKNOWN_FEATURE, TOO_MANY_ENTITIES),
         NOT_FOUND (FEATURE_VIEW_NOT_FOUND), UNAVAILABLE (ONLINE_STORE_UNAVAILABLE,
         SOURCE_UNAVAILABLE).
@@ -157,7 +161,8 @@ class PipelineServiceServicer:
     def MaterializeFeatures(self, request, context):
         """MaterializeFeatures triggers an incremental (since the last watermark) or full
         materialisation of feature views into the online store. It returns at once with
-        queued jobs, or after they finish when wait is set.
+        queued jobs, or after they finish when wait is set (a failed job carries its error).
+        A job stopped midway is resumed by the view's next job, after the last batch written.
         Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_TIME_RANGE), NOT_FOUND
         (FEATURE_VIEW_NOT_FOUND), FAILED_PRECONDITION (MATERIALIZATION_IN_PROGRESS),
         UNAVAILABLE (ONLINE_STORE_UNAVAILABLE, SOURCE_UNAVAILABLE, STATE_STORE_UNAVAILABLE).

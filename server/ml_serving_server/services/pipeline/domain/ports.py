@@ -1,0 +1,154 @@
+"""What the feature store stands on, as ports: the source (PostgreSQL), the online store (Redis)
+and the materialisation state (PostgreSQL). Plain Python: the adapters beside this package
+implement them, the tests' in-memory fakes too.
+
+Every adapter raises only its port's one Unavailable error for "cannot reach it now"; the
+runtime's one status mapping turns each into UNAVAILABLE with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, Sequence
+
+from ....errors import Unavailable
+from .errors import ErrorReason
+from .feature_views import FeatureView
+from .values import EntityKey
+
+
+class SourceUnavailable(Unavailable):
+    def __init__(self, what: str = "the feature source (PostgreSQL)"):
+        super().__init__(f"{what} cannot be reached", reason=ErrorReason.SOURCE_UNAVAILABLE)
+
+
+class OnlineStoreUnavailable(Unavailable):
+    def __init__(self, what: str = "the online feature store (Redis)"):
+        super().__init__(f"{what} cannot be reached", reason=ErrorReason.ONLINE_STORE_UNAVAILABLE)
+
+
+class StateStoreUnavailable(Unavailable):
+    def __init__(self, what: str = "the pipeline's state store (PostgreSQL)"):
+        super().__init__(f"{what} cannot be reached", reason=ErrorReason.STATE_STORE_UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class EntityRow:
+    """One entity's features as computed from the source: values typed per the view (None: null)."""
+
+    key: EntityKey
+    event_time: datetime | None  # aware, UTC
+    values: dict[str, object]
+
+
+@dataclass(frozen=True)
+class StoredEntity:
+    """One entity's hash in the online store."""
+
+    values: dict[str, object]  # feature name -> typed value (None: null); the requested ones
+    event_time: datetime | None
+    computed_at: datetime  # when it was written (materialised or read through)
+    definition_hash: str  # the view's definition the values were computed with
+
+
+class FeatureSource(Protocol):
+    """The views' SQL queries over PostgreSQL."""
+
+    async def max_event_time(self, view: FeatureView) -> datetime | None:
+        """The largest event time of the view's rows (None: no rows)."""
+
+    async def changed_keys(self, view: FeatureView, *, after: datetime | None, since: datetime | None,
+                           until: datetime | None) -> list[EntityKey]:
+        """The distinct keys of rows whose event time is > after, >= since and <= until (each None:
+        unbounded), in ascending key order."""
+
+    async def rows(self, view: FeatureView, keys: Sequence[EntityKey], *, timeout_s: float | None = None
+                   ) -> list[EntityRow]:
+        """The view's rows of these keys (at most one per key: the newest by event time)."""
+
+
+class OnlineStore(Protocol):
+    """One hash per (view, entity): the features, their event time and when they were written."""
+
+    async def write(self, view: FeatureView, rows: Sequence[EntityRow], computed_at: datetime) -> None:
+        """Write every row in one round trip; rewriting an entity replaces its values."""
+
+    async def read(self, view: FeatureView, keys: Sequence[EntityKey], features: Sequence[str]
+                   ) -> dict[EntityKey, StoredEntity]:
+        """The stored entities among `keys` (absent ones are left out), in one round trip."""
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class ViewLock(Protocol):
+    """The right to materialise one view, held until released (or its holder dies)."""
+
+    async def release(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """What is materialised of a view: its watermark and the definition it was computed with."""
+
+    feature_view: str
+    definition_hash: str
+    materialized_until: datetime | None
+    last_materialization_time: datetime | None
+
+
+@dataclass
+class JobError:
+    reason: str  # an ErrorReason's name
+    message: str
+    code: str = "INTERNAL"  # the status the error maps to (its name), e.g. UNAVAILABLE
+
+
+@dataclass
+class Job:
+    """One view's materialisation, as stored."""
+
+    job_id: str
+    feature_view: str
+    mode: str  # "INCREMENTAL" | "FULL"
+    state: str  # "QUEUED" | "RUNNING" | "SUCCEEDED" | "FAILED"
+    definition_hash: str
+    create_time: datetime
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    entities_total: int = 0
+    entities_written: int = 0
+    resume_after: str | None = None  # the last key of the last batch written (progress)
+    resumed_job_id: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    error: JobError | None = None
+    requested_until: datetime | None = field(default=None, compare=False)  # the request's end_time
+
+
+class MaterializationState(Protocol):
+    """Jobs, watermarks and view locks, in PostgreSQL."""
+
+    async def try_lock(self, feature_view: str) -> ViewLock | None:
+        """The view's lock, or None when another materialisation holds it (any replica)."""
+
+    async def view_states(self) -> dict[str, ViewState]: ...
+
+    async def view_state(self, feature_view: str) -> ViewState | None: ...
+
+    async def create_job(self, job: Job) -> None: ...
+
+    async def update_job(self, job: Job) -> None:
+        """Store the job's state and progress."""
+
+    async def last_job(self, feature_view: str, *, before: Job) -> Job | None:
+        """The view's newest job created before `before` (the previous one)."""
+
+    async def finish(self, job: Job, state: ViewState) -> None:
+        """Store the succeeded job and the view's new state together."""
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,197 @@
+"""The feature store's adapters against the real PostgreSQL (the session's database) and Redis:
+source queries, the online store's hashes, the state (jobs, watermarks, view locks), and a
+materialisation stopped by cancelling after a batch, then resumed, equal to a run from scratch."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+
+from ml_serving_server.services.pipeline.domain.feature_views import Entity, Feature, FeatureView, Source, ValueType
+from ml_serving_server.services.pipeline.domain.materialization import FULL, Materializer
+from ml_serving_server.services.pipeline.domain.ports import EntityRow, Job
+from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
+from ml_serving_server.services.pipeline.postgres_store import PostgresFeatureSource, PostgresMaterializationState
+from ml_serving_server.services.pipeline.redis_online_store import RedisOnlineStore
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def profile_view(table: str, name: str = "profile") -> FeatureView:
+    return FeatureView(
+        name=name, entity=Entity("user", "user_id", ValueType.INT),
+        features=(Feature("score", ValueType.FLOAT), Feature("level", ValueType.INT),
+                  Feature("premium", ValueType.BOOL), Feature("country", ValueType.STRING),
+                  Feature("taste", ValueType.FLOAT_LIST, dimension=2), Feature("tags", ValueType.STRING_LIST)),
+        source=Source(f"SELECT user_id, score, level, premium, country, taste, tags, updated_at FROM {table}",
+                      "updated_at"))
+
+
+def activity_view(table: str) -> FeatureView:
+    return FeatureView(
+        name="activity", entity=Entity("user", "user_id", ValueType.INT),
+        features=(Feature("events", ValueType.INT), Feature("mean_value", ValueType.FLOAT),
+                  Feature("recent", ValueType.INT_LIST)),
+        source=Source(f"SELECT user_id, count(*) AS events, avg(value) AS mean_value, "
+                      f"(array_agg(item_id ORDER BY t DESC))[1:3] AS recent, max(t) AS t FROM {table} "
+                      f"GROUP BY user_id", "t"))
+
+
+@pytest.fixture(scope="module")
+async def tables(database_url):
+    suffix = uuid.uuid4().hex[:8]
+    users, events = f"pl_users_{suffix}", f"pl_events_{suffix}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"""
+            CREATE TABLE {users} (user_id bigint PRIMARY KEY, score numeric, level int, premium bool,
+                                  country text, taste real[], tags text[], updated_at timestamp NOT NULL);
+            CREATE TABLE {events} (user_id bigint, item_id bigint, value double precision, t timestamptz);
+            INSERT INTO {users} SELECT i, i / 4.0, i % 5, i % 2 = 0, 'c' || i, ARRAY[i, -i]::real[],
+                                       ARRAY['t' || i], TIMESTAMP '2026-01-01' + i * interval '1 minute'
+                                FROM generate_series(1, 250) AS i;
+            INSERT INTO {events} SELECT i % 10, i, i, TIMESTAMPTZ '2026-01-01 00:00+00' + i * interval '1 second'
+                                 FROM generate_series(1, 100) AS i;""")
+        yield users, events
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {users}; DROP TABLE IF EXISTS {events}")
+        await conn.close()
+
+
+@pytest.fixture(scope="module")
+async def source(database_url):
+    source = await PostgresFeatureSource.connect(database_url)
+    yield source
+    await source.close()
+
+
+@pytest.fixture(scope="module")
+async def state(database_url):
+    state = await PostgresMaterializationState.connect(database_url)
+    yield state
+    await state.close()
+
+
+@pytest.fixture
+async def online(redis_url, key_prefix):
+    store = RedisOnlineStore.from_url(redis_url, f"{key_prefix}:{uuid.uuid4().hex[:6]}", 2.0)
+    yield store
+    await store.close()
+
+
+async def test_source_queries_are_typed_and_windowed(source, tables):
+    users, events = tables
+    view = profile_view(users)
+    assert await source.max_event_time(view) == T0 + timedelta(minutes=250)
+    keys = await source.changed_keys(view, after=T0 + timedelta(minutes=240), since=None,
+                                     until=T0 + timedelta(minutes=245))
+    assert keys == [241, 242, 243, 244, 245]
+    assert await source.changed_keys(view, after=None, since=T0 + timedelta(minutes=249), until=None) == [249, 250]
+    (row,) = await source.rows(view, [6])
+    assert row.key == 6 and row.event_time == T0 + timedelta(minutes=6)
+    assert row.values == {"score": 1.5, "level": 1, "premium": True, "country": "c6", "taste": [6.0, -6.0],
+                          "tags": ["t6"]}
+    activity = activity_view(events)
+    assert await source.changed_keys(activity, after=T0 + timedelta(seconds=95), since=None, until=None) == [
+        0, 6, 7, 8, 9]
+    (agg,) = await source.rows(activity, [3])
+    assert agg.values == {"events": 10, "mean_value": 48.0, "recent": [93, 83, 73]}
+    assert await source.rows(view, [10_000]) == []
+
+
+async def test_the_online_store_round_trips_typed_values_in_one_pipeline(online, tables):
+    view = profile_view(tables[0])
+    values = {"score": 0.1, "level": 3, "premium": False, "country": "fr", "taste": [0.5, 1e-300], "tags": []}
+    await online.write(view, [EntityRow(1, T0, values), EntityRow(2, None, {**values, "score": None})], T0)
+    found = await online.read(view, [1, 2, 3], ["score", "taste", "tags"])
+    assert set(found) == {1, 2}
+    assert found[1].values == {"score": 0.1, "taste": [0.5, 1e-300], "tags": []}
+    assert found[1].event_time == T0 and found[1].computed_at == T0
+    assert found[1].definition_hash == view.definition_hash
+    assert found[2].values["score"] is None and found[2].event_time is None
+    assert set(await online.dump(view)) == {"1", "2"}
+    assert await online.clear(view) == 2 and await online.read(view, [1], ["score"]) == {}
+
+
+async def test_the_view_lock_is_exclusive_across_connections(state):
+    name = f"lock_{uuid.uuid4().hex[:6]}"
+    lock = await state.try_lock(name)
+    assert lock is not None and await state.try_lock(name) is None
+    await lock.release()
+    again = await state.try_lock(name)
+    assert again is not None
+    await again.release()
+
+
+async def test_jobs_and_watermarks_are_stored(state):
+    name = f"jobs_{uuid.uuid4().hex[:6]}"
+    first = Job(str(uuid.uuid4()), name, "FULL", "QUEUED", "h1", T0)
+    second = Job(str(uuid.uuid4()), name, "INCREMENTAL", "QUEUED", "h1", T0)
+    await state.create_job(first)
+    await state.create_job(second)
+    first.state, first.resume_after, first.entities_written = "RUNNING", "42", 7
+    await state.update_job(first)
+    previous = await state.last_job(name, before=second)
+    assert (previous.job_id, previous.state, previous.resume_after, previous.entities_written) == (
+        first.job_id, "RUNNING", "42", 7)
+    assert await state.last_job(name, before=first) is None
+    from ml_serving_server.services.pipeline.domain.ports import ViewState
+    second.state = "SUCCEEDED"
+    await state.finish(second, ViewState(name, "h1", T0, T0 + timedelta(1)))
+    assert (await state.view_states())[name] == ViewState(name, "h1", T0, T0 + timedelta(1))
+    assert (await state.get_job(second.job_id)).state == "SUCCEEDED"
+
+
+class Pausing:
+    """An online store that lets `batches` writes through, then blocks (so a cancel lands there)."""
+
+    def __init__(self, inner, batches):
+        self.inner, self.batches, self.paused = inner, batches, asyncio.Event()
+
+    async def write(self, view, rows, computed_at):
+        if self.batches == 0:
+            self.paused.set()
+            await asyncio.Event().wait()
+        self.batches -= 1
+        await self.inner.write(view, rows, computed_at)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def without_write_time(dump):
+    return {key: {k: v for k, v in fields.items() if k != "c"} for key, fields in dump.items()}
+
+
+async def test_a_cancelled_run_resumes_and_equals_a_run_from_scratch(source, state, tables, redis_url, key_prefix):
+    view = profile_view(tables[0], name=f"resume_{uuid.uuid4().hex[:6]}")
+    schema = FeatureSchema((view,))
+    resumed_store = RedisOnlineStore.from_url(redis_url, f"{key_prefix}:r{uuid.uuid4().hex[:6]}", 2.0)
+    scratch_store = RedisOnlineStore.from_url(redis_url, f"{key_prefix}:s{uuid.uuid4().hex[:6]}", 2.0)
+    try:
+        pausing = Pausing(resumed_store, batches=2)
+        stopped = Materializer(schema, source, pausing, state, batch_size=100)
+        (queued,) = await stopped.materialize([view.name])
+        await asyncio.wait_for(pausing.paused.wait(), 10)
+        await stopped.close()  # cancel mid-run: the job stays RUNNING with its progress
+        job = await state.get_job(queued.job_id)
+        assert (job.state, job.entities_written, job.resume_after) == ("RUNNING", 200, "200")
+        assert len(await resumed_store.dump(view)) == 200 and await state.view_state(view.name) is None
+
+        (resumed,) = await Materializer(schema, source, resumed_store, state, batch_size=100).materialize(
+            [view.name], wait=True)
+        assert (resumed.state, resumed.resumed_job_id, resumed.entities_written) == ("SUCCEEDED", queued.job_id, 50)
+        assert (await state.get_job(queued.job_id)).state == "FAILED"
+
+        (full,) = await Materializer(schema, source, scratch_store, state, batch_size=100).materialize(
+            [view.name], FULL, wait=True)
+        assert full.entities_written == 250
+        assert without_write_time(await resumed_store.dump(view)) == without_write_time(await scratch_store.dump(view))
+    finally:
+        for store in (resumed_store, scratch_store):
+            await store.clear(view)
+            await store.close()

@@ -1,0 +1,133 @@
+"""Materialisation's rules over in-memory ports: incremental by watermark, full on a changed
+definition, batches, progress and resumption after a failure, one run per view."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from ml_serving_server.errors import FailedPrecondition, InvalidArgument, NotFound
+from ml_serving_server.services.pipeline.domain.materialization import FULL, INCREMENTAL, Materializer
+from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
+
+from ..fakes import T0, FakeOnline, FakeSource, FakeState, view
+
+
+def make(*views, batch_size=10):
+    views = views or (view(),)
+    source, online, state = FakeSource(), FakeOnline(), FakeState()
+    materializer = Materializer(FeatureSchema(views), source, online, state, batch_size=batch_size)
+    return materializer, source, online, state
+
+
+def seed(source, n, start=0, name="scores", minutes=0):
+    for key in range(start, start + n):
+        source.put(name, key, T0 + timedelta(minutes=minutes + key), score=key / 2, tags=[str(key)])
+
+
+async def test_a_first_run_writes_every_entity_in_batches_and_sets_the_watermark():
+    materializer, source, online, state = make(batch_size=10)
+    seed(source, 25)
+    (job,) = await materializer.materialize([], wait=True)
+    assert (job.state, job.mode, job.entities_written, job.entities_total) == ("SUCCEEDED", FULL, 25, 25)
+    assert [len(keys) for _, keys in online.writes] == [10, 10, 5]
+    assert state.states["scores"].materialized_until == T0 + timedelta(minutes=24) == job.window_end
+    assert online.hashes[("scores", 3)].values == {"score": 1.5, "tags": ["3"]}
+    assert online.hashes[("scores", 3)].event_time == T0 + timedelta(minutes=3)
+
+
+async def test_incremental_rewrites_only_the_entities_changed_since_the_watermark():
+    materializer, source, online, state = make()
+    seed(source, 20)
+    await materializer.materialize(["scores"], wait=True)
+    online.writes.clear()
+    source.put("scores", 4, T0 + timedelta(hours=5), score=99.0, tags=[])
+    source.put("scores", 30, T0 + timedelta(hours=6), score=1.0, tags=["new"])
+    (job,) = await materializer.materialize(["scores"], INCREMENTAL, wait=True)
+    assert (job.mode, job.entities_written) == (INCREMENTAL, 2)
+    assert online.writes == [("scores", [4, 30])]
+    assert job.window_start == T0 + timedelta(minutes=19) and job.window_end == T0 + timedelta(hours=6)
+    assert online.hashes[("scores", 4)].values["score"] == 99.0
+    (again,) = await materializer.materialize(["scores"], wait=True)
+    assert again.entities_written == 0 and len(online.writes) == 1
+
+
+async def test_a_changed_definition_forces_a_full_run():
+    materializer, source, online, state = make()
+    seed(source, 5)
+    await materializer.materialize([], wait=True)
+    changed = view(query="SELECT user_id, score, tags, t FROM s WHERE true")
+    other = Materializer(FeatureSchema((changed,)), source, online, state)
+    (job,) = await other.materialize([], INCREMENTAL, wait=True)
+    assert (job.mode, job.entities_written) == (FULL, 5)
+    assert state.states["scores"].definition_hash == changed.definition_hash
+
+
+async def test_full_rewrites_every_entity():
+    materializer, source, online, _ = make()
+    seed(source, 7)
+    await materializer.materialize([], wait=True)
+    (job,) = await materializer.materialize([], FULL, wait=True)
+    assert (job.mode, job.entities_written) == (FULL, 7)
+
+
+async def test_a_failed_batch_is_resumed_and_the_result_equals_a_run_from_scratch():
+    materializer, source, online, state = make(batch_size=10)
+    seed(source, 35)
+    online.fail_on_write = 3  # batches 1 and 2 are written, the third fails
+    (failed,) = await materializer.materialize([], wait=True)
+    assert failed.state == "FAILED" and failed.error.reason == "INTERNAL"
+    assert failed.entities_written == 20 and failed.resume_after == "19"
+    assert "scores" not in state.states  # no watermark until the run completes
+    online.fail_on_write = None
+    (resumed,) = await materializer.materialize([], wait=True)
+    assert resumed.state == "SUCCEEDED" and resumed.resumed_job_id == failed.job_id
+    assert resumed.entities_written == 15 and [keys[0] for _, keys in online.writes[-2:]] == [20, 30]
+
+    _, _, scratch, _ = fresh = make(batch_size=10)
+    fresh[1].tables = source.tables
+    await fresh[0].materialize([], FULL, wait=True)
+    assert online.snapshot("scores") == scratch.snapshot("scores")
+
+
+async def test_one_materialisation_per_view_at_a_time():
+    materializer, source, _, state = make()
+    state.locked.add("scores")
+    with pytest.raises(FailedPrecondition) as caught:
+        await materializer.materialize(["scores"])
+    assert caught.value.reason.name == "MATERIALIZATION_IN_PROGRESS"
+    assert caught.value.metadata["feature_view"] == "scores"
+
+
+async def test_without_wait_the_queued_job_is_answered_and_runs():
+    materializer, source, online, state = make()
+    seed(source, 3)
+    (job,) = await materializer.materialize([])
+    assert job.state == "QUEUED"
+    while state.locked:
+        import asyncio
+        await asyncio.sleep(0.01)
+    assert state.jobs[-1].state == "SUCCEEDED" and len(online.hashes) == 3
+
+
+async def test_the_request_is_checked():
+    materializer, *_ = make()
+    with pytest.raises(NotFound):
+        await materializer.materialize(["nope"])
+    with pytest.raises(InvalidArgument) as caught:
+        await materializer.materialize(["scores", "Bad Name"])
+    assert caught.value.field == "feature_views[1]"
+    with pytest.raises(InvalidArgument) as caught:
+        await materializer.materialize([], INCREMENTAL, start_time=T0)
+    assert caught.value.field == "start_time"
+    with pytest.raises(InvalidArgument) as caught:
+        await materializer.materialize([], FULL, start_time=T0, end_time=T0 - timedelta(1))
+    assert caught.value.reason.name == "INVALID_TIME_RANGE"
+
+
+async def test_a_source_down_fails_the_job_as_unavailable():
+    materializer, source, *_ = make()
+    source.down = True
+    (job,) = await materializer.materialize([], wait=True)
+    assert (job.state, job.error.reason, job.error.code) == ("FAILED", "SOURCE_UNAVAILABLE", "UNAVAILABLE")
