@@ -1,10 +1,12 @@
-"""The ML pipeline: for now the feature store (declared views, materialisation, online reads).
+"""The ML pipeline: for now the feature store (declared views, materialisation, online reads,
+training sets).
 
     domain/                feature views (rules, definition hash), the schema, typed values,
                            materialisation, online reads, the ports: plain Python
     declarations.py        the views declared in `*.yaml` files (features/ by default), read with pyyaml
     postgres_store.py      the views' source queries and the materialisation state (jobs, watermarks,
                            view locks) over PostgreSQL (migrations/: alembic)
+    postgres_training_set.py  point-in-time training sets: one LATERAL join, streamed by a cursor
     redis_online_store.py  the online store over Redis (one hash per view and entity)
     servicer.py            gRPC <-> domain; RPCs not built yet answer UNIMPLEMENTED
     settings.py            PIPELINE_* settings
@@ -29,7 +31,9 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     from .domain.materialization import Materializer
     from .domain.online import FeatureReader
     from .domain.service import FeatureStore
+    from .domain.training import TrainingSets
     from .postgres_store import PostgresFeatureSource, PostgresMaterializationState
+    from .postgres_training_set import PostgresTrainingSetSource
     from .redis_online_store import RedisOnlineStore
     from .servicer import PipelineServicer
 
@@ -49,7 +53,10 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
                                        runtime.redis.max_connections)
     reader = FeatureReader(schema, source, online, source_timeout_s=settings.read_through_timeout_seconds)
     materializer = Materializer(schema, source, online, state, batch_size=settings.materialization_batch_entries)
-    store = FeatureStore(schema, reader, materializer, state)
+    training = TrainingSets(schema, PostgresTrainingSetSource(
+        source.pool, statement_timeout_s=settings.training_set_statement_timeout_seconds,
+        timeout_s=settings.training_set_timeout_seconds), batch_rows=settings.training_set_batch_entries)
+    store = FeatureStore(schema, reader, materializer, state, training)
 
     async def probe() -> bool:
         # Reads are served with either store down (from the other), so only the state store gates.

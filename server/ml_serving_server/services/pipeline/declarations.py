@@ -13,6 +13,8 @@
         compute_on_miss: true
         materialization_schedule: "*/15 * * * *"
         tags: {team: recsys}
+        point_in_time: true     # readable as of a past time (training sets); absent: false for a
+                                # query with GROUP BY or now() (see FeatureView.point_in_time_capable)
 
 Any mistake (YAML that does not parse, an unknown key, a wrong type, a broken rule, one name
 twice) raises DeclarationError naming the file, the line and the field:
@@ -45,7 +47,7 @@ _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 _FILE_KEYS = {"views"}
 _VIEW_KEYS = {"name", "description", "entity", "features", "source", "ttl", "compute_on_miss",
-              "materialization_schedule", "tags"}
+              "materialization_schedule", "tags", "point_in_time"}
 _ENTITY_KEYS = {"name", "join_key", "key_type", "description"}
 _FEATURE_KEYS = {"name", "type", "description", "dimension"}
 _SOURCE_KEYS = {"query", "event_time_column"}
@@ -172,6 +174,8 @@ class _Document:
                                            "true or false"),
                 materialization_schedule=self.text(data, "materialization_schedule", path, ""),
                 tags=self.tags(data.get("tags", {}), (*path, "tags")),
+                point_in_time=None if data.get("point_in_time") is None else self.typed(
+                    data["point_in_time"], (*path, "point_in_time"), bool, "true or false"),
             )
         except InvalidDefinition as error:
             raise self.error((*path, *error.path), error.problem) from None

@@ -143,6 +143,11 @@ class PostgresFeatureSource:
         pool = await _pool(url, timeout_seconds, SourceUnavailable, f"{_APPLICATION_NAME}-source")
         return cls(pool, timeout_seconds, scan_timeout_seconds)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """Shared with the training sets' adapter (postgres_training_set.py)."""
+        return self._pool
+
     async def close(self) -> None:
         await _close_pool(self._pool, self._timeout)
 

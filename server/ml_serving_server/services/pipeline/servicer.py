@@ -1,12 +1,13 @@
 """PipelineService over gRPC: map the request, call the domain, map the response.
 
-GetFeatureSchema, GetFeatures and MaterializeFeatures are built; every other RPC falls through
+GetFeatureSchema, GetFeatures, MaterializeFeatures and GetTrainingSet (server streaming) are built; every other RPC falls through
 to the generated base, which the error interceptor answers with UNIMPLEMENTED (NOT_IMPLEMENTED).
 Domain errors become statuses in the runtime's one mapping (runtime/status.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta, timezone
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -19,6 +20,7 @@ from .domain.materialization import FULL, INCREMENTAL
 from .domain.online import EntityResult, ValueSource
 from .domain.ports import Job
 from .domain.service import FeatureStore
+from .domain.training import ColumnKind, InlineRow
 
 ERROR_DOMAIN = "pipeline.mlserving.mnbara"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -167,3 +169,80 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             start_time=_time(request.start_time, request.HasField("start_time")),
             end_time=_time(request.end_time, request.HasField("end_time")), wait=request.wait)
         return pb.MaterializeFeaturesResponse(jobs=[job_to_pb(job) for job in jobs])
+
+    async def GetTrainingSet(self, request, context):
+        form = request.WhichOneof("entity_dataframe")
+        rows = None
+        if form == "entity_rows":
+            rows = [InlineRow(dict(row.entity_ids), _time(row.timestamp, row.HasField("timestamp")),
+                              {name: _from_value(value) for name, value in row.columns.items()})
+                    for row in request.entity_rows.rows]
+        answer = await self._store.training.training_set(
+            list(request.features), rows=rows, query=request.entity_query if form == "entity_query" else "",
+            timestamp_column=request.timestamp_column)
+        plan = answer.plan
+        header = pb.GetTrainingSetResponse(
+            join_keys=plan.join_keys, column_names=plan.column_names,
+            feature_views=[s.view.name for s in plan.views],
+            features=[pb.TrainingSetFeature(feature_view=s.view.name, name=f.name, type=_TYPES[f.type])
+                      for s in plan.views for f in s.features])
+        column_fields = [_KIND_FIELDS[kind] for kind in plan.column_kinds]
+        value_fields = [_VALUE_LIST_FIELDS[f.type] for s in plan.views for f in s.features]
+        message = header
+        async with contextlib.aclosing(answer.batches) as batches:
+            async for batch in batches:
+                message.row_count = len(batch)
+                message.row_indexes[:] = batch.row_indexes
+                message.entity_ids.extend(_column("string_values", ids) for ids in batch.entity_ids)
+                message.timestamps.CopyFrom(_column("timestamp_micros", batch.timestamps))
+                message.columns.extend(_column(name, values) for name, values in zip(column_fields, batch.columns))
+                message.event_times.extend(_column("timestamp_micros", times) for times in batch.event_times)
+                message.values.extend(_column(name, values) for name, values in zip(value_fields, batch.values))
+                yield message
+                message = pb.GetTrainingSetResponse()
+        if message is header:
+            yield header  # no rows: the header alone
+
+
+# ----- training sets: values in and out -----
+
+_KIND_OF_FIELD = {"int64_value": ColumnKind.INT, "double_value": ColumnKind.FLOAT, "string_value": ColumnKind.STRING,
+                  "bool_value": ColumnKind.BOOL, "bytes_value": ColumnKind.BYTES,
+                  "timestamp_value": ColumnKind.TIMESTAMP, "int64_list_value": ColumnKind.INT_LIST,
+                  "double_list_value": ColumnKind.FLOAT_LIST, "string_list_value": ColumnKind.STRING_LIST}
+_KIND_FIELDS = {ColumnKind.INT: "int64_values", ColumnKind.FLOAT: "double_values",
+                ColumnKind.STRING: "string_values", ColumnKind.BOOL: "bool_values", ColumnKind.BYTES: "bytes_values",
+                ColumnKind.TIMESTAMP: "timestamp_micros", ColumnKind.INT_LIST: "int64_list_values",
+                ColumnKind.FLOAT_LIST: "double_list_values", ColumnKind.STRING_LIST: "string_list_values"}
+_VALUE_LIST_FIELDS = {ValueType.INT: "int64_values", ValueType.FLOAT: "double_values",
+                      ValueType.STRING: "string_values", ValueType.BOOL: "bool_values",
+                      ValueType.INT_LIST: "int64_list_values", ValueType.FLOAT_LIST: "double_list_values",
+                      ValueType.STRING_LIST: "string_list_values"}
+_PLACEHOLDERS = {"int64_values": 0, "double_values": 0.0, "string_values": "", "bool_values": False,
+                 "bytes_values": b"", "timestamp_micros": 0}
+_LIST_MESSAGES = {"int64_list_values": pb.Int64List, "double_list_values": pb.DoubleList,
+                  "string_list_values": pb.StringList}
+
+
+def _from_value(value: pb.FeatureValue) -> tuple[ColumnKind | None, object]:
+    """A request's FeatureValue as (kind, Python value); no kind set: (None, None)."""
+    name = value.WhichOneof("kind")
+    if name is None:
+        return None, None
+    kind = _KIND_OF_FIELD[name]
+    if kind is ColumnKind.TIMESTAMP:
+        return kind, value.timestamp_value.ToDatetime(tzinfo=timezone.utc)
+    item = getattr(value, name)
+    return kind, list(item.values) if name.endswith("_list_value") else item
+
+
+def _column(field_name: str, values: list) -> pb.TrainingSetColumn:
+    """One column: the values in one packed list, a placeholder and a null_rows entry per None."""
+    nulls = [i for i, value in enumerate(values) if value is None] if None in values else []
+    if field_name in _LIST_MESSAGES:
+        kind = _LIST_MESSAGES[field_name]
+        return pb.TrainingSetColumn(null_rows=nulls, **{field_name: [kind(values=v or ()) for v in values]})
+    if nulls:
+        placeholder = _PLACEHOLDERS[field_name]
+        values = [placeholder if value is None else value for value in values]
+    return pb.TrainingSetColumn(null_rows=nulls, **{field_name: values})

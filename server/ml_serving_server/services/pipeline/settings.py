@@ -28,6 +28,14 @@ class PipelineSettings(SettingsBase):
         300.0, gt=0, description="longest one source query of a materialisation may take (the changed keys, a batch)")
     read_through_timeout_seconds: float = Field(
         2.0, gt=0, description="longest a read-through (GetFeatures computing missing values) may wait for the source")
+    training_set_batch_entries: int = Field(
+        5000, gt=0, le=50_000, description="rows of a training set (GetTrainingSet) fetched from PostgreSQL and sent "
+                                           "per streamed message")
+    training_set_statement_timeout_seconds: float = Field(
+        300.0, gt=0, description="PostgreSQL statement_timeout of a training set's query (planning it, and each fetch "
+                                 "of a batch of rows)")
+    training_set_timeout_seconds: float = Field(
+        3600.0, gt=0, description="longest a whole training set may stream, from the first fetch to the last")
     database_timeout_seconds: float = Field(5.0, gt=0, description="longest wait for one PostgreSQL command of the "
                                                                    "pipeline's own state")
 

@@ -34,6 +34,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMMUTABLE_FIELD: _ClassVar[ErrorReason]
     REGISTRY_UNAVAILABLE: _ClassVar[ErrorReason]
     STATE_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
+    VIEW_NOT_POINT_IN_TIME: _ClassVar[ErrorReason]
+    QUERY_TIMEOUT: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
@@ -62,3 +64,5 @@ ALERT_RULE_ALREADY_EXISTS: ErrorReason
 IMMUTABLE_FIELD: ErrorReason
 REGISTRY_UNAVAILABLE: ErrorReason
 STATE_STORE_UNAVAILABLE: ErrorReason
+VIEW_NOT_POINT_IN_TIME: ErrorReason
+QUERY_TIMEOUT: ErrorReason

@@ -341,6 +341,108 @@ class GetFeatureSchemaResponse(_message.Message):
     version: str
     def __init__(self, feature_views: _Optional[_Iterable[_Union[FeatureView, _Mapping]]] = ..., version: _Optional[str] = ...) -> None: ...
 
+class TrainingSetEntityRow(_message.Message):
+    __slots__ = ("entity_ids", "timestamp", "columns")
+    class EntityIdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: FeatureValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[FeatureValue, _Mapping]] = ...) -> None: ...
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    entity_ids: _containers.ScalarMap[str, str]
+    timestamp: _timestamp_pb2.Timestamp
+    columns: _containers.MessageMap[str, FeatureValue]
+    def __init__(self, entity_ids: _Optional[_Mapping[str, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., columns: _Optional[_Mapping[str, FeatureValue]] = ...) -> None: ...
+
+class GetTrainingSetRequest(_message.Message):
+    __slots__ = ("entity_rows", "entity_query", "timestamp_column", "features")
+    ENTITY_ROWS_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_QUERY_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    entity_rows: TrainingSetEntityRows
+    entity_query: str
+    timestamp_column: str
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entity_rows: _Optional[_Union[TrainingSetEntityRows, _Mapping]] = ..., entity_query: _Optional[str] = ..., timestamp_column: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TrainingSetEntityRows(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[TrainingSetEntityRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[TrainingSetEntityRow, _Mapping]]] = ...) -> None: ...
+
+class TrainingSetFeature(_message.Message):
+    __slots__ = ("feature_view", "name", "type")
+    FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    feature_view: str
+    name: str
+    type: FeatureType
+    def __init__(self, feature_view: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ...) -> None: ...
+
+class TrainingSetColumn(_message.Message):
+    __slots__ = ("null_rows", "int64_values", "double_values", "string_values", "bool_values", "bytes_values", "timestamp_micros", "int64_list_values", "double_list_values", "string_list_values")
+    NULL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    INT64_VALUES_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    STRING_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BOOL_VALUES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_VALUES_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MICROS_FIELD_NUMBER: _ClassVar[int]
+    INT64_LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
+    DOUBLE_LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
+    STRING_LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
+    null_rows: _containers.RepeatedScalarFieldContainer[int]
+    int64_values: _containers.RepeatedScalarFieldContainer[int]
+    double_values: _containers.RepeatedScalarFieldContainer[float]
+    string_values: _containers.RepeatedScalarFieldContainer[str]
+    bool_values: _containers.RepeatedScalarFieldContainer[bool]
+    bytes_values: _containers.RepeatedScalarFieldContainer[bytes]
+    timestamp_micros: _containers.RepeatedScalarFieldContainer[int]
+    int64_list_values: _containers.RepeatedCompositeFieldContainer[Int64List]
+    double_list_values: _containers.RepeatedCompositeFieldContainer[DoubleList]
+    string_list_values: _containers.RepeatedCompositeFieldContainer[StringList]
+    def __init__(self, null_rows: _Optional[_Iterable[int]] = ..., int64_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ..., bool_values: _Optional[_Iterable[bool]] = ..., bytes_values: _Optional[_Iterable[bytes]] = ..., timestamp_micros: _Optional[_Iterable[int]] = ..., int64_list_values: _Optional[_Iterable[_Union[Int64List, _Mapping]]] = ..., double_list_values: _Optional[_Iterable[_Union[DoubleList, _Mapping]]] = ..., string_list_values: _Optional[_Iterable[_Union[StringList, _Mapping]]] = ...) -> None: ...
+
+class GetTrainingSetResponse(_message.Message):
+    __slots__ = ("join_keys", "column_names", "feature_views", "features", "row_count", "row_indexes", "entity_ids", "timestamps", "columns", "event_times", "values")
+    JOIN_KEYS_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_NAMES_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_VIEWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ROW_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIMES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    join_keys: _containers.RepeatedScalarFieldContainer[str]
+    column_names: _containers.RepeatedScalarFieldContainer[str]
+    feature_views: _containers.RepeatedScalarFieldContainer[str]
+    features: _containers.RepeatedCompositeFieldContainer[TrainingSetFeature]
+    row_count: int
+    row_indexes: _containers.RepeatedScalarFieldContainer[int]
+    entity_ids: _containers.RepeatedCompositeFieldContainer[TrainingSetColumn]
+    timestamps: TrainingSetColumn
+    columns: _containers.RepeatedCompositeFieldContainer[TrainingSetColumn]
+    event_times: _containers.RepeatedCompositeFieldContainer[TrainingSetColumn]
+    values: _containers.RepeatedCompositeFieldContainer[TrainingSetColumn]
+    def __init__(self, join_keys: _Optional[_Iterable[str]] = ..., column_names: _Optional[_Iterable[str]] = ..., feature_views: _Optional[_Iterable[str]] = ..., features: _Optional[_Iterable[_Union[TrainingSetFeature, _Mapping]]] = ..., row_count: _Optional[int] = ..., row_indexes: _Optional[_Iterable[int]] = ..., entity_ids: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ..., timestamps: _Optional[_Union[TrainingSetColumn, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ..., event_times: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ..., values: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ...) -> None: ...
+
 class MaterializationJob(_message.Message):
     __slots__ = ("job_id", "feature_view", "mode", "state", "window_start", "window_end", "entities_written", "create_time", "start_time", "end_time", "error", "entities_total", "resumed_job_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

@@ -50,6 +50,11 @@ class PipelineServiceStub:
                 request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesRequest.SerializeToString,
                 response_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesResponse.FromString,
                 _registered_method=True)
+        self.GetTrainingSet = channel.unary_stream(
+                '/mnbara.mlserving.pipeline.v1.PipelineService/GetTrainingSet',
+                request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetRequest.SerializeToString,
+                response_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetResponse.FromString,
+                _registered_method=True)
         self.TriggerRetraining = channel.unary_unary(
                 '/mnbara.mlserving.pipeline.v1.PipelineService/TriggerRetraining',
                 request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.TriggerRetrainingRequest.SerializeToString,
@@ -166,6 +171,24 @@ class PipelineServiceServicer:
         Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_TIME_RANGE), NOT_FOUND
         (FEATURE_VIEW_NOT_FOUND), FAILED_PRECONDITION (MATERIALIZATION_IN_PROGRESS),
         UNAVAILABLE (ONLINE_STORE_UNAVAILABLE, SOURCE_UNAVAILABLE, STATE_STORE_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainingSet(self, request, context):
+        """GetTrainingSet returns a point-in-time correct training set: for every row of an
+        entity dataframe (entity keys and a timestamp, given inline or as a SQL query over
+        the source database) and every requested feature view, the features of the view's
+        source row with the greatest event time at or before the row's timestamp (never a
+        later one), and only if that event time is within the view's TTL before the
+        timestamp. Computed in PostgreSQL (one LATERAL join) and streamed in column-wise
+        batches of rows: inline rows in their order, a query's rows as the database returns
+        them (each row carries its row index). Views whose source aggregates over time relative to now
+        (point_in_time: false, or a query with GROUP BY or now()) are refused.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, UNKNOWN_FEATURE, TOO_MANY_ENTITIES),
+        NOT_FOUND (FEATURE_VIEW_NOT_FOUND), FAILED_PRECONDITION (VIEW_NOT_POINT_IN_TIME),
+        UNAVAILABLE (SOURCE_UNAVAILABLE), DEADLINE_EXCEEDED (QUERY_TIMEOUT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,6 +353,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesRequest.FromString,
                     response_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesResponse.SerializeToString,
             ),
+            'GetTrainingSet': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetTrainingSet,
+                    request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetRequest.FromString,
+                    response_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetResponse.SerializeToString,
+            ),
             'TriggerRetraining': grpc.unary_unary_rpc_method_handler(
                     servicer.TriggerRetraining,
                     request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.TriggerRetrainingRequest.FromString,
@@ -488,6 +516,33 @@ class PipelineService:
             '/mnbara.mlserving.pipeline.v1.PipelineService/MaterializeFeatures',
             mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesRequest.SerializeToString,
             mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingSet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mnbara.mlserving.pipeline.v1.PipelineService/GetTrainingSet',
+            mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetRequest.SerializeToString,
+            mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetResponse.FromString,
             options,
             channel_credentials,
             insecure,

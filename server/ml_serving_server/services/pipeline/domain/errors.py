@@ -39,6 +39,8 @@ class ErrorReason(enum.Enum):
     IMMUTABLE_FIELD = enum.auto()
     REGISTRY_UNAVAILABLE = enum.auto()
     STATE_STORE_UNAVAILABLE = enum.auto()
+    VIEW_NOT_POINT_IN_TIME = enum.auto()
+    QUERY_TIMEOUT = enum.auto()
 
 
 Path = tuple[str | int, ...]

@@ -34,6 +34,11 @@ _CRON_FIELD = re.compile(r"[0-9A-Za-z*/,?-]+")
 # What may hold a `;` that does not end a statement: string literals, quoted identifiers and
 # comments. (Dollar-quoted bodies are not recognised: a `;` inside one is refused, safely.)
 _SQL_NOT_CODE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.S)
+# What makes a source query's rows depend on when it runs, or fold many events into one row:
+# such a view cannot be read as of a past time by filtering its rows on their event time.
+_NOT_POINT_IN_TIME = re.compile(
+    r"\bgroup\s+by\b|\b(?:now|clock_timestamp|statement_timestamp|transaction_timestamp)\s*\(|"
+    r"\b(?:current_timestamp|current_date|current_time|localtimestamp|localtime)\b", re.I)
 
 
 class ValueType(enum.Enum):
@@ -93,6 +98,9 @@ class FeatureView:
     compute_on_miss: bool = False  # read-through: a value missing online is computed from the source
     materialization_schedule: str = ""  # five-field cron; empty: only on demand
     tags: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs; a dict is accepted
+    # Whether the view can be read as of a past time (training sets): its source rows are a history,
+    # each valid from its event time on. None: decided from the query (see point_in_time_capable).
+    point_in_time: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -103,9 +111,23 @@ class FeatureView:
     @functools.cached_property
     def definition_hash(self) -> str:
         """sha256 (hex) of the canonical form: sorted keys, no spacing, enums by value, TTL in seconds."""
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"),
+        fields = dataclasses.asdict(self)
+        if fields["point_in_time"] is None:
+            del fields["point_in_time"]  # absent: the hash of a view declared before the flag existed
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=False, default=_json_value)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+    @property
+    def point_in_time_capable(self) -> bool:
+        """Whether "the row with the greatest event time at or before t" is the view's value as of t.
+        Declared (point_in_time), else false for a query that groups rows (GROUP BY: an aggregate's
+        event time is its newest row's, its value folds in rows of every time) or reads the clock
+        (now(), current_timestamp, ...: windows relative to when it runs, not to t)."""
+        if self.point_in_time is not None:
+            return self.point_in_time
+        return _NOT_POINT_IN_TIME.search(_SQL_NOT_CODE.sub(" ", self.source.query)) is None
 
 
 def is_name(value: object) -> bool:
@@ -135,6 +157,8 @@ def _check_view(view: FeatureView) -> None:
     _check_tags(view.tags)
     if not isinstance(view.compute_on_miss, bool):
         raise InvalidDefinition(("compute_on_miss",), "must be true or false")
+    if view.point_in_time is not None and not isinstance(view.point_in_time, bool):
+        raise InvalidDefinition(("point_in_time",), "must be true or false (or absent: decided from the query)")
 
 
 def _check_name(path: Path, value: object) -> None:

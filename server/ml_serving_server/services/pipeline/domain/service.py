@@ -1,5 +1,6 @@
 """The feature store's use cases in one place: the schema with its materialisation state, online
-reads (online.py) and materialisation (materialization.py)."""
+reads (online.py), materialisation (materialization.py) and point-in-time training sets
+(training.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .materialization import Materializer
 from .online import FeatureReader
 from .ports import MaterializationState, ViewState
 from .schema import FeatureSchema
+from .training import TrainingSets
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,9 @@ class ViewDescription:
 
 class FeatureStore:
     def __init__(self, schema: FeatureSchema, reader: FeatureReader, materializer: Materializer,
-                 state: MaterializationState):
+                 state: MaterializationState, training: TrainingSets | None = None):
         self.schema = schema
+        self.training = training
         self.reader = reader
         self.materializer = materializer
         self._state = state
