@@ -12,6 +12,8 @@ ML_SERVING_TIMEOUT seconds (default 10). Failed calls raise `MLServingError` sub
 carrying the status's ErrorInfo (reason, domain, metadata); `reason_of` matches the reason
 on the service's ErrorReason enum. List methods have `iter_...` companions that yield every
 item across pages (`BanditClient.iter_bandits`), and `pages` yields the pages of any List call.
+`PipelineClient.get_feature_values` (and the blocking `FeatureStore`'s) answers features as
+plain Python or, with pandas installed (extra `pandas`), a DataFrame.
 """
 
 from ._methods import pages
@@ -36,15 +38,17 @@ from .errors import (
     from_rpc_error,
 )
 from .inference import InferenceClient, ModelServer, prediction_value
-from .pipeline import PipelineClient
+from .pipeline import FeatureStore, PipelineClient, feature_value, features_as_dataframe, features_as_dicts
 from .registry import MLflowModelRegistry, RegistryClient
 from .router import ABTestingRouter, RouterClient
 
 __all__ = [
     "ABTestingRouter", "AbortedError", "AlreadyExistsError", "BanditClient", "CancelledError", "DEFAULT_ADDRESS",
-    "DIRECT_ADDRESS", "DeadlineExceededError", "FailedPreconditionError", "InferenceClient", "InternalError",
+    "DIRECT_ADDRESS", "DeadlineExceededError", "FailedPreconditionError", "FeatureStore", "InferenceClient",
+    "InternalError",
     "InvalidArgumentError", "MLServingError", "MLflowModelRegistry", "ModelServer", "NotFoundError",
     "OutOfRangeError", "PermissionDeniedError", "PipelineClient", "RegistryClient", "ResourceExhaustedError",
     "RouterClient", "UnauthenticatedError", "UnavailableError", "UnimplementedError", "default_address",
-    "default_timeout", "from_rpc_error", "pages", "prediction_value",
+    "default_timeout", "feature_value", "features_as_dataframe", "features_as_dicts", "from_rpc_error", "pages",
+    "prediction_value",
 ]

@@ -26,6 +26,14 @@ into the mesh's PostgreSQL: `DemoDataLoad` loads it in a thread while the mesh s
 the model is set up (nothing to do when an earlier `make up` loaded the same data), and prints
 one line with the sizes and the seconds it took; `DEMO_DATA_USERS`, `DEMO_DATA_ITEMS` and
 `DEMO_DATA_EVENTS` change the sizes, `DEMO_DATA=off` skips it.
+
+Once the data is there and the mesh is up, `DemoFeatures` materialises the feature views of
+`features/*.yaml` into Redis in a thread of its own (`MaterializeFeatures`: FULL when the loader
+just (re)loaded the data, incremental otherwise), without holding up the start: it prints one
+line when the jobs end (30 to 60 s for the default sizes' FULL run here, depending on what else
+the machine does; under a second for an incremental one with nothing new), and `features_banner` prints working examples of reading
+features through Envoy's REST, grpcurl and the Python client. Until the jobs end, reads compute
+what is missing online from PostgreSQL (the demo views compute on miss).
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from typing import Callable
 
 from mnbara.mlserving.registry.v1 import registry_pb2 as pb
 
-from ml_serving import InferenceClient, RegistryClient
+from ml_serving import FeatureStore, InferenceClient, RegistryClient
 from ml_serving.errors import AlreadyExistsError, DeadlineExceededError, MLServingError, NotFoundError, \
     ResourceExhaustedError, UnavailableError
 from ml_serving.inference import prediction_value
@@ -340,6 +348,112 @@ class DemoDataLoad:
     def wait(self, timeout: float | None = None) -> demo_data.LoadReport | None:
         self._thread.join(timeout)
         return self.report
+
+
+MATERIALIZE_WAIT_SECONDS = 900.0
+"""How long `DemoFeatures` waits for the materialisation to answer before saying it still runs
+(the jobs go on in the mesh either way: a deadline does not stop them)."""
+SAMPLE_USERS = ("123", "456")
+"""The users the banner's feature examples read."""
+
+
+class DemoFeatures:
+    """`make up`'s materialisation of the feature views, in a daemon thread: waits for the demo
+    data (`data_load`), then calls MaterializeFeatures on the mesh at `address` (its gRPC port)
+    with `wait`, FULL when the data was just (re)loaded (every value changed: new tables, new
+    times), INCREMENTAL when it was there already, and prints one line with the outcome. Nothing
+    is done without demo data (`DEMO_DATA=off`, or a failed load). Never raises: a failure is a
+    printed warning (reads still compute missing values from PostgreSQL)."""
+
+    def __init__(self, address: str, token: str, data_load: "DemoDataLoad", *,
+                 wait_seconds: float = MATERIALIZE_WAIT_SECONDS, out: Callable[[str], None] | None = None):
+        self.mode = ""  # "FULL" or "INCREMENTAL", once decided
+        self.jobs: list = []  # the MaterializationJob messages, once they ended
+        self.outcome = ""  # the printed line, once there is one
+        self.started = self.seconds = 0.0
+        self._out = out or (lambda line: print(line, flush=True))
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(address, token, data_load, wait_seconds),
+                                        name="demo-features", daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the thread ended (jobs ended, failed, timed out or skipped) within `timeout`."""
+        return self._done.wait(timeout)
+
+    def _say(self, line: str) -> None:
+        self.outcome = line
+        self._out(line)
+
+    def _run(self, address: str, token: str, data_load: "DemoDataLoad", wait_seconds: float) -> None:
+        try:
+            report = data_load.wait()
+            if report is None:
+                return
+            self.mode = "FULL" if report.loaded else "INCREMENTAL"
+            self.started = time.monotonic()
+            try:
+                with FeatureStore(address, token=token) as store:
+                    response = store.materialize_features(mode=self.mode, wait=True, timeout=wait_seconds)
+            except DeadlineExceededError:
+                self._say(f"demo features: the {self.mode} materialisation still runs after {wait_seconds:.0f} s; "
+                          f"GET /api/v1/ml/features/schema shows each view's lastMaterializationTime")
+                return
+            except Exception as error:  # noqa: BLE001: anything; reads compute on miss meanwhile
+                detail = f"{type(error).__name__}: {error}".strip()
+                self._say(f"warning: demo features: the {self.mode} materialisation could not run ({detail[:300]}); "
+                          f"reads compute missing values from PostgreSQL")
+                return
+            self.seconds = time.monotonic() - self.started
+            self.jobs = list(response.jobs)
+            self._say(f"demo features: {materialized_line(self.jobs)} ({self.mode}, {self.seconds:.1f} s)")
+        finally:
+            self._done.set()
+
+
+def materialized_line(jobs: list) -> str:
+    """`user_profile 100,000, ... entities written`, and the failed jobs' errors."""
+    from mnbara.mlserving.pipeline.v1 import pipeline_pb2
+
+    written = ", ".join(f"{job.feature_view} {job.entities_written:,}" for job in jobs
+                        if job.state == pipeline_pb2.JOB_STATE_SUCCEEDED)
+    failed = "; ".join(f"{job.feature_view} FAILED: {job.error.message}" for job in jobs
+                       if job.state != pipeline_pb2.JOB_STATE_SUCCEEDED)
+    return "; ".join(part for part in (f"materialised {written} entities" if written else "", failed) if part)
+
+
+def features_banner(front: str, features: DemoFeatures | None = None) -> str:
+    """The banner's Feature Store section: how the materialisation stands, and working examples
+    of reading features (REST through Envoy, grpcurl, the Python client)."""
+    auth = '-H "authorization: Bearer $ML_SERVING_TOKEN"'
+    ctype = "-H 'content-type: application/json'"
+    ids = ", ".join(f'"{user}"' for user in SAMPLE_USERS)
+    if features is None or (features.done and not features.outcome):
+        state = "not materialised by this make up; reads compute missing values from PostgreSQL"
+    elif features.done:
+        state = features.outcome.removeprefix("demo features: ")
+    else:
+        state = (f"{features.mode or 'the'} materialisation into Redis runs in the background (a FULL one takes 30 "
+                 f"to 60 s at the default sizes; a line says when it ends); until then reads compute missing "
+                 f"values from PostgreSQL")
+    users = ", ".join(SAMPLE_USERS)
+    return "\n".join([
+        "Feature Store (the views of features/*.yaml over the demo data):",
+        f"  {state}",
+        f"Features of users {users} (user_profile; also user_engagement, item_catalog, item_engagement):",
+        f"  curl -s -X POST http://{front}/api/v1/ml/features/get {auth} {ctype} \\",
+        f"    -d '{{\"featureView\": \"user_profile\", \"entityIds\": [{ids}]}}'",
+        f"  curl -s 'http://{front}/api/v1/ml/features/schema?featureView=user_engagement' {auth}",
+        f"  .venv/bin/grpcurl -plaintext {auth} -d '{{\"feature_view\": \"user_engagement\", "
+        f"\"entity_id\": \"{SAMPLE_USERS[0]}\"}}' \\",
+        f"    {front} mnbara.mlserving.pipeline.v1.PipelineService/GetFeatures",
+        f"  ML_SERVING_ADDR={front} .venv/bin/python -c 'from ml_serving import FeatureStore; "
+        f"print(FeatureStore().get_feature_values(\"user_profile\", [{users}]))'",
+    ]) + "\n"
 
 
 def _items(answer: object) -> str:

@@ -6,7 +6,8 @@ all five services and Envoy in front of it, and TorchServe behind it, creates a 
 and sets up the demo `recommendation-model` (trained once and cached, registered, v1 in
 Production and v2 in Staging, served: `demo_setup`) so the printed examples work, loads the
 Feature Store's demo users, items and events into PostgreSQL (`demo_data`, in a thread while
-the rest starts; a second `make up` finds them there), and stops
+the rest starts; a second `make up` finds them there) and then materialises the feature views
+into Redis in the background (`demo_setup.DemoFeatures`), and stops
 everything cleanly on Ctrl-C or SIGTERM. A demo that cannot be set up is a warning: the mesh
 runs anyway.
 
@@ -57,7 +58,9 @@ artifact's file name in the registry's store, `<artifact id>-<file name>`."""
 
 def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservices.S3Endpoint | None = None,
            mlflow_uri: str | None = None, torchserve: devservices.TorchServeEndpoints | None = None,
-           demo: demo_setup.DemoReport | None = None, data: demo_data.LoadReport | None = None) -> str:
+           demo: demo_setup.DemoReport | None = None, data: demo_data.LoadReport | None = None,
+           features: demo_setup.DemoFeatures | None = None) -> str:
+    """What `make up` prints once the mesh is up; the Feature Store's section only with demo data."""
     front = running.front_door
     extra = ""
     if s3 is not None:
@@ -72,6 +75,8 @@ def banner(running: stack.Stack, redis_url: str, database_url: str, s3: devservi
         extra += (f"  Feature Store demo data         demo_users {data.users:,}, demo_items {data.items:,}, "
                   f"demo_interactions {data.events:,} (seed {data.seed})\n")
     demo_text = "\n" + demo_setup.banner(running.front_door, demo) if demo is not None else ""
+    if data is not None:
+        demo_text += "\n" + demo_setup.features_banner(running.front_door, features)
     auth = '-H "authorization: Bearer $ML_SERVING_TOKEN"'
     json = "-H 'content-type: application/json'"
     return f"""
@@ -142,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                                             "MESH_SHUTDOWN_DELAY_SECONDS": _setting("MESH_SHUTDOWN_DELAY_SECONDS", "0")})
         try:
             create_demo_bandit(running.grpc_addr, running.token)
+            # In the background once the data is there: a FULL run takes 30 to 60 s at the default sizes.
+            features = demo_setup.DemoFeatures(running.grpc_addr, running.token, data_load)
             demo = demo_setup.run_demo_setup(running.grpc_addr, running.token, state)
             print(banner(running, services.redis_url, services.database_url, services.s3, services.mlflow_uri,
-                         services.torchserve, demo, data_load.wait()), flush=True)
+                         services.torchserve, demo, data_load.wait(), features), flush=True)
             print(f"logs: {state}/mesh.log, {state}/envoy-*.log, {state}/mlflow/, {state}/s3/weed.log, "
                   f"{state}/torchserve/", flush=True)
             return wait_for_stop_or_exit(running, state)
