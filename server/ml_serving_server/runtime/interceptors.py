@@ -12,6 +12,7 @@ every call's path, and the empty-RPC floor is what the hot RPCs are measured aga
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import logging
 import time
@@ -125,6 +126,16 @@ async def _responses(result) -> AsyncIterator:
         await result
 
 
+def _reset(var: contextvars.ContextVar, token: contextvars.Token) -> None:
+    """Undo `var.set`. A response stream the client cancelled is closed by grpc from another
+    context, where the token is not valid; that context ends with the call, so nothing is left
+    to undo."""
+    try:
+        var.reset(token)
+    except ValueError:
+        pass
+
+
 def _split(method: str) -> tuple[str, str]:
     service, _, name = method.lstrip("/").partition("/")
     return service, name
@@ -172,7 +183,7 @@ class RequestContextInterceptor(_ScopeInterceptor):
                 log.info("rpc", extra={"fields": {"method": method, "code": code.name, "ms": round(elapsed * 1000, 3)}})
             if trace_token is not None:
                 otel_context.detach(trace_token)
-            request_id_var.reset(token)
+            _reset(request_id_var, token)
 
     def _continue_trace(self, metadata) -> object | None:
         if not self.continue_traces:
