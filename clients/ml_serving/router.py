@@ -67,6 +67,15 @@ class RouterClient(AsyncClient[router_pb2_grpc.RouterServiceStub]):
         """One experiment. Raises NotFoundError (EXPERIMENT_NOT_FOUND)."""
         return await self._call(self.stub.GetExperiment, pb.GetExperimentRequest(name=name), timeout)
 
+    async def list_experiment_changes(self, name: str, *, page_size: int = 0, page_token: str = "",
+                                      timeout: float | None = None) -> pb.ListExperimentChangesResponse:
+        """One page of an experiment's history, oldest first: who changed what, when and why, and
+        the figures behind the adaptive allocation's weight changes; `iter_experiment_changes` goes
+        through every page. Raises NotFoundError (EXPERIMENT_NOT_FOUND), InvalidArgumentError
+        (INVALID_PAGE_TOKEN)."""
+        request = pb.ListExperimentChangesRequest(name=name, page_size=page_size, page_token=page_token)
+        return await self._call(self.stub.ListExperimentChanges, request, timeout)
+
     async def record_outcome(self, *, experiment: str, user_id: str, metric: str = "", variant: str = "",
                              converted: bool | None = None, value: float | None = None, event_id: str = "",
                              timeout: float | None = None) -> pb.RecordOutcomeResponse:
@@ -106,6 +115,7 @@ class RouterClient(AsyncClient[router_pb2_grpc.RouterServiceStub]):
     iter_experiments = paged(list_experiments, lambda page: page.experiments)
     iter_canaries = paged(list_canaries, lambda page: page.canaries)
     iter_canary_events = paged(list_canary_events, lambda page: page.events)
+    iter_experiment_changes = paged(list_experiment_changes, lambda page: page.changes)
 
 
 SEGMENT_KEYS = ("user_segments", "segments")
@@ -213,10 +223,13 @@ class ABTestingRouter(SyncClient[router_pb2_grpc.RouterServiceStub]):
         snapshot = self._snapshot
         if snapshot is None:
             snapshot = self._start(timeout)
-        head = None if experiment else snapshot.heads.get(model_name)
-        if head is None or user_id.__class__ is not str or not 0 < len(user_id) <= 256:  # MAX_USER_ID_LENGTH
+        # The common cases: the named experiment, or the model's first one, running and answering
+        # everyone (no targeting, so no context to read).
+        head = snapshot.by_name.get(experiment) if experiment else snapshot.heads.get(model_name)
+        if (head is None or head.targeted or not head.active or user_id.__class__ is not str
+                or not 0 < len(user_id) <= 256):  # MAX_USER_ID_LENGTH
             return self._assign(snapshot, user_id, context, model_name, experiment, dry_run, timeout)
-        try:  # the common case: the first experiment answers everyone (no targeting)
+        try:
             chosen = head.assign(user_id)
         except UnicodeEncodeError:  # a user id the server rejects: let it say why
             return _version(self._ask_server(user_id, context, model_name, experiment, dry_run, timeout))

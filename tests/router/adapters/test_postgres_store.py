@@ -21,10 +21,12 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 
+from ml_serving_server.services.router.domain.allocation import Allocation, AllocationMode, VariantFigures
 from ml_serving_server.services.router.domain.assignment import Variant, define_experiment, updated
 from ml_serving_server.services.router.domain.model import (
     ChangeAction,
     Experiment,
+    ExperimentChange,
     ExperimentState,
     OutcomeMetric,
     ShadowConfig,
@@ -68,7 +70,12 @@ def full_experiment(model: str) -> Experiment:
     return Experiment(
         definition, (OutcomeMetric("ctr", MetricKind.BINARY), OutcomeMetric("revenue", MetricKind.NUMERIC)),
         state=STOPPED, description="a full one", shadow=ShadowConfig(model, "4", 1500), priority=7,
-        winning_variant="alpha", revision=1, created_by="alice", start_time=at, stop_time=at + timedelta(days=1))
+        winning_variant="alpha", revision=1, created_by="alice", start_time=at, stop_time=at + timedelta(days=1),
+        allocation=THOMPSON, reweight_time=at + timedelta(hours=2, microseconds=7))
+
+
+THOMPSON = Allocation(AllocationMode.THOMPSON, floor_bps=500, ceiling_bps=8000, interval_s=90.25, min_exposures=250)
+"""Every field away from its default; fits three variants (floor <= 3333, ceiling >= 3334)."""
 
 
 async def create(store: PostgresExperimentStore, e: Experiment) -> Experiment:
@@ -91,7 +98,7 @@ def assert_store_times(stored: Experiment) -> None:
 def test_the_full_experiment_sets_every_field():
     """Guards the round-trip tests: a field added to the model must be set in full_experiment too."""
     e = full_experiment("m")
-    for obj in (e, e.definition, e.shadow, *e.definition.variants[:1]):
+    for obj in (e, e.definition, e.shadow, e.allocation, *e.definition.variants[:1]):
         for f in dataclasses.fields(obj):
             if f.name in ("create_time", "update_time", "revision"):  # set by the store
                 continue
@@ -255,6 +262,65 @@ async def test_history_is_oldest_first_with_every_change(store):
     assert [c.revision for c in await store.history(created.name, after_revision=1, limit=2)] == [2, 3]
     assert await store.history(created.name, limit=0) == []
     assert await store.history(unique("nothing")) == []
+
+
+async def test_an_adaptive_experiment_round_trips_its_allocation_and_reweight_time(store, replica):
+    paris = timezone(timedelta(hours=2))
+    allocation = Allocation(AllocationMode.THOMPSON, floor_bps=1000, ceiling_bps=9000, interval_s=12.5,
+                            min_exposures=200)
+    draft = experiment(unique("model")).with_changes(
+        allocation=allocation, reweight_time=datetime(2024, 3, 4, 12, 0, 0, 250_000, tzinfo=paris))
+    stored = await create(store, draft)
+    assert stored.allocation == allocation and stored.allocation.adaptive
+    assert stored.reweight_time == datetime(2024, 3, 4, 10, 0, 0, 250_000, tzinfo=timezone.utc)
+    assert await store.get(draft.name) == stored
+    assert (await store.get(draft.name)).reweight_time.tzinfo == timezone.utc  # read back in UTC
+    assert await replica.get(draft.name) == stored
+    [created] = await store.history(draft.name)
+    assert created.after == stored and created.figures == ()
+    body = await store._fetchval("SELECT body FROM router_experiments WHERE name = $1", draft.name)
+    assert json.loads(body)["allocation"] == {"mode": "THOMPSON", "floor_bps": 1000, "ceiling_bps": 9000,
+                                              "interval_s": 12.5, "min_exposures": 200}
+
+    fixed = await replace(store, stored, allocation=Allocation(), reweight_time=None)  # back to FIXED
+    assert fixed is not None and fixed.allocation == Allocation() and fixed.reweight_time is None
+    assert await replica.get(draft.name) == fixed
+
+
+async def test_a_body_stored_before_adaptive_allocation_loads_as_fixed(store):
+    e = await create(store, experiment(unique("model")))
+    data = _dump_experiment(e)
+    del data["allocation"], data["reweight_time"]
+    old = _load_experiment(json.loads(json.dumps(data)))
+    assert old.allocation == Allocation() and not old.allocation.adaptive and old.reweight_time is None
+
+
+async def test_a_reweighted_change_round_trips_its_figures(store, replica):
+    created = await create(store, experiment(unique("model")).with_changes(
+        allocation=Allocation(AllocationMode.THOMPSON, floor_bps=1000, interval_s=10.0, min_exposures=200)))
+    at = now()
+    moved = [dataclasses.replace(v, weight_bps=w) for v, w in zip(created.definition.variants, (1000, 9000))]
+    changed = created.with_changes(definition=updated(created.definition, variants=moved), reweight_time=at,
+                                   revision=created.revision + 1)
+    figures = (VariantFigures("control", 312, 0.1025641025641026, 1.25e-05, 5000, 1000),
+               VariantFigures("treatment", 305, 0.3016393442622951, 0.9999875, 5000, 9000))
+    entry = ExperimentChange(created.name, changed.revision, ChangeAction.REWEIGHTED, "router", at,
+                             "adaptive allocation on ctr: control 5000->1000, treatment 5000->9000 (bps)",
+                             ("variants",), changed, figures)
+    stored = await store.replace(changed, created.revision, entry)
+    assert stored is not None and [v.weight_bps for v in stored.definition.variants] == [1000, 9000]
+    assert stored.reweight_time == at and await replica.get(created.name) == stored
+
+    history = await replica.history(created.name)
+    assert [(c.revision, c.action) for c in history] == [(1, ChangeAction.CREATED), (2, ChangeAction.REWEIGHTED)]
+    assert history[0].figures == ()
+    assert history[1] == dataclasses.replace(entry, after=stored)
+    assert history[1].figures == figures  # floats exactly, in the variants' order
+    assert [c.revision for c in await store.history(created.name, after_revision=1)] == [2]
+    rows = await store._fetch("SELECT revision, figures FROM router_experiment_changes WHERE experiment = $1 "
+                              "ORDER BY revision", created.name)
+    assert json.loads(rows[0]["figures"]) == []
+    assert [f["variant"] for f in json.loads(rows[1]["figures"])] == ["control", "treatment"]
 
 
 # ----- list ----------------------------------------------------------------------------------
@@ -434,7 +500,7 @@ async def test_migrations_run_again_are_harmless(database_url, store, replica):
         e = await create(again, experiment(unique("model")))
         assert await store.get(e.name) == e
         versions = await store._fetch("SELECT version_num FROM router_alembic_version")
-        assert [tuple(r) for r in versions] == [("r0002",)]
+        assert [tuple(r) for r in versions] == [("r0003",)]
     finally:
         await again.close()
 
