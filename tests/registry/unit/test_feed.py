@@ -130,3 +130,21 @@ async def test_the_cache_holds_at_most_max_models():
     for name in "abcde":
         await cache.get(name)
     assert [n for n in "abcde" if cache.peek(n)] == ["c", "d", "e"]
+
+
+async def test_a_watch_cancelled_as_its_wait_times_out_leaves_the_feed_usable():
+    """A WatchEvents stream cancelled right after its heartbeat wait timed out, while another
+    holds the feed's lock, must not leave the lock held: every later wait and close_watches at
+    shutdown would hang."""
+    from ml_serving_server.services.registry.domain.feed import EventPump
+
+    pump = EventPump(store=None, cache=None)
+    watcher = asyncio.create_task(pump.wait_past(0, 0.05))
+    await asyncio.sleep(0.01)
+    async with pump._changed:  # another stream, or the catch-up's notify, holds it as the timeout fires
+        await asyncio.sleep(0.1)
+        watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    await asyncio.wait_for(pump.close_watches(), 2.0)  # takes the lock: hung for good before
+    assert not pump._changed.locked()
+    await asyncio.wait_for(pump.wait_past(0, 5.0), 2.0)  # closing: returns at once

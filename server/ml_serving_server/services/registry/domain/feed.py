@@ -191,11 +191,13 @@ class EventPump:
 
     async def wait_past(self, sequence: int, timeout: float) -> None:
         """Return once the feed's head passed `sequence`, after `timeout` seconds, or at closing."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.head > sequence or self.closing), timeout)
-            except asyncio.TimeoutError:
-                pass
+        # asyncio.timeout, not wait_for: wait_for runs the wait in a task of its own, which a
+        # cancellation at the timeout can leave holding the condition's lock for good.
+        try:
+            async with self._changed, asyncio.timeout(timeout):
+                await self._changed.wait_for(lambda: self.head > sequence or self.closing)
+        except TimeoutError:
+            pass
 
     async def close_watches(self) -> None:
         """End every WatchEvents stream (they would hold a draining server for its whole grace period)."""
