@@ -22,7 +22,7 @@ from ml_serving_tools import stack as stack_module
 from ml_serving_tools.devauth import DevKeys, ensure_dev_keys, mint_token
 from ml_serving_tools.paths import STATE_DIR
 
-from .support import BearerToken, start_stack_on_free_ports, test_runtime
+from .support import bearer, start_stack_on_free_ports, test_runtime
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +152,7 @@ async def mesh(redis_url, key_prefix, dev_keys, database_url, mlflow_uri, s3_end
 @pytest.fixture(scope="session")
 async def channel(mesh, token):
     """A channel to `mesh` whose calls carry `token`."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}", interceptors=[BearerToken(token)]) as chan:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.port}", interceptors=bearer(token)) as chan:
         yield chan
 
 

@@ -51,21 +51,35 @@ def test_runtime(redis_url: str = "redis://127.0.0.1:6379/0", key_prefix: str = 
                    DatabaseSettings(url=database_url), auth_settings(keys))
 
 
-class BearerToken(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Sends `authorization: Bearer <token>` with every call of a grpc.aio channel."""
+def _with_token(details, token: str):
+    metadata = grpc.aio.Metadata(*(details.metadata or ()), ("authorization", f"Bearer {token}"))
+    return details._replace(metadata=metadata)
+
+
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """Sends `authorization: Bearer <token>` with every unary call of a grpc.aio channel. (A
+    channel files an interceptor under its first kind only: `bearer` gives one of each kind.)"""
 
     def __init__(self, token: str):
-        self.header = ("authorization", f"Bearer {token}")
-
-    def _with_token(self, details):
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), self.header)
-        return details._replace(metadata=metadata)
+        self.token = token
 
     async def intercept_unary_unary(self, continuation, details, request):
-        return await continuation(self._with_token(details), request)
+        return await continuation(_with_token(details, self.token), request)
+
+
+class StreamBearerToken(grpc.aio.UnaryStreamClientInterceptor):
+    """The same for server-streaming calls."""
+
+    def __init__(self, token: str):
+        self.token = token
 
     async def intercept_unary_stream(self, continuation, details, request):
-        return await continuation(self._with_token(details), request)
+        return await continuation(_with_token(details, self.token), request)
+
+
+def bearer(token: str) -> list:
+    """Interceptors sending the token with unary and server-streaming calls."""
+    return [BearerToken(token), StreamBearerToken(token)]
 
 
 test_runtime.__test__ = False  # a helper, not a test
