@@ -15,7 +15,7 @@ from ml_serving_server.app import build_server
 from ml_serving_server.services.pipeline.settings import PipelineSettings
 from ml_serving_tools.devauth import mint_token
 
-from ...support import BearerToken, test_runtime
+from ...support import bearer, test_runtime
 
 VIEWS = """
 views:
@@ -97,7 +97,7 @@ async def pipeline_server(features_dir, redis_url, key_prefix, database_url, dev
 
 @contextlib.asynccontextmanager
 async def stub_to(server, token: str | None = None):
-    interceptors = [BearerToken(token)] if token else []
+    interceptors = bearer(token) if token else []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", interceptors=interceptors) as channel:
         yield pipeline_pb2_grpc.PipelineServiceStub(channel)
 

@@ -5,7 +5,6 @@ PostgreSQL down."""
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -15,13 +14,12 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
-from mnbara.mlserving.pipeline.v1 import pipeline_pb2_grpc
 
 from ml_serving_tools.devauth import mint_token
 
 from ...registry.faults import CuttableProxy
 from ...support import error_info
-from .conftest import pipeline_server
+from .conftest import pipeline_server, stub_to
 from .test_dependencies_down import _via
 
 T1 = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
@@ -91,27 +89,9 @@ async def server(views_dir, redis_url, key_prefix, database_url, dev_keys):
         yield server
 
 
-class StreamBearer(grpc.aio.UnaryStreamClientInterceptor):
-    """The token on server-streaming calls (a grpc.aio channel files an interceptor under its first
-    kind only, so support.BearerToken reaches unary calls alone)."""
-
-    def __init__(self, token: str):
-        self.header = ("authorization", f"Bearer {token}")
-
-    async def intercept_unary_stream(self, continuation, details, request):
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), self.header)
-        return await continuation(details._replace(metadata=metadata), request)
-
-
-@contextlib.asynccontextmanager
-async def streaming_stub(server, token: str):
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", interceptors=[StreamBearer(token)]) as channel:
-        yield pipeline_pb2_grpc.PipelineServiceStub(channel)
-
-
 @pytest.fixture(scope="module")
 async def stub(server, dev_keys):
-    async with streaming_stub(server, mint_token(dev_keys, scopes=["pipeline.read"], subject="trainer")) as stub:
+    async with stub_to(server, mint_token(dev_keys, scopes=["pipeline.read"], subject="trainer")) as stub:
         yield stub
 
 
@@ -243,7 +223,7 @@ async def test_errors_name_the_field(stub, request_, code, reason, field):
 
 
 async def test_it_needs_pipeline_read(server, dev_keys):
-    async with streaming_stub(server, mint_token(dev_keys, scopes=["pipeline.write"], subject="writer")) as writer:
+    async with stub_to(server, mint_token(dev_keys, scopes=["pipeline.write"], subject="writer")) as writer:
         error = await failed(writer.GetTrainingSet(inline((1, T1, {}))))
     assert (error.code(), error_info(error).metadata["scope"]) == (grpc.StatusCode.PERMISSION_DENIED, "pipeline.read")
 
@@ -254,7 +234,7 @@ async def test_postgres_down_is_source_unavailable(views_dir, redis_url, key_pre
         async with pipeline_server(views_dir, redis_url, f"{key_prefix}:{uuid.uuid4().hex[:6]}",
                                    _via(database_url, proxy.port), dev_keys, database_timeout_seconds=1.0,
                                    training_set_statement_timeout_seconds=1.0) as server, \
-                streaming_stub(server, mint_token(dev_keys)) as stub:
+                stub_to(server, mint_token(dev_keys)) as stub:
             assert table(await stream(stub.GetTrainingSet(inline((1, T2, {})))))[0]["views"] == [
                 (micros(T2), [2.0, ["b", "c"]])]
             proxy.cut_after(0)
