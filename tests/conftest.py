@@ -22,7 +22,7 @@ from ml_serving_tools import stack as stack_module
 from ml_serving_tools.devauth import DevKeys, ensure_dev_keys, mint_token
 from ml_serving_tools.paths import STATE_DIR
 
-from .support import bearer, start_stack_on_free_ports, test_runtime
+from .support import TEST_DATABASE_PREFIX, bearer, private_database, start_stack_on_free_ports, test_runtime
 
 
 @pytest.fixture(scope="session")
@@ -31,21 +31,25 @@ def redis_url() -> str:
     return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-TEST_DATABASE_PREFIX = "mlserving_test_"
 STALE_TEST_DATABASE_SECONDS = 12 * 3600  # a run killed before its teardown leaves its database behind
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """A database of this test session's own, dropped afterwards, on the server DATABASE_URL names
-    (the test command sets it), else on one found or started. A deployment owns its database: two
-    test runs side by side on one PostgreSQL must not see (or drive) each other's experiments and
-    canaries."""
+def postgres_server() -> str:
+    """The PostgreSQL server DATABASE_URL names (the test command sets it), else one found or started."""
     server = os.environ.get("DATABASE_URL") or devservices.ensure_postgres(STATE_DIR)
     _drop_stale_test_databases(server)
-    dbname = f"{TEST_DATABASE_PREFIX}{int(time.time())}_{uuid.uuid4().hex[:8]}"
-    yield devservices.create_database_if_missing(server, dbname)
-    devservices.drop_database(server, dbname)
+    return server
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server) -> str:
+    """A database of this test session's own, dropped afterwards. A deployment owns its database:
+    two test runs side by side on one PostgreSQL must not see (or drive) each other's experiments
+    and canaries."""
+    with private_database(postgres_server) as url:
+        yield url
+
 
 
 def _drop_stale_test_databases(server: str) -> None:

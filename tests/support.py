@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
+import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +23,22 @@ from grpc_status import rpc_status
 
 from ml_serving_server.runtime.service import Runtime
 from ml_serving_server.runtime.settings import AuthSettings, DatabaseSettings, MeshSettings, RedisSettings
+from ml_serving_tools import devservices
 from ml_serving_tools import stack as stack_module
 from ml_serving_tools.devauth import DevKeys
+
+TEST_DATABASE_PREFIX = "mlserving_test_"
+
+
+@contextlib.contextmanager
+def private_database(server: str):
+    """A new database on `server`, dropped on leaving. The session's database is shared with the
+    session mesh, whose background loops (canary drivers, allocators) act on what they find."""
+    dbname = f"{TEST_DATABASE_PREFIX}{int(time.time())}_{uuid.uuid4().hex[:8]}"
+    try:
+        yield devservices.create_database_if_missing(server, dbname)
+    finally:
+        devservices.drop_database(server, dbname)
 
 
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:

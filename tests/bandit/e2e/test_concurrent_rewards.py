@@ -18,7 +18,7 @@ from ml_serving_tools import stack as stack_module
 from ...support import BearerToken
 
 SERVERS = 4
-TOTAL = 20_000
+TOTAL = 8_000
 REPEATED = TOTAL // 10
 ARMS = ["a", "b", "c", "d", "e"]
 IN_FLIGHT = 128

@@ -19,7 +19,17 @@ from ml_serving_server.services.router.domain.model import (
 from ml_serving_server.services.router.domain.statistics import MetricKind
 from ml_serving_server.services.router.postgres_store import PostgresExperimentStore
 
+from ...support import private_database
+
 TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server):
+    """A database of the module's own: the session mesh's Router replicas drive the canaries and
+    reweigh the experiments they find in theirs, and would take the leases these tests hold."""
+    with private_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -271,6 +271,8 @@ async def test_a_fixed_experiment_has_no_caveats_and_keeps_its_sample_ratio_chec
 # ----- nothing moves before every variant has min_exposures users --------------------------
 
 async def test_nothing_moves_until_every_variant_has_min_exposures(router, created, model):
+    """The loop goes on looking after it holds (that the weights then move is the unit tests' part:
+    one more interval here would cost 10 s of the suite)."""
     started = time.monotonic()
     running = await created(pb.Experiment(**experiment(unique_name("few"), model), allocation=thompson()))
     rng = random.Random(11)
@@ -287,18 +289,6 @@ async def test_nothing_moves_until_every_variant_has_min_exposures(router, creat
     assert now.revision == running.revision and weights(now) == {"control": 5000, "treatment": 5000}
     assert not now.allocation.HasField("last_change_time")
     assert [c.action for c in await changes_of(router, running.name)] == [pb.EXPERIMENT_CHANGE_ACTION_CREATED]
-
-    # Enough users now: the next look (at most an interval later) moves them.
-    more = [f"treatment-{index}" for index in range(MIN_EXPOSURES - 50, MIN_EXPOSURES + 50)]
-    await expose(router, running.name, "treatment", more)
-    await convert(router, running.name, "treatment", more, rng)
-    moved = await wait_for_revision(router, running.name, running.revision, deadline_s=INTERVAL_S + 10)
-    assert weights(moved) == {"control": 1000, "treatment": 9000}
-    [change] = [c for c in await changes_of(router, running.name)
-                if c.action == pb.EXPERIMENT_CHANGE_ACTION_REWEIGHTED]
-    assert [(f.variant, f.exposures) for f in change.figures] == [("control", MIN_EXPOSURES + 50),
-                                                                   ("treatment", MIN_EXPOSURES + 50)]
-    assert time.monotonic() - started < 45
 
 
 # ----- bad allocations are refused, naming the field ------------------------------------------

@@ -115,6 +115,11 @@ async def test_too_little_data_holds_the_weights(service, store, measurements, c
     clock.advance(3600)
     assert await service.allocator.tick() == []
     assert [c.action for c in await store.history("exp")] == [ChangeAction.CREATED]
+    # One more user makes enough: the next look moves the weights.
+    await measurements.add_exposures([Exposure("exp", "treatment", "treatment-99")])
+    clock.advance(60)
+    assert await service.allocator.tick() != []
+    assert [c.action for c in await store.history("exp")] == [ChangeAction.CREATED, ChangeAction.REWEIGHTED]
 
 
 async def test_a_paused_or_fixed_experiment_is_left_alone(service, store, measurements, clock):

@@ -384,7 +384,7 @@ def test_an_override_of_a_removed_variant_is_refused():
 # --- properties ------------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(user_id=st.text(min_size=1, max_size=256),
        salt=st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True),
        holdout=st.integers(0, 10000))

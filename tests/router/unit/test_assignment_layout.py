@@ -173,7 +173,7 @@ def ramps(draw):
     return count, draw(st.lists(weight_vectors(count), min_size=2, max_size=8))
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(ramps())
 def test_every_reweighting_moves_buckets_only_from_lowered_to_raised_variants(ramp):
     _, sequence = ramp
@@ -198,7 +198,7 @@ def test_every_reweighting_moves_buckets_only_from_lowered_to_raised_variants(ra
         layout = after
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(ramps(), st.sampled_from(USERS[:1000]))
 def test_a_user_changes_variant_only_towards_a_raised_one(ramp, user):
     _, sequence = ramp
