@@ -11,8 +11,8 @@ before and after the timed loops. Subjects, in alternating order per repetition:
   one          `GetFeatures` of one entity, all 20 features (cycling over 1,000 entities)
   hundred      `GetFeatures` of 100 entities in one call, all 20 features (50 different sets)
   materialize  `MaterializeFeatures` FULL with wait=true: entities written per second of the call
-  pipeline     the baseline: redis-py asyncio pipelines writing the same hashes (the very fields and
-               values the materialisation wrote, read back once), same number of keys and fields,
+  pipeline     the baseline: redis-py asyncio pipelines writing the same records (the very keys and
+               values the materialisation wrote, read back once), a SET per entity,
                same batch size (PIPELINE_MATERIALIZATION_BATCH_ENTRIES), one round trip per batch
   source       (for the record) the materialisation's PostgreSQL queries alone, from this process
                over asyncpg: the changed keys, then each batch's rows
@@ -121,26 +121,23 @@ def online_prefix(mesh: h.Mesh, view: str) -> str:
     return f"{mesh.prefix}:pipeline:fv:{{{view}}}:"
 
 
-async def read_hashes(url: str, prefix: str, ids: list[int]) -> list[dict[str, str]]:
-    """The hashes the materialisation wrote, whole, in key order (as text, as the server hands them)."""
+async def read_records(url: str, prefix: str, ids: list[int]) -> list[bytes]:
+    """The records (one string key per entity) the materialisation wrote, whole, in key order."""
     import redis.asyncio as aioredis
     client = aioredis.Redis.from_url(url)
     try:
-        out: list[dict[str, str]] = []
+        out: list[bytes] = []
         for start in range(0, len(ids), 2000):
-            pipe = client.pipeline(transaction=False)
-            for key in ids[start:start + 2000]:
-                pipe.hgetall(f"{prefix}{key}")
-            for reply in await pipe.execute():
-                out.append({k.decode(): v.decode() for k, v in reply.items()})
+            out.extend(await client.mget([f"{prefix}{key}" for key in ids[start:start + 2000]]))
+        assert None not in out, "an entity the materialisation did not write"
         return out
     finally:
         await client.aclose()
 
 
-async def pipeline_writes(url: str, prefix: str, ids: list[int], hashes: list[dict[str, str]], batch: int
+async def pipeline_writes(url: str, prefix: str, ids: list[int], records: list[bytes], batch: int
                           ) -> tuple[float, float]:
-    """Plain pipelines (HSET of every field) writing `hashes`, batch by batch: (entities per second,
+    """Plain pipelines (a SET per entity) writing `records`, batch by batch: (entities per second,
     this process's CPU microseconds per entity)."""
     import redis.asyncio as aioredis
     client = aioredis.Redis.from_url(url)
@@ -150,8 +147,8 @@ async def pipeline_writes(url: str, prefix: str, ids: list[int], hashes: list[di
         started = time.perf_counter()
         for start in range(0, len(ids), batch):
             pipe = client.pipeline(transaction=False)
-            for key, mapping in zip(ids[start:start + batch], hashes[start:start + batch]):
-                pipe.hset(f"{prefix}{key}", mapping=mapping)
+            for key, record in zip(ids[start:start + batch], records[start:start + batch]):
+                pipe.set(f"{prefix}{key}", record)
             await pipe.execute()
         elapsed = time.perf_counter() - started
         return len(ids) / elapsed, (time.process_time() - cpu0) / len(ids) * 1e6
@@ -203,9 +200,15 @@ def cycling_latencies(call, requests: list[bytes], n: int, warmup: int, metadata
 def check_online(get, request: bytes, expected: int, metadata) -> None:
     """The answer holds `expected` found entities, 20 features each, all from the online store."""
     reply = pb.GetFeaturesResponse.FromString(get(request, timeout=30, metadata=metadata))
-    assert len(reply.entities) == expected, reply
     assert reply.read_through_count == 0 and not reply.online_store_unavailable, \
         (reply.read_through_count, reply.online_store_unavailable)
+    if reply.view_statuses:  # the columns layout
+        [status] = reply.view_statuses
+        assert len(reply.entity_ids) == expected and len(reply.columns) == len(FEATURES), reply
+        assert all(status.found) and not any(status.stale), reply
+        assert set(status.sources) == {pb.FEATURE_VALUE_SOURCE_ONLINE_STORE}, reply
+        return
+    assert len(reply.entities) == expected, reply
     for entity in reply.entities:
         assert entity.found and len(entity.features) == len(FEATURES), entity
         sources = {feature.source for feature in entity.features.values()}
@@ -242,7 +245,11 @@ def main() -> int:
     p.add_argument("--auth", choices=("on", "off"), default="off",
                    help="check tokens in the mesh (the calls carry one with every scope); default off, as the "
                         "other benchmarks (bench_auth.py measures what auth adds)")
+    p.add_argument("--layout", choices=("columns", "entities"), default="columns",
+                   help="GetFeatures' answer layout: columns (the default here: what the Python client asks "
+                        "for) or entities (the map per entity that REST callers get by default)")
     args = p.parse_args()
+    layout = pb.FEATURES_LAYOUT_COLUMNS if args.layout == "columns" else pb.FEATURES_LAYOUT_ENTITIES
     reps = h.reps_of(args)
     rows = args.rows or (20_000 if args.quick else 50_000)
     calls = args.calls or (300 if args.quick else 2000)
@@ -274,9 +281,9 @@ def main() -> int:
             rng = random.Random(7)
             get = h.raw_unary(channel, PIPELINE + "GetFeatures")
             health = h.raw_unary(channel, h.HEALTH_CHECK)
-            one_reqs = [pb.GetFeaturesRequest(feature_view=view, entity_id=str(rng.randint(1, rows)))
+            one_reqs = [pb.GetFeaturesRequest(feature_view=view, entity_id=str(rng.randint(1, rows)), layout=layout)
                         .SerializeToString() for _ in range(1000)]
-            hundred_reqs = [pb.GetFeaturesRequest(feature_view=view, entity_ids=[
+            hundred_reqs = [pb.GetFeaturesRequest(feature_view=view, layout=layout, entity_ids=[
                 str(k) for k in rng.sample(range(1, rows + 1), 100)]).SerializeToString() for _ in range(50)]
             floor_reqs = [h.health_request_bytes()]
             for request in one_reqs[:20]:
@@ -298,17 +305,16 @@ def main() -> int:
                 check_online(get, request, 100, metadata)
 
             ids = list(range(1, rows + 1))
-            hashes = asyncio.run(read_hashes(h.REDIS_URL, online_prefix(mesh, view), ids))
-            assert len(hashes) == rows and all(len(m) == 4 for m in hashes), "the online store lacks hashes"
-            fields = sum(len(m) for m in hashes) // rows
-            value_bytes = sum(len(v) for m in hashes for v in m.values()) / rows
+            records = asyncio.run(read_records(h.REDIS_URL, online_prefix(mesh, view), ids))
+            assert len(records) == rows, "the online store lacks records"
+            value_bytes = sum(len(r) for r in records) / rows
             baseline_prefix = f"{mesh.prefix}:baseline:fv:{{{view}}}:"
-            asyncio.run(pipeline_writes(h.REDIS_URL, baseline_prefix, ids, hashes, args.batch))  # keys exist after
-            h.progress(f"materialisation: {rows} entities ({fields} fields, {value_bytes:.0f} value bytes each), "
+            asyncio.run(pipeline_writes(h.REDIS_URL, baseline_prefix, ids, records, args.batch))  # keys exist after
+            h.progress(f"materialisation: {rows} entities ({value_bytes:.0f} bytes each), "
                        f"batches of {args.batch} x {reps} repetitions")
             mat = h.alternating(reps, {
                 "materialize": lambda: materialize(channel, view, rows, metadata, mesh.pid),
-                "pipeline": lambda: asyncio.run(pipeline_writes(h.REDIS_URL, baseline_prefix, ids, hashes,
+                "pipeline": lambda: asyncio.run(pipeline_writes(h.REDIS_URL, baseline_prefix, ids, records,
                                                                 args.batch)),
                 "source": lambda: asyncio.run(source_queries(dsn, table, args.batch)),
             })
@@ -325,7 +331,7 @@ def main() -> int:
             "pipeline": [r for r, _ in mat["pipeline"]], "source": mat["source"]}
     cpu["materialize"] = [c for _, _, c in mat["materialize"]]
     cpu["pipeline"] = [c for _, c in mat["pipeline"]]
-    h.result(f"# bench_features: one view of 20 features over {rows} entities, pipeline service only, direct gRPC, "
+    h.result(f"# bench_features: one view of 20 features over {rows} entities, pipeline service only, direct gRPC, {args.layout} layout, "
              f"{calls} sequential calls ({hundred_calls} of 100 entities), batches of {args.batch}, {reps} reps, "
              f"access log {args.access_log}, auth {args.auth}")
     for i in range(reps):

@@ -9,7 +9,7 @@ itself. `FeatureStore` is the same for code that is not async (a blocking channe
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
@@ -90,6 +90,64 @@ def _chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[start:start + MAX_ENTITIES_PER_CALL] for start in range(0, len(ids), MAX_ENTITIES_PER_CALL)]
 
 
+_COLUMN_FIELDS = {pb.FEATURE_TYPE_INT64: "int64_values", pb.FEATURE_TYPE_DOUBLE: "double_values",
+                  pb.FEATURE_TYPE_STRING: "string_values", pb.FEATURE_TYPE_BOOL: "bool_values",
+                  pb.FEATURE_TYPE_BYTES: "bytes_values", pb.FEATURE_TYPE_TIMESTAMP: "timestamp_micros",
+                  pb.FEATURE_TYPE_INT64_LIST: "int64_list_values", pb.FEATURE_TYPE_DOUBLE_LIST: "double_list_values",
+                  pb.FEATURE_TYPE_STRING_LIST: "string_list_values"}
+_KIND_OF_TYPE = {pb.FEATURE_TYPE_INT64: "int64_value", pb.FEATURE_TYPE_BOOL: "bool_value",
+                 pb.FEATURE_TYPE_INT64_LIST: "int64_list_value", pb.FEATURE_TYPE_DOUBLE_LIST: "double_list_value",
+                 pb.FEATURE_TYPE_STRING_LIST: "string_list_value"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _micros_to_time(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def column_values(column: pb.TrainingSetColumn, field_name: str) -> list[Any]:
+    """A packed column as a list of plain values, None at its null rows."""
+    packed = getattr(column, field_name)
+    if field_name.endswith("_list_values"):
+        values = [list(item.values) for item in packed]
+    elif field_name == "timestamp_micros":
+        values = [_micros_to_time(micros) for micros in packed]
+    else:
+        values = list(packed)
+    for row in column.null_rows:
+        values[row] = None
+    return values
+
+
+def _column_names(response: pb.GetFeaturesResponse) -> list[str]:
+    """The answer's feature names: "view:feature" when it holds several views."""
+    several = len(response.view_statuses) > 1
+    return [f"{c.feature_view}:{c.name}" if several else c.name for c in response.columns]
+
+
+def _column_entities(response: pb.GetFeaturesResponse, features: Sequence[str], with_event_times: bool
+                     ) -> Iterable[tuple[str, dict[str, Any] | None]]:
+    """(entity id, values or None) per entity of a columns-layout answer."""
+    names = _column_names(response)
+    columns = [column_values(c.values, _COLUMN_FIELDS[c.type]) for c in response.columns]
+    chosen = _ordered(features, names) if features else names  # columns have an order: the view's
+    where = [names.index(name) for name in chosen]
+    found = [any(row) for row in zip(*(status.found for status in response.view_statuses))]
+    if with_event_times:
+        times_of_view = {s.feature_view: column_values(s.event_times, "timestamp_micros")
+                         for s in response.view_statuses}
+        times = [times_of_view[response.columns[i].feature_view] for i in where]
+    for row, entity_id in enumerate(response.entity_ids):
+        if not found[row]:
+            yield entity_id, None
+            continue
+        values = {name: columns[i][row] for name, i in zip(chosen, where)}
+        if with_event_times:
+            for name, view_times in zip(chosen, times):
+                values[name + EVENT_TIME_SUFFIX] = view_times[row]
+        yield entity_id, values
+
+
 def features_as_dicts(responses: pb.GetFeaturesResponse | Iterable[pb.GetFeaturesResponse],
                       features: Sequence[str] = (), *, with_event_times: bool = False,
                       entity_ids: Mapping[str, EntityId] | None = None) -> FeatureValues:
@@ -100,6 +158,10 @@ def features_as_dicts(responses: pb.GetFeaturesResponse | Iterable[pb.GetFeature
         responses = [responses]
     result: FeatureValues = {}
     for response in responses:
+        if response.view_statuses:  # the columns layout
+            for entity_id, values in _column_entities(response, features, with_event_times):
+                result.setdefault(entity_ids.get(entity_id, entity_id) if entity_ids else entity_id, values)
+            continue
         for entity in response.entities:
             key = entity_ids.get(entity.entity_id, entity.entity_id) if entity_ids else entity.entity_id
             if key not in result:
@@ -131,6 +193,16 @@ def features_as_dataframe(responses: pb.GetFeaturesResponse | Iterable[pb.GetFea
     times: dict[Any, dict[str, Any]] = {}
     seen: set[str] = set()
     for response in responses:
+        if response.view_statuses:  # the columns layout
+            for name, column in zip(_column_names(response), response.columns):
+                seen.add(name)
+                kinds.setdefault(name, _KIND_OF_TYPE.get(column.type, "value"))
+            if with_event_times:
+                for entity_id, values in _column_entities(response, (), True):
+                    if values is not None:
+                        key = entity_ids.get(entity_id, entity_id) if entity_ids else entity_id
+                        times.setdefault(key, {name[:-len(EVENT_TIME_SUFFIX)]: value for name, value in values.items()
+                                               if name.endswith(EVENT_TIME_SUFFIX)})
         for entity in response.entities:
             for name, feature in entity.features.items():
                 seen.add(name)
@@ -180,9 +252,10 @@ def _mode(mode: pb.MaterializationMode | str) -> pb.MaterializationMode | str:
 
 
 def _get_features_request(feature_view: str, entity_id: str, entity_ids: Sequence[str], feature_names: Sequence[str],
-                          disable_read_through: bool) -> pb.GetFeaturesRequest:
+                          disable_read_through: bool, layout: pb.FeaturesLayout = pb.FEATURES_LAYOUT_UNSPECIFIED
+                          ) -> pb.GetFeaturesRequest:
     return pb.GetFeaturesRequest(feature_view=feature_view, entity_id=entity_id, entity_ids=entity_ids,
-                                 feature_names=feature_names, disable_read_through=disable_read_through)
+                                 feature_names=feature_names, disable_read_through=disable_read_through, layout=layout)
 
 
 def _materialize_request(feature_views: str | Sequence[str], mode: pb.MaterializationMode | str,
@@ -212,11 +285,14 @@ class PipelineClient(AsyncClient[pipeline_pb2_grpc.PipelineServiceStub]):
 
     async def get_features(self, feature_view: str, *, entity_id: str = "", entity_ids: Sequence[str] = (),
                            feature_names: Sequence[str] = (), disable_read_through: bool = False,
+                           layout: pb.FeaturesLayout = pb.FEATURES_LAYOUT_UNSPECIFIED,
                            timeout: float | None = None) -> pb.GetFeaturesResponse:
         """Features of one entity (`entity_id`) or many (`entity_ids`, at most 1000) from the online
-        store, read through to the source on a miss unless disabled: the response message
-        (`get_feature_values` gives plain Python)."""
-        request = _get_features_request(feature_view, entity_id, entity_ids, feature_names, disable_read_through)
+        store, read through to the source on a miss unless disabled: the response message, by
+        entity or (`layout=FEATURES_LAYOUT_COLUMNS`) by column (`get_feature_values` gives plain
+        Python, from columns)."""
+        request = _get_features_request(feature_view, entity_id, entity_ids, feature_names, disable_read_through,
+                                        layout)
         return await self._call(self.stub.GetFeatures, request, timeout)
 
     async def get_feature_values(self, feature_view: str, entity_ids: EntityId | Iterable[EntityId], *,
@@ -238,7 +314,8 @@ class PipelineClient(AsyncClient[pipeline_pb2_grpc.PipelineServiceStub]):
 
         ids = _ids(entity_ids)
         calls = [self.get_features(feature_view, entity_ids=chunk, feature_names=features,
-                                   disable_read_through=not read_through, timeout=timeout)
+                                   disable_read_through=not read_through, layout=pb.FEATURES_LAYOUT_COLUMNS,
+                                   timeout=timeout)
                  for chunk in _chunks(list(ids))]
         responses = list(await asyncio.gather(*calls))
         return _values(responses, features, ids, with_event_times, as_dataframe)
@@ -326,9 +403,11 @@ class FeatureStore(SyncClient[pipeline_pb2_grpc.PipelineServiceStub]):
 
     def get_features(self, feature_view: str, *, entity_id: str = "", entity_ids: Sequence[str] = (),
                      feature_names: Sequence[str] = (), disable_read_through: bool = False,
+                     layout: pb.FeaturesLayout = pb.FEATURES_LAYOUT_UNSPECIFIED,
                      timeout: float | None = None) -> pb.GetFeaturesResponse:
         """As PipelineClient.get_features, blocking."""
-        request = _get_features_request(feature_view, entity_id, entity_ids, feature_names, disable_read_through)
+        request = _get_features_request(feature_view, entity_id, entity_ids, feature_names, disable_read_through,
+                                        layout)
         return self._call(self.stub.GetFeatures, request, timeout)
 
     def get_feature_values(self, feature_view: str, entity_ids: EntityId | Iterable[EntityId], *,
@@ -338,7 +417,8 @@ class FeatureStore(SyncClient[pipeline_pb2_grpc.PipelineServiceStub]):
         """As PipelineClient.get_feature_values, blocking (calls of 1000 ids one after another)."""
         ids = _ids(entity_ids)
         responses = [self.get_features(feature_view, entity_ids=chunk, feature_names=features,
-                                       disable_read_through=not read_through, timeout=timeout)
+                                       disable_read_through=not read_through, layout=pb.FEATURES_LAYOUT_COLUMNS,
+                                       timeout=timeout)
                      for chunk in _chunks(list(ids))]
         return _values(responses, features, ids, with_event_times, as_dataframe)
 

@@ -75,10 +75,13 @@ class FakeOnline:
             self.hashes[(view.name, row.key)] = StoredEntity(dict(row.values), row.event_time, computed_at,
                                                               view.definition_hash)
 
-    async def read(self, view, keys, features):
+    async def read_views(self, reads):
         if self.down:
             raise OnlineStoreUnavailable()
-        self.reads += 1
+        self.reads += 1  # one round trip
+        return [self._found(view, keys, features) for view, keys, features in reads]
+
+    def _found(self, view, keys, features):
         found = {}
         for key in keys:
             entity = self.hashes.get((view.name, key))

@@ -217,3 +217,51 @@ def test_without_pandas_the_dataframe_asks_for_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pandas)
     with pytest.raises(ImportError, match=r"ml-serving-mesh\[pandas\]"):
         ml_serving.features_as_dataframe(response())
+
+
+_LIST_FIELDS = {"int64_list_value": "int64_list_values", "double_list_value": "double_list_values",
+                "string_list_value": "string_list_values"}
+_TYPES = {"int64_value": (pb.FEATURE_TYPE_INT64, "int64_values"), "double_value": (pb.FEATURE_TYPE_DOUBLE, "double_values"),
+          "bool_value": (pb.FEATURE_TYPE_BOOL, "bool_values"), "string_value": (pb.FEATURE_TYPE_STRING, "string_values"),
+          "int64_list_value": (pb.FEATURE_TYPE_INT64_LIST, "int64_list_values"),
+          "double_list_value": (pb.FEATURE_TYPE_DOUBLE_LIST, "double_list_values"),
+          "string_list_value": (pb.FEATURE_TYPE_STRING_LIST, "string_list_values")}
+_PLACEHOLDER = {"int64_values": 0, "double_values": 0.0, "bool_values": False, "string_values": ""}
+
+
+def as_columns(answer: pb.GetFeaturesResponse) -> pb.GetFeaturesResponse:
+    """The same answer in the columns layout, built field by field (as the server's docs say)."""
+    out = pb.GetFeaturesResponse(feature_view=answer.feature_view, entity_ids=[e.entity_id for e in answer.entities])
+    status = out.view_statuses.add(feature_view=answer.feature_view, found=[e.found for e in answer.entities])
+    for row, e in enumerate(answer.entities):
+        if e.found:
+            status.event_times.timestamp_micros.append(e.features["age"].event_time.ToMicroseconds())
+        else:
+            status.event_times.timestamp_micros.append(0)
+            status.event_times.null_rows.append(row)
+    for name, value in PROFILE.items():
+        kind, field_name = _TYPES.get(value.WhichOneof("kind"), (pb.FEATURE_TYPE_DOUBLE, "double_values"))
+        column = out.columns.add(feature_view=answer.feature_view, name=name, type=kind)
+        for row, e in enumerate(answer.entities):
+            given = e.features[name].value
+            if given.WhichOneof("kind") is None and not (e.found and field_name in _LIST_FIELDS.values()):
+                column.values.null_rows.append(row)
+                given = None
+            if field_name.endswith("_list_values"):
+                column.values.__getattribute__(field_name).add().values.extend(
+                    [] if given is None else getattr(given, given.WhichOneof("kind") or field_name[:-1]).values)
+            else:
+                getattr(column.values, field_name).append(
+                    _PLACEHOLDER[field_name] if given is None else getattr(given, given.WhichOneof("kind")))
+    return out
+
+
+def test_the_columns_layout_gives_the_same_dicts_and_dataframe():
+    by_entity, by_column = response(), as_columns(response())
+    ids = {"1": 1, "2": 2, "3": 3}
+    assert ml_serving.features_as_dicts(by_column, with_event_times=True, entity_ids=ids) == \
+        ml_serving.features_as_dicts(by_entity, with_event_times=True, entity_ids=ids)
+    assert list(ml_serving.features_as_dicts(by_column)["1"]) == list(PROFILE)  # the answer's order
+    names = sorted(PROFILE)
+    pd.testing.assert_frame_equal(ml_serving.features_as_dataframe(by_column, names, entity_ids=ids),
+                                  ml_serving.features_as_dataframe(by_entity, names, entity_ids=ids))

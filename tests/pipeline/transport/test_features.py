@@ -75,6 +75,47 @@ async def test_read_a_hundred_entities_and_chosen_features(stub, materialized):
     assert list(activity.entities[0].features["recent"].value.int64_list_value.values) == [43, 33, 23]
 
 
+async def test_the_columns_layout_answers_what_the_entities_layout_does(stub, materialized):
+    ids = ["6", "150", "999999", "3"]  # 999999: nowhere
+    by_entity = await stub.GetFeatures(pb.GetFeaturesRequest(feature_view="profile", entity_ids=ids))
+    by_column = await stub.GetFeatures(pb.GetFeaturesRequest(feature_view="profile", entity_ids=ids,
+                                                             layout=pb.FEATURES_LAYOUT_COLUMNS))
+    assert not by_column.entities and list(by_column.entity_ids) == ids and by_column.feature_view == "profile"
+    (status,) = by_column.view_statuses
+    assert list(status.found) == [e.found for e in by_entity.entities] == [True, True, False, True]
+    assert list(status.sources) == [ONLINE, ONLINE, NOT_FOUND, ONLINE] and not any(status.stale)
+    assert list(status.event_times.null_rows) == [2] and status.event_times.timestamp_micros[0] == (
+        by_entity.entities[0].features["score"].event_time.ToMicroseconds())
+    columns = {c.name: c for c in by_column.columns}
+    assert [c.name for c in by_column.columns] == ["score", "level", "premium", "country", "taste"]
+    assert columns["level"].type == pb.FEATURE_TYPE_INT64 and list(columns["level"].values.null_rows) == [2]
+    assert list(columns["level"].values.int64_values) == [e.features["level"].value.int64_value
+                                                           for e in by_entity.entities]
+    assert columns["country"].values.string_values[1] == "c150"
+    assert [list(v.values) for v in columns["taste"].values.double_list_values] == [
+        list(e.features["taste"].value.double_list_value.values) for e in by_entity.entities]
+
+
+async def test_several_views_of_one_entity_in_one_call(stub, materialized):
+    request = pb.GetFeaturesRequest(entity_ids=["3", "150"], views=[
+        pb.FeatureViewSelection(feature_view="profile", feature_names=["country"]),
+        pb.FeatureViewSelection(feature_view="activity")])
+    by_entity = await stub.GetFeatures(request)
+    assert by_entity.feature_view == ""
+    three, other = by_entity.entities
+    assert set(three.features) == {"profile:country", "activity:events", "activity:recent"}
+    assert three.found and three.features["profile:country"].value.string_value == "c3"
+    assert list(three.features["activity:recent"].value.int64_list_value.values) == [43, 33, 23]
+    # 150 has a profile but no activity: found (in one view), its activity features not found
+    assert other.found and other.features["activity:events"].source == NOT_FOUND
+    request.layout = pb.FEATURES_LAYOUT_COLUMNS
+    by_column = await stub.GetFeatures(request)
+    assert [s.feature_view for s in by_column.view_statuses] == ["profile", "activity"]
+    assert [list(s.found) for s in by_column.view_statuses] == [[True, True], [True, False]]
+    assert [(c.feature_view, c.name) for c in by_column.columns] == [
+        ("profile", "country"), ("activity", "events"), ("activity", "recent")]
+
+
 async def test_changed_rows_are_the_only_ones_rewritten(stub, materialized, source_tables, database_url):
     before = await stub.GetFeatures(pb.GetFeaturesRequest(feature_view="profile", entity_ids=["10", "11"]))
     conn = await asyncpg.connect(database_url)
@@ -153,6 +194,19 @@ async def test_one_materialisation_per_view(stub, database_url):
      "TOO_MANY_ENTITIES", "entity_ids"),
     (pb.GetFeaturesRequest(feature_view="profile"), "INVALID_ARGUMENT", "INVALID_FIELD", "entity_ids"),
     (pb.GetFeaturesRequest(feature_view="nope", entity_id="1"), "NOT_FOUND", "FEATURE_VIEW_NOT_FOUND", None),
+    (pb.GetFeaturesRequest(entity_id="1", views=[pb.FeatureViewSelection(feature_view="profile"),
+                                                 pb.FeatureViewSelection(feature_view="handles")]),
+     "INVALID_ARGUMENT", "INVALID_FIELD", "views[1].feature_view"),
+    (pb.GetFeaturesRequest(entity_id="1", views=[pb.FeatureViewSelection(feature_view="profile"),
+                                                 pb.FeatureViewSelection(feature_view="profile")]),
+     "INVALID_ARGUMENT", "INVALID_FIELD", "views[1].feature_view"),
+    (pb.GetFeaturesRequest(entity_id="1", views=[pb.FeatureViewSelection(feature_view="activity",
+                                                                         feature_names=["events", "x" * 300])]),
+     "INVALID_ARGUMENT", "UNKNOWN_FEATURE", "views[0].feature_names[1]"),
+    (pb.GetFeaturesRequest(entity_id="1", views=[pb.FeatureViewSelection(feature_view="activity")] * 17),
+     "INVALID_ARGUMENT", "INVALID_FIELD", "views"),
+    (pb.GetFeaturesRequest(feature_view="profile", entity_id="1", views=[pb.FeatureViewSelection(
+        feature_view="activity")]), "INVALID_ARGUMENT", "INVALID_FIELD", "feature_view"),
 ])
 async def test_bad_reads_are_refused_naming_the_field(stub, request_, code, reason, field):
     error = await failed(stub.GetFeatures(request_))

@@ -1,20 +1,19 @@
-"""The online store over Redis: one hash per (view, entity).
+"""The online store over Redis: one string key per (view, entity).
 
 Keys: P:fv:{VIEW}:ID, P the configured prefix + ":pipeline", ID the entity's key as text (the
 view's name in a hash tag keeps a view's keys together, in one cluster slot).
-Fields: `v` every feature's value, as one JSON array in the view's declared order (null for
-null); `t` the event time and `c` the time it was written, both in microseconds since the epoch
-(`t` null when the row had none); `h` the view's definition hash (its first 16 hex digits): a
-hash written under another definition reads as missing, so the order of `v` is always the one
-it was written with.
+Value: one JSON array `[h, c, t, [values]]`: `h` the view's definition hash (its first 16 hex
+digits; a record written under another definition reads as missing, so the order of the values
+is always the one it was written with), `c` the time it was written and `t` the event time, both
+in microseconds since the epoch (`t` null when the row had none), then every feature's value in
+the view's declared order (null for null).
 
-A batch of writes is one pipeline (one round trip; HSET of every field, so rewriting an entity
-is idempotent). A read of any number of entities is one Lua script, one round trip: HMGET of
-each, answered as ONE JSON text built from the stored JSON (`[[h, c, t, [values]], null, ...]`),
-so the client parses one reply with the C JSON parser instead of keys x fields RESP elements in
-Python (redis-py's parser: most of a 100-entity read's time before). Nothing expires:
-freshness is the view's TTL against `c`, checked by the domain. No redis exception leaves this
-module: every failure is OnlineStoreUnavailable.
+A batch of writes is one MSET (one command, one round trip; rewriting an entity replaces its
+record whole). A read of any number of entities, of any number of views, is one MGET: the
+records are joined into one JSON text and parsed once with the C JSON parser (a record per key
+rather than a hash with fields: no Lua, and no keys x fields reply elements to parse in Python).
+Nothing expires: freshness is the view's TTL against `c`, checked by the domain. No redis
+exception leaves this module: every failure is OnlineStoreUnavailable.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ def _micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's records share their write time
 def _time(value: int | None) -> datetime | None:
     if value is None:
         return None
@@ -54,21 +54,6 @@ def _encode(value: object) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return json.dumps(value)  # NaN / Infinity: Python's JSON reads them back
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-# KEYS: the entities' hashes. Returns one JSON text: per key [h, c, t, v], or null when missing.
-_READ = """
-local parts = {}
-for i, key in ipairs(KEYS) do
-  local r = redis.call('HMGET', key, 'h', 'c', 't', 'v')
-  if r[1] and r[2] and r[4] then
-    parts[i] = '["' .. r[1] .. '",' .. r[2] .. ',' .. (r[3] or 'null') .. ',' .. r[4] .. ']'
-  else
-    parts[i] = 'null'
-  end
-end
-return '[' .. table.concat(parts, ',') .. ']'
-"""
 
 
 def _translate_errors(method):
@@ -86,7 +71,6 @@ class RedisOnlineStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "mlserving"):
         self._redis = client
         self._prefix = f"{prefix}:pipeline"
-        self._read = client.register_script(_READ)
         self._closed = False
 
     @classmethod
@@ -115,22 +99,34 @@ class RedisOnlineStore:
         if not rows:
             return
         names = [feature.name for feature in view.features]
-        definition, computed = view.definition_hash[:HASH_CHARS], str(_micros(computed_at))
-        pipe = self._redis.pipeline(transaction=False)
+        head = f'["{view.definition_hash[:HASH_CHARS]}",{_micros(computed_at)},'
+        records = {}
         for row in rows:
             values = row.values
-            pipe.hset(self.key(view, row.key), mapping={
-                "h": definition, "c": computed, "t": "null" if row.event_time is None else str(_micros(row.event_time)),
-                "v": _encode([values.get(name) for name in names])})
-        await pipe.execute()
+            event = "null" if row.event_time is None else _micros(row.event_time)
+            records[self.key(view, row.key)] = f"{head}{event},{_encode([values.get(name) for name in names])}]"
+        await self._redis.mset(records)
 
-    @_translate_errors
     async def read(self, view: FeatureView, keys: Sequence[EntityKey], features: Sequence[str]
                    ) -> dict[EntityKey, StoredEntity]:
-        if not keys:
-            return {}
-        replies = json.loads(await self._read(keys=[self.key(view, key) for key in keys]))
-        positions = self._positions(view, tuple(features))
+        """One view's stored entities among `keys`."""
+        return (await self.read_views([(view, keys, features)]))[0]
+
+    @_translate_errors
+    async def read_views(self, reads: Sequence[tuple[FeatureView, Sequence[EntityKey], Sequence[str]]]
+                         ) -> list[dict[EntityKey, StoredEntity]]:
+        names = [self.key(view, key) for view, keys, _ in reads for key in keys]
+        records = await self._redis.mget(names) if names else []
+        replies = json.loads(b"[" + b",".join([b"null" if r is None else r for r in records]) + b"]")
+        answers, start = [], 0
+        for view, keys, features in reads:
+            answers.append(self._stored(view, keys, features, replies[start:start + len(keys)]))
+            start += len(keys)
+        return answers
+
+    def _stored(self, view: FeatureView, keys: Sequence[EntityKey], features: Sequence[str], replies: list
+                ) -> dict[EntityKey, StoredEntity]:
+        indexes = self._indexes(view, tuple(features))
         own = view.definition_hash[:HASH_CHARS]
         found: dict[EntityKey, StoredEntity] = {}
         for key, reply in zip(keys, replies):
@@ -141,27 +137,32 @@ class RedisOnlineStore:
                 # Written under another definition: the domain reads it as missing.
                 found[key] = StoredEntity({}, _time(event), _time(computed), definition)
                 continue
-            found[key] = StoredEntity({name: values[index] for name, index in positions}, _time(event),
-                                      _time(computed), view.definition_hash)
+            if indexes is not None:
+                values = [values[index] for index in indexes]
+            found[key] = StoredEntity(dict(zip(features, values)), _time(event), _time(computed), view.definition_hash)
         return found
 
     @staticmethod
     @functools.lru_cache(maxsize=1024)
-    def _positions(view: FeatureView, features: tuple[str, ...] | list[str]) -> tuple[tuple[str, int], ...]:
+    def _indexes(view: FeatureView, features: tuple[str, ...]) -> tuple[int, ...] | None:
+        """Where each feature is in a record's values; None when they are all of them, in order."""
         index = {feature.name: i for i, feature in enumerate(view.features)}
-        return tuple((name, index[name]) for name in features)
+        found = tuple(index[name] for name in features)
+        return None if found == tuple(range(len(view.features))) else found
 
     # ----- for tests and tools -----
 
     @_translate_errors
     async def dump(self, view: FeatureView) -> dict[str, dict[str, str]]:
-        """Every hash of the view (by entity id), whole: to compare two online stores."""
+        """Every record of the view (by entity id), as fields h, c, t and v (text): to compare two
+        online stores."""
         prefix = f"{self._prefix}:fv:{{{view.name}}}:"
         found = {}
         async for key in self._redis.scan_iter(match=prefix.replace("{", "\\{").replace("}", "\\}") + "*",
                                                count=1000):
-            found[key.decode()[len(prefix):]] = {k.decode(): v.decode()
-                                                 for k, v in (await self._redis.hgetall(key)).items()}
+            definition, computed, event, values = json.loads(await self._redis.get(key))
+            found[key.decode()[len(prefix):]] = {"h": definition, "c": str(computed), "t": json.dumps(event),
+                                                 "v": _encode(values)}
         return found
 
     @_translate_errors

@@ -1,6 +1,6 @@
 """PipelineService over gRPC: map the request, call the domain, map the response.
 
-GetFeatureSchema, GetFeatures, MaterializeFeatures and GetTrainingSet (server streaming) are built; every other RPC falls through
+GetFeatureSchema, GetFeatures (by entity or by column, one view or several), MaterializeFeatures and GetTrainingSet (server streaming) are built; every other RPC falls through
 to the generated base, which the error interceptor answers with UNIMPLEMENTED (NOT_IMPLEMENTED).
 Domain errors become statuses in the runtime's one mapping (runtime/status.py).
 """
@@ -15,9 +15,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2_grpc
 
+from ...errors import InvalidArgument
 from .domain.feature_views import FeatureView, ValueType
 from .domain.materialization import FULL, INCREMENTAL
-from .domain.online import EntityResult, ValueSource
+from .domain.online import EntityResult, FeaturesResult, ValueSource, ViewSelection
 from .domain.ports import Job
 from .domain.service import FeatureStore
 from .domain.training import ColumnKind, InlineRow
@@ -95,14 +96,20 @@ class _Stamps(dict):
 
 def _entity(entity: EntityResult, fields: dict[str, tuple[str, bool]], stamps: _Stamps) -> pb.EntityFeatures:
     message = pb.EntityFeatures(entity_id=entity.entity_id, found=entity.found, read_through=entity.read_through)
+    _add_features(message.features, entity, fields, stamps)
+    return message
+
+
+def _add_features(features, entity: EntityResult, fields: dict[str, tuple[str, bool]], stamps: _Stamps,
+                  prefix: str = "") -> None:
+    """The entity's values into a features map, under prefix + name."""
     # The features of one entity share their origin and times: one template, copied (much faster than
     # building each Feature from keyword arguments).
     template = pb.Feature(source=_SOURCES[entity.source], stale=entity.stale,
                           computed_at=None if entity.computed_at is None else stamps[entity.computed_at],
                           event_time=None if entity.event_time is None else stamps[entity.event_time])
-    features = message.features
     for name, value in entity.values.items():
-        feature = features[name]
+        feature = features[prefix + name]
         feature.CopyFrom(template)
         if value is not None:
             attribute, is_list = fields[name]
@@ -110,7 +117,24 @@ def _entity(entity: EntityResult, fields: dict[str, tuple[str, bool]], stamps: _
                 getattr(feature.value, attribute).values.extend(value)
             else:
                 setattr(feature.value, attribute, value)
-    return message
+
+
+def _fill(column: pb.TrainingSetColumn, field_name: str, values: list) -> None:
+    """`_column`'s layout, into a column already in the message."""
+    if None in values:
+        column.null_rows.extend([i for i, value in enumerate(values) if value is None])
+        placeholder = () if field_name in _LIST_MESSAGES else _PLACEHOLDERS[field_name]
+        values = [placeholder if value is None else value for value in values]
+    target = getattr(column, field_name)
+    if field_name in _LIST_MESSAGES:
+        for value in values:
+            target.add().values.extend(value)
+    else:
+        target.extend(values)
+
+
+def _micros(value: datetime | None) -> int | None:
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
 
 
 def job_to_pb(job: Job) -> pb.MaterializationJob:
@@ -135,6 +159,8 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
         self._views = {view.name: view_to_pb(view) for view in store.schema.views}
         self._fields = {view.name: {f.name: _VALUE_FIELDS[f.type] for f in view.features}
                         for view in store.schema.views}
+        self._columns_of = {view.name: {f.name: (_TYPES[f.type], _VALUE_LIST_FIELDS[f.type]) for f in view.features}
+                            for view in store.schema.views}  # per feature: its type and its column's field
 
     async def GetFeatureSchema(self, request, context):
         described = await self._store.describe(request.feature_view)
@@ -154,14 +180,55 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
     async def GetFeatures(self, request, context):
         ids = ([("entity_id", request.entity_id)] if request.entity_id else []) + \
               [(f"entity_ids[{i}]", text) for i, text in enumerate(request.entity_ids)]
-        result = await self._store.reader.get_features(request.feature_view, ids, list(request.feature_names),
-                                                       read_through=not request.disable_read_through)
-        fields = self._fields[result.feature_view]
+        if request.views:
+            if request.feature_view or request.feature_names:
+                raise InvalidArgument("feature_view", "give feature_view (with feature_names) or views, not both")
+            selections = [ViewSelection(v.feature_view, tuple(v.feature_names), None) for v in request.views]
+        else:
+            selections = [ViewSelection(request.feature_view, tuple(request.feature_names))]
+        result = await self._store.reader.read(selections, ids, read_through=not request.disable_read_through)
+        response = pb.GetFeaturesResponse(
+            feature_view=result.views[0].feature_view if len(result.views) == 1 else "",
+            read_through_count=result.read_through_count, online_store_unavailable=result.online_store_unavailable)
+        if request.layout == pb.FEATURES_LAYOUT_COLUMNS:
+            self._columns(response, result.views)
+        else:
+            self._entities(response, result.views, qualified=len(result.views) > 1)
+        return response
+
+    def _entities(self, response: pb.GetFeaturesResponse, views: list[FeaturesResult], qualified: bool) -> None:
         stamps = _Stamps()
-        return pb.GetFeaturesResponse(
-            feature_view=result.feature_view, read_through_count=result.read_through_count,
-            online_store_unavailable=result.online_store_unavailable,
-            entities=[_entity(entity, fields, stamps) for entity in result.entities])
+        first = views[0]
+        if not qualified:
+            response.entities.extend(_entity(entity, self._fields[first.feature_view], stamps)
+                                     for entity in first.entities)
+            return
+        for index, entity in enumerate(first.entities):
+            message = response.entities.add(entity_id=entity.entity_id)
+            message.found = any(view.entities[index].found for view in views)
+            message.read_through = any(view.entities[index].read_through for view in views)
+            for view in views:
+                _add_features(message.features, view.entities[index], self._fields[view.feature_view], stamps,
+                              prefix=f"{view.feature_view}:")
+
+    def _columns(self, response: pb.GetFeaturesResponse, views: list[FeaturesResult]) -> None:
+        # Filled in place (add, extend): a column built from keyword arguments costs several times more.
+        response.entity_ids.extend(entity.entity_id for entity in views[0].entities)
+        for view in views:
+            entities = view.entities
+            status = response.view_statuses.add(feature_view=view.feature_view)
+            status.found.extend([e.found for e in entities])
+            status.sources.extend([_SOURCES[e.source] for e in entities])
+            status.stale.extend([e.stale for e in entities])
+            _fill(status.event_times, "timestamp_micros", [_micros(e.event_time) for e in entities])
+            _fill(status.computed_at, "timestamp_micros", [_micros(e.computed_at) for e in entities])
+            specs = self._columns_of[view.feature_view]
+            # Every entity's values are in feature_names' order: zip turns rows into columns in C.
+            rows = [e.values.values() for e in entities]
+            for name, values in zip(view.feature_names, zip(*rows)):
+                kind, field_name = specs[name]
+                column = response.columns.add(feature_view=view.feature_view, name=name, type=kind)
+                _fill(column.values, field_name, list(values))
 
     async def MaterializeFeatures(self, request, context):
         jobs = await self._store.materializer.materialize(

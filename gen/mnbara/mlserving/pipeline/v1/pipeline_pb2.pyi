@@ -36,6 +36,12 @@ class FeatureValueSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FEATURE_VALUE_SOURCE_READ_THROUGH: _ClassVar[FeatureValueSource]
     FEATURE_VALUE_SOURCE_NOT_FOUND: _ClassVar[FeatureValueSource]
 
+class FeaturesLayout(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FEATURES_LAYOUT_UNSPECIFIED: _ClassVar[FeaturesLayout]
+    FEATURES_LAYOUT_ENTITIES: _ClassVar[FeaturesLayout]
+    FEATURES_LAYOUT_COLUMNS: _ClassVar[FeaturesLayout]
+
 class MaterializationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MATERIALIZATION_MODE_UNSPECIFIED: _ClassVar[MaterializationMode]
@@ -117,6 +123,9 @@ FEATURE_VALUE_SOURCE_UNSPECIFIED: FeatureValueSource
 FEATURE_VALUE_SOURCE_ONLINE_STORE: FeatureValueSource
 FEATURE_VALUE_SOURCE_READ_THROUGH: FeatureValueSource
 FEATURE_VALUE_SOURCE_NOT_FOUND: FeatureValueSource
+FEATURES_LAYOUT_UNSPECIFIED: FeaturesLayout
+FEATURES_LAYOUT_ENTITIES: FeaturesLayout
+FEATURES_LAYOUT_COLUMNS: FeaturesLayout
 MATERIALIZATION_MODE_UNSPECIFIED: MaterializationMode
 MATERIALIZATION_MODE_INCREMENTAL: MaterializationMode
 MATERIALIZATION_MODE_FULL: MaterializationMode
@@ -232,31 +241,77 @@ class EntityFeatures(_message.Message):
     found: bool
     def __init__(self, entity_id: _Optional[str] = ..., features: _Optional[_Mapping[str, Feature]] = ..., read_through: _Optional[bool] = ..., found: _Optional[bool] = ...) -> None: ...
 
+class FeatureViewSelection(_message.Message):
+    __slots__ = ("feature_view", "feature_names")
+    FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    feature_view: str
+    feature_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, feature_view: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FeatureColumn(_message.Message):
+    __slots__ = ("feature_view", "name", "type", "values")
+    FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    feature_view: str
+    name: str
+    type: FeatureType
+    values: TrainingSetColumn
+    def __init__(self, feature_view: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ..., values: _Optional[_Union[TrainingSetColumn, _Mapping]] = ...) -> None: ...
+
+class FeatureViewStatus(_message.Message):
+    __slots__ = ("feature_view", "found", "sources", "event_times", "computed_at", "stale")
+    FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIMES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    feature_view: str
+    found: _containers.RepeatedScalarFieldContainer[bool]
+    sources: _containers.RepeatedScalarFieldContainer[FeatureValueSource]
+    event_times: TrainingSetColumn
+    computed_at: TrainingSetColumn
+    stale: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, feature_view: _Optional[str] = ..., found: _Optional[_Iterable[bool]] = ..., sources: _Optional[_Iterable[_Union[FeatureValueSource, str]]] = ..., event_times: _Optional[_Union[TrainingSetColumn, _Mapping]] = ..., computed_at: _Optional[_Union[TrainingSetColumn, _Mapping]] = ..., stale: _Optional[_Iterable[bool]] = ...) -> None: ...
+
 class GetFeaturesRequest(_message.Message):
-    __slots__ = ("feature_view", "entity_id", "entity_ids", "feature_names", "disable_read_through")
+    __slots__ = ("feature_view", "entity_id", "entity_ids", "feature_names", "disable_read_through", "views", "layout")
     FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
     DISABLE_READ_THROUGH_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
     feature_view: str
     entity_id: str
     entity_ids: _containers.RepeatedScalarFieldContainer[str]
     feature_names: _containers.RepeatedScalarFieldContainer[str]
     disable_read_through: bool
-    def __init__(self, feature_view: _Optional[str] = ..., entity_id: _Optional[str] = ..., entity_ids: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., disable_read_through: _Optional[bool] = ...) -> None: ...
+    views: _containers.RepeatedCompositeFieldContainer[FeatureViewSelection]
+    layout: FeaturesLayout
+    def __init__(self, feature_view: _Optional[str] = ..., entity_id: _Optional[str] = ..., entity_ids: _Optional[_Iterable[str]] = ..., feature_names: _Optional[_Iterable[str]] = ..., disable_read_through: _Optional[bool] = ..., views: _Optional[_Iterable[_Union[FeatureViewSelection, _Mapping]]] = ..., layout: _Optional[_Union[FeaturesLayout, str]] = ...) -> None: ...
 
 class GetFeaturesResponse(_message.Message):
-    __slots__ = ("feature_view", "entities", "read_through_count", "online_store_unavailable")
+    __slots__ = ("feature_view", "entities", "read_through_count", "online_store_unavailable", "entity_ids", "view_statuses", "columns")
     FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_FIELD_NUMBER: _ClassVar[int]
     READ_THROUGH_COUNT_FIELD_NUMBER: _ClassVar[int]
     ONLINE_STORE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_IDS_FIELD_NUMBER: _ClassVar[int]
+    VIEW_STATUSES_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     feature_view: str
     entities: _containers.RepeatedCompositeFieldContainer[EntityFeatures]
     read_through_count: int
     online_store_unavailable: bool
-    def __init__(self, feature_view: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[EntityFeatures, _Mapping]]] = ..., read_through_count: _Optional[int] = ..., online_store_unavailable: _Optional[bool] = ...) -> None: ...
+    entity_ids: _containers.RepeatedScalarFieldContainer[str]
+    view_statuses: _containers.RepeatedCompositeFieldContainer[FeatureViewStatus]
+    columns: _containers.RepeatedCompositeFieldContainer[FeatureColumn]
+    def __init__(self, feature_view: _Optional[str] = ..., entities: _Optional[_Iterable[_Union[EntityFeatures, _Mapping]]] = ..., read_through_count: _Optional[int] = ..., online_store_unavailable: _Optional[bool] = ..., entity_ids: _Optional[_Iterable[str]] = ..., view_statuses: _Optional[_Iterable[_Union[FeatureViewStatus, _Mapping]]] = ..., columns: _Optional[_Iterable[_Union[FeatureColumn, _Mapping]]] = ...) -> None: ...
 
 class EntitySpec(_message.Message):
     __slots__ = ("name", "join_key", "value_type", "description")

@@ -145,6 +145,10 @@ class PipelineServiceServicer:
         Redis down, values are computed from the source and online_store_unavailable is set;
         with PostgreSQL down, cached values are still served and a read-through fails
         UNAVAILABLE (SOURCE_UNAVAILABLE).
+        Several views of one entity type are read in the same round trip (views). The
+        answer is laid out by entity (the default, a map of features per entity) or by
+        column (layout COLUMNS: one packed column per feature, the fast form for many
+        entities, which the Python client uses).
         Errors: INVALID_ARGUMENT (INVALID_FIELD, UNKNOWN_FEATURE, TOO_MANY_ENTITIES),
         NOT_FOUND (FEATURE_VIEW_NOT_FOUND), UNAVAILABLE (ONLINE_STORE_UNAVAILABLE,
         SOURCE_UNAVAILABLE).

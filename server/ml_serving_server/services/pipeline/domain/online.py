@@ -14,9 +14,10 @@ stale instead.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, NamedTuple, Sequence
 
@@ -30,6 +31,7 @@ from .values import BadKey, EntityKey, parse_key
 log = logging.getLogger(__name__)
 
 MAX_ENTITIES = 1000
+MAX_VIEWS = 16
 MAX_ENTITY_ID_CHARS = 256
 
 
@@ -54,7 +56,7 @@ class EntityResult:
 
     entity_id: str
     found: bool
-    values: dict[str, object]  # the requested features, typed (None: null)
+    values: dict[str, object]  # the requested features, typed (None: null), in the order asked for
     source: ValueSource
     event_time: datetime | None = None
     computed_at: datetime | None = None
@@ -72,10 +74,35 @@ class EntityResult:
 
 @dataclass
 class FeaturesResult:
+    """One view's answer: an entity result per requested id, in request order."""
+
     feature_view: str
     entities: list[EntityResult]
     read_through_count: int = 0
     online_store_unavailable: bool = False
+    feature_names: list[str] = field(default_factory=list)  # the answered features, in order
+
+
+@dataclass
+class ReadResult:
+    """Several views' answers, in the selections' order."""
+
+    views: list[FeaturesResult]
+    online_store_unavailable: bool = False
+
+    @property
+    def read_through_count(self) -> int:
+        return sum(view.read_through_count for view in self.views)
+
+
+@dataclass(frozen=True)
+class ViewSelection:
+    """A view to read and which of its features (none: all). `field_prefix` names it in errors:
+    None for "views[i].", "" for a request's top-level feature_view and feature_names."""
+
+    feature_view: str
+    feature_names: tuple[str, ...] = ()
+    field_prefix: str | None = ""
 
 
 def _now() -> datetime:
@@ -92,24 +119,53 @@ class FeatureReader:
 
     async def get_features(self, feature_view: str, entity_ids: Sequence[tuple[str, str]],
                            feature_names: Sequence[str] = (), *, read_through: bool = True) -> FeaturesResult:
-        """`entity_ids`: (request field, id) pairs in answer order, e.g. ("entity_ids[3]", "42")."""
-        view = self._schema.view(feature_view, field="feature_view")
+        """One view. `entity_ids`: (request field, id) pairs in answer order, e.g. ("entity_ids[3]", "42")."""
+        answer = await self.read([ViewSelection(feature_view, tuple(feature_names))], entity_ids,
+                                 read_through=read_through)
+        return answer.views[0]
+
+    async def read(self, selections: Sequence[ViewSelection], entity_ids: Sequence[tuple[str, str]], *,
+                   read_through: bool = True) -> ReadResult:
+        """Several views of one entity type, in one online-store round trip; one answer per view,
+        in the selections' order, its entities in `entity_ids`' order."""
+        if not selections:
+            raise InvalidArgument("views", "at least one feature view is required")
+        if len(selections) > MAX_VIEWS:
+            raise InvalidArgument("views", f"at most {MAX_VIEWS} feature views per request, got {len(selections)}")
+        chosen = self._chosen(selections)
         if not entity_ids:
             raise InvalidArgument("entity_ids", "at least one entity id is required")
         if len(entity_ids) > MAX_ENTITIES:
             raise InvalidArgument("entity_ids", f"at most {MAX_ENTITIES} entities per request, got {len(entity_ids)}",
                                   reason=ErrorReason.TOO_MANY_ENTITIES)
-        keys = [self._key(view, field_name, text) for field_name, text in entity_ids]
-        features = self._features(view, feature_names)
+        first = chosen[0][0]
+        keys = [self._key(first, field_name, text) for field_name, text in entity_ids]
         unique = list(dict.fromkeys(keys))
 
         try:
-            stored = await self._online.read(view, unique, features)
+            stored = await self._online.read_views([(view, unique, features) for view, features in chosen])
         except OnlineStoreUnavailable:
-            rows = await self._computed(view, unique, "neither the online store (Redis) nor the feature source")
-            results = {key: self._from_row(row, features, None) for key, row in rows.items()}
-            return self._answer(view, entity_ids, keys, features, results, online_store_unavailable=True)
+            computed = await asyncio.gather(*(
+                self._computed(view, unique, "neither the online store (Redis) nor the feature source")
+                for view, _ in chosen))
+            views = [self._answer(view, entity_ids, keys, features,
+                                  {key: self._from_row(row, features, None) for key, row in rows.items()},
+                                  online_store_unavailable=True)
+                     for (view, features), rows in zip(chosen, computed)]
+            return ReadResult(views, online_store_unavailable=True)
 
+        if len(chosen) == 1:  # no tasks for the common case
+            results = [await self._complete(*chosen[0], unique, stored[0], read_through)]
+        else:
+            results = await asyncio.gather(*(self._complete(view, features, unique, found, read_through)
+                                             for (view, features), found in zip(chosen, stored)))
+        return ReadResult([self._answer(view, entity_ids, keys, features, found)
+                           for (view, features), found in zip(chosen, results)])
+
+    async def _complete(self, view: FeatureView, features: list[str], unique: list[EntityKey],
+                        stored: dict[EntityKey, StoredEntity], read_through: bool) -> dict[EntityKey, tuple]:
+        """One view's values: fresh ones as stored; missing or expired ones read through (and
+        written back) where the view allows it; expired ones not recomputed, flagged stale."""
         now = self._clock()
         fresh: dict[EntityKey, StoredEntity] = {}
         stale: dict[EntityKey, StoredEntity] = {}
@@ -146,7 +202,22 @@ class FeatureReader:
                 await self._online.write(view, list(rows.values()), computed_at)
             except OnlineStoreUnavailable:
                 log.info("read-through of %s: could not write back %d entities", view.name, len(rows))
-        return self._answer(view, entity_ids, keys, features, results)
+        return results
+
+    def _chosen(self, selections: Sequence[ViewSelection]) -> list[tuple[FeatureView, list[str]]]:
+        """Each selection's view and features, checked: known, each once, one entity type."""
+        chosen: list[tuple[FeatureView, list[str]]] = []
+        for index, selection in enumerate(selections):
+            prefix = f"views[{index}]." if selection.field_prefix is None else selection.field_prefix
+            view = self._schema.view(selection.feature_view, field=f"{prefix}feature_view")
+            if chosen and view.entity.name != chosen[0][0].entity.name:
+                raise InvalidArgument(f"{prefix}feature_view", f"feature view {view.name} is keyed by "
+                                      f"{view.entity.name}, {chosen[0][0].name} by {chosen[0][0].entity.name}: "
+                                      "the views of one call share their entity")
+            if any(view is seen for seen, _ in chosen):
+                raise InvalidArgument(f"{prefix}feature_view", f"feature view {view.name} is asked for twice")
+            chosen.append((view, self._features(view, selection.feature_names, f"{prefix}feature_names")))
+        return chosen
 
     # ----- parts -----
 
@@ -160,7 +231,7 @@ class FeatureReader:
             raise InvalidArgument(field_name, f"{error}, got {quoted(text)}") from None
 
     @staticmethod
-    def _features(view: FeatureView, names: Sequence[str]) -> list[str]:
+    def _features(view: FeatureView, names: Sequence[str], field: str = "feature_names") -> list[str]:
         if not names:
             return [feature.name for feature in view.features]
         declared = {feature.name for feature in view.features}
@@ -168,7 +239,7 @@ class FeatureReader:
             names = list(dict.fromkeys(names))
         for index, name in enumerate(names):
             if name not in declared:
-                raise InvalidArgument(f"feature_names[{index}]", f"feature view {view.name} has no feature "
+                raise InvalidArgument(f"{field}[{index}]", f"feature view {view.name} has no feature "
                                       f"{quoted(name)}", reason=ErrorReason.UNKNOWN_FEATURE)
         return list(dict.fromkeys(names))
 
@@ -194,7 +265,8 @@ class FeatureReader:
     def _answer(view: FeatureView, entity_ids, keys, features, results, *,
                 online_store_unavailable: bool = False) -> FeaturesResult:
         not_found = dict.fromkeys(features)
-        answer = FeaturesResult(view.name, [], online_store_unavailable=online_store_unavailable)
+        answer = FeaturesResult(view.name, [], online_store_unavailable=online_store_unavailable,
+                                feature_names=list(features))
         for (_, text), key in zip(entity_ids, keys):
             found = results.get(key)
             if found is None:

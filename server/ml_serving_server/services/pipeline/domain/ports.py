@@ -46,7 +46,7 @@ class EntityRow:
 class StoredEntity:
     """One entity's hash in the online store."""
 
-    values: dict[str, object]  # feature name -> typed value (None: null); the requested ones
+    values: dict[str, object]  # feature name -> typed value (None: null); the requested ones, in their order
     event_time: datetime | None
     computed_at: datetime  # when it was written (materialised or read through)
     definition_hash: str  # the view's definition the values were computed with
@@ -74,9 +74,10 @@ class OnlineStore(Protocol):
     async def write(self, view: FeatureView, rows: Sequence[EntityRow], computed_at: datetime) -> None:
         """Write every row in one round trip; rewriting an entity replaces its values."""
 
-    async def read(self, view: FeatureView, keys: Sequence[EntityKey], features: Sequence[str]
-                   ) -> dict[EntityKey, StoredEntity]:
-        """The stored entities among `keys` (absent ones are left out), in one round trip."""
+    async def read_views(self, reads: Sequence[tuple[FeatureView, Sequence[EntityKey], Sequence[str]]]
+                         ) -> list[dict[EntityKey, StoredEntity]]:
+        """Per (view, keys, features): the stored entities among the keys (absent ones left out),
+        with those features. Every view in one round trip."""
 
     async def ping(self) -> bool: ...
 
