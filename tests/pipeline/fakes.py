@@ -31,6 +31,7 @@ class FakeSource:
         self.tables: dict[str, dict[object, EntityRow]] = {}
         self.down = False
         self.row_calls: list[list] = []
+        self.fail_on_rows: int | None = None  # the n-th rows() call (1-based) fails
 
     def put(self, view_name: str, key, event_time: datetime, **values) -> None:
         self.tables.setdefault(view_name, {})[key] = EntityRow(key, event_time, values)
@@ -53,6 +54,8 @@ class FakeSource:
     async def rows(self, view, keys, *, timeout_s=None):
         self._check()
         self.row_calls.append(list(keys))
+        if self.fail_on_rows is not None and len(self.row_calls) == self.fail_on_rows:
+            raise SourceUnavailable()
         table = self.tables.get(view.name, {})
         return [table[k] for k in keys if k in table]
 

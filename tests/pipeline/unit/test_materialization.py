@@ -91,6 +91,21 @@ async def test_a_failed_batch_is_resumed_and_the_result_equals_a_run_from_scratc
     assert online.snapshot("scores") == scratch.snapshot("scores")
 
 
+async def test_the_next_batch_is_read_while_one_is_written_and_a_failed_read_keeps_the_order():
+    materializer, source, online, state = make(batch_size=10)
+    seed(source, 45)
+    source.fail_on_rows = 4  # the 4th batch's read fails, while the 3rd is written
+    (failed,) = await materializer.materialize([], wait=True)
+    assert failed.state == "FAILED" and failed.error.reason == "SOURCE_UNAVAILABLE"
+    # Batches are written in order and the progress names the last one written: 3 of 5.
+    assert [keys[0] for _, keys in online.writes] == [0, 10, 20]
+    assert failed.entities_written == 30 and failed.resume_after == "29"
+    source.fail_on_rows = None
+    (resumed,) = await materializer.materialize([], wait=True)
+    assert resumed.state == "SUCCEEDED" and resumed.entities_written == 15
+    assert [keys[0] for _, keys in online.writes] == [0, 10, 20, 30, 40]
+
+
 async def test_one_materialisation_per_view_at_a_time():
     materializer, source, _, state = make()
     state.locked.add("scores")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import math
 from datetime import datetime, timezone
 from typing import Sequence
 
@@ -50,10 +49,10 @@ def _time(value: int | None) -> datetime | None:
     return _EPOCH + value * _MICROSECOND
 
 
-def _encode(value: object) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return json.dumps(value)  # NaN / Infinity: Python's JSON reads them back
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+# One encoder, made once: json.dumps with options builds a new one per call. NaN and Infinity
+# are written as Python's JSON writes them, and read back.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encode = _ENCODER.encode
 
 
 def _translate_errors(method):

@@ -172,18 +172,33 @@ class Materializer:
             keys = [key for key in keys if key > resume_after]
         job.entities_total = len(keys)  # this job's own: a resumed job counts what it writes
         await self._state.update_job(job)
-        for start in range(0, len(keys), self._batch_size):
-            batch = keys[start:start + self._batch_size]
-            rows = await self._source.rows(view, batch)
-            await self._online.write(view, rows, self._clock())
-            job.entities_written += len(rows)
-            job.resume_after = key_text(batch[-1])
-            await self._state.update_job(job)
+        await self._copy(view, job, keys)
         job.state, job.end_time = SUCCEEDED, self._clock()
         materialized_until = job.window_end
         if watermark is not None and (materialized_until is None or materialized_until < watermark):
             materialized_until = watermark  # an earlier end_time never moves the watermark back
         await self._state.finish(job, ViewState(view.name, view.definition_hash, materialized_until, job.end_time))
+
+    async def _copy(self, view: FeatureView, job: Job, keys: list[EntityKey]) -> None:
+        """Batch by batch from the source into the online store, the job's progress recorded after
+        each write. The next batch's rows are read while this one is written: the source and Redis
+        work at once, and the order of writes and progress stays the batches' order."""
+        batches = [keys[start:start + self._batch_size] for start in range(0, len(keys), self._batch_size)]
+        if not batches:
+            return
+        reading = asyncio.ensure_future(self._source.rows(view, batches[0]))
+        try:
+            for index, batch in enumerate(batches):
+                rows = await reading
+                if index + 1 < len(batches):
+                    reading = asyncio.ensure_future(self._source.rows(view, batches[index + 1]))
+                await self._online.write(view, rows, self._clock())
+                job.entities_written += len(rows)
+                job.resume_after = key_text(batch[-1])
+                await self._state.update_job(job)
+        finally:  # a failed or cancelled run leaves no read behind (nor an unretrieved error)
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
 
     async def close(self) -> None:
         """Cancel the running jobs (they resume at the next run)."""

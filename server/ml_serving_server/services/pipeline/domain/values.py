@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -115,6 +116,37 @@ def coerce(feature: Feature, value: object, *, view: str = "") -> object:
         return None
 
 
-def row_values(view: FeatureView, columns: dict[str, object]) -> dict[str, object]:
+_NATIVE = {ValueType.INT: int, ValueType.FLOAT: float, ValueType.STRING: str, ValueType.BOOL: bool}
+
+
+def converter(feature: Feature, view: str = "") -> Callable[[object], object]:
+    """`coerce` for one feature, with the common case first: a value already of the declared type
+    (what a source query of the right column types returns) is kept as it is, at once."""
+    native = _NATIVE.get(feature.type)
+    if native is not None:
+        def convert(value: object) -> object:
+            if value is None or type(value) is native:
+                return value
+            return coerce(feature, value, view=view)
+    else:
+        element = _NATIVE[_ELEMENT[feature.type]]
+
+        def convert(value: object) -> object:
+            if type(value) is list and all(type(item) is element for item in value):
+                return value
+            return coerce(feature, value, view=view)
+    return convert
+
+
+def row_converter(view: FeatureView) -> Callable[[Mapping[str, object]], dict[str, object]]:
+    """`row_values` for one view, its converters made once (for a batch of rows)."""
+    converters = tuple((f.name, converter(f, view.name)) for f in view.features)
+
+    def values(columns: Mapping[str, object]) -> dict[str, object]:
+        return {name: convert(columns.get(name)) for name, convert in converters}
+    return values
+
+
+def row_values(view: FeatureView, columns: Mapping[str, object]) -> dict[str, object]:
     """A source row's features, typed; a feature the row lacks is null."""
-    return {f.name: coerce(f, columns.get(f.name), view=view.name) for f in view.features}
+    return row_converter(view)(columns)
