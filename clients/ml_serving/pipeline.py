@@ -338,6 +338,13 @@ class PipelineClient(AsyncClient[pipeline_pb2_grpc.PipelineServiceStub]):
         request = _materialize_request(feature_views, mode, start_time, end_time, wait)
         return await self._call(self.stub.MaterializeFeatures, request, timeout)
 
+    async def get_materialization_job(self, job_id: str, *,
+                                      timeout: float | None = None) -> pb.GetMaterializationJobResponse:
+        """One materialisation job as it is now: state, progress (entities_written of
+        entities_total), error. Raises NotFoundError for an unknown job id."""
+        request = pb.GetMaterializationJobRequest(job_id=job_id)
+        return await self._call(self.stub.GetMaterializationJob, request, timeout)
+
     async def trigger_retraining(self, model_name: str, *, reason: str = "",
                                  parameters: Mapping[str, Any] | None = None, idempotency_key: str = "",
                                  timeout: float | None = None) -> pb.TriggerRetrainingResponse:
@@ -434,3 +441,8 @@ class FeatureStore(SyncClient[pipeline_pb2_grpc.PipelineServiceStub]):
         """As PipelineClient.materialize_features, blocking."""
         request = _materialize_request(feature_views, mode, start_time, end_time, wait)
         return self._call(self.stub.MaterializeFeatures, request, timeout)
+
+    def get_materialization_job(self, job_id: str, *,
+                                timeout: float | None = None) -> pb.GetMaterializationJobResponse:
+        """As PipelineClient.get_materialization_job, blocking."""
+        return self._call(self.stub.GetMaterializationJob, pb.GetMaterializationJobRequest(job_id=job_id), timeout)

@@ -238,7 +238,8 @@ async def test_the_server_is_healthy_after_fuzzing(channel, known, caplog):
     assert_quiet(caplog)
 
 
-BUILT_ELSEWHERE = {"pipeline": {"GetFeatureSchema", "GetFeatures", "MaterializeFeatures", "GetTrainingSet"}}
+BUILT_ELSEWHERE = {"pipeline": {"GetFeatureSchema", "GetFeatures", "MaterializeFeatures", "GetMaterializationJob",
+                                 "GetTrainingSet"}}
 """RPCs of partly built services, fuzzed in their own files (test_pipeline_grpc_fuzz.py)."""
 
 

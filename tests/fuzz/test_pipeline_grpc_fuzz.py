@@ -66,6 +66,7 @@ SERVICE = "/mnbara.mlserving.pipeline.v1.PipelineService/"
 OTHER_MEANT = {
     "GetFeatures": {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE},
     "MaterializeFeatures": {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND},
+    "GetMaterializationJob": {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND},
     "GetTrainingSet": {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                        grpc.StatusCode.FAILED_PRECONDITION},
 }

@@ -144,6 +144,10 @@ class FakeState:
         self._check()
         self.jobs = [replace(job) if j.job_id == job.job_id else j for j in self.jobs]
 
+    async def get_job(self, job_id):
+        found = [j for j in self.jobs if j.job_id == job_id]
+        return replace(found[0]) if found else None
+
     async def last_job(self, name, *, before):
         index = next(i for i, j in enumerate(self.jobs) if j.job_id == before.job_id)
         earlier = [j for j in self.jobs[:index] if j.feature_view == name]

@@ -13,7 +13,7 @@ import pytest
 
 from ml_serving_server.services.pipeline.domain.feature_views import Entity, Feature, FeatureView, Source, ValueType
 from ml_serving_server.services.pipeline.domain.materialization import FULL, Materializer
-from ml_serving_server.services.pipeline.domain.ports import EntityRow, Job
+from ml_serving_server.services.pipeline.domain.ports import EntityRow, Job, SourceQueryFailed
 from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
 from ml_serving_server.services.pipeline.postgres_store import PostgresFeatureSource, PostgresMaterializationState
 from ml_serving_server.services.pipeline.redis_online_store import RedisOnlineStore
@@ -101,6 +101,15 @@ async def test_source_queries_are_typed_and_windowed(source, tables):
     (agg,) = await source.rows(activity, [3])
     assert agg.values == {"events": 10, "mean_value": 48.0, "recent": [93, 83, 73]}
     assert await source.rows(view, [10_000]) == []
+
+
+async def test_a_source_query_the_database_refuses_is_a_failed_precondition_naming_why(source):
+    view = profile_view(f"no_such_table_{uuid.uuid4().hex[:8]}")
+    for call in (source.max_event_time(view), source.rows(view, [1]),
+                 source.changed_keys(view, after=None, since=None, until=None)):
+        with pytest.raises(SourceQueryFailed) as failed:
+            await call
+        assert failed.value.reason.name == "SOURCE_QUERY_FAILED" and "does not exist" in failed.value.message
 
 
 async def test_the_online_store_round_trips_typed_values_in_one_pipeline(online, tables):

@@ -38,3 +38,26 @@ def test_materialising_needs_pipeline_write(stack):
     reply = call(stack.front_door, "POST", MATERIALIZE, token=stack.mint(["pipeline.read"], "reader"),
                  body={"featureViews": ["user_profile"]})
     assert reply.status == 403, reply.body
+
+
+def test_a_materialisation_job_is_read_at_its_path(stack):
+    unknown = call(stack.front_door, "GET", "/api/v1/ml/features/materialization-jobs/"
+                   "6f1c1c4e-0000-4000-8000-000000000000", token=stack.token)
+    assert unknown.status == 404 and unknown.json()["details"][0]["reason"] == "MATERIALIZATION_JOB_NOT_FOUND"
+    bad = call(stack.front_door, "GET", "/api/v1/ml/features/materialization-jobs/not-a-job", token=stack.token)
+    assert bad.status == 400 and bad.json()["details"][0]["metadata"]["field"] == "job_id"
+
+
+def test_the_columns_layout_over_rest(stack):
+    reply = call(stack.front_door, "POST", GET, token=stack.token,
+                 body={"views": [{"featureView": "user_profile", "featureNames": ["country"]}],
+                       "entityIds": ["123456789"], "disableReadThrough": True, "layout": "FEATURES_LAYOUT_COLUMNS"})
+    assert reply.status == 200, reply.body
+    body = reply.json()
+    assert body["entityIds"] == ["123456789"] and not body.get("entities")
+    (status,) = body["viewStatuses"]
+    assert status["found"] == [False] and status["sources"] == ["FEATURE_VALUE_SOURCE_NOT_FOUND"]
+    (column,) = body["columns"]
+    assert (column["featureView"], column["name"], column["type"]) == ("user_profile", "country",
+                                                                       "FEATURE_TYPE_STRING")
+    assert column["values"]["nullRows"] == [0]

@@ -169,6 +169,18 @@ async def test_without_wait_the_job_is_answered_queued(stub, materialized):
         pytest.fail("the queued job never ended")
 
 
+async def test_a_job_is_read_back_by_its_id(stub, materialized):
+    job = materialized["profile"]
+    read = (await stub.GetMaterializationJob(pb.GetMaterializationJobRequest(job_id=job.job_id))).job
+    assert (read.job_id, read.state, read.entities_written, read.entities_total, read.window_end) == (
+        job.job_id, pb.JOB_STATE_SUCCEEDED, 200, 200, job.window_end)
+    error = await failed(stub.GetMaterializationJob(pb.GetMaterializationJobRequest(job_id="nope")))
+    assert (error.code(), error_info(error).metadata["field"]) == (grpc.StatusCode.INVALID_ARGUMENT, "job_id")
+    error = await failed(stub.GetMaterializationJob(pb.GetMaterializationJobRequest(
+        job_id="6f1c1c4e-0000-4000-8000-000000000000")))
+    assert (error.code(), error_info(error).reason) == (grpc.StatusCode.NOT_FOUND, "MATERIALIZATION_JOB_NOT_FOUND")
+
+
 async def test_one_materialisation_per_view(stub, database_url):
     state = await PostgresMaterializationState.connect(database_url)
     lock = await state.try_lock("activity")  # as another replica running it would

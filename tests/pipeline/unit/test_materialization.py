@@ -146,3 +146,17 @@ async def test_a_source_down_fails_the_job_as_unavailable():
     source.down = True
     (job,) = await materializer.materialize([], wait=True)
     assert (job.state, job.error.reason, job.error.code) == ("FAILED", "SOURCE_UNAVAILABLE", "UNAVAILABLE")
+
+
+async def test_a_job_is_read_by_its_id_and_a_bad_or_unknown_id_is_refused():
+    materializer, source, _, _ = make(batch_size=10)
+    seed(source, 25)
+    (done,) = await materializer.materialize([], wait=True)
+    read = await materializer.job(done.job_id.upper())  # any spelling of the UUID
+    assert (read.job_id, read.state, read.entities_written, read.entities_total) == (done.job_id, "SUCCEEDED", 25, 25)
+    with pytest.raises(InvalidArgument) as bad:
+        await materializer.job("x" * 5000)
+    assert bad.value.field == "job_id" and len(bad.value.message) < 200
+    with pytest.raises(NotFound) as unknown:
+        await materializer.job("00000000-0000-0000-0000-000000000000")
+    assert unknown.value.reason.name == "MATERIALIZATION_JOB_NOT_FOUND"

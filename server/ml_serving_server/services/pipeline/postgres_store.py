@@ -42,6 +42,7 @@ from .domain.ports import (
     EntityRow,
     Job,
     JobError,
+    SourceQueryFailed,
     SourceUnavailable,
     StateStoreUnavailable,
     ViewState,
@@ -68,11 +69,13 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _translated(exc: BaseException, unavailable: type[Unavailable], what: str) -> BaseException | None:
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, (Unavailable, SourceQueryFailed)):
         return None
     if isinstance(exc, _UNAVAILABLE_ERRORS):
         log.debug("%s unavailable: %s: %s", what, type(exc).__name__, exc)
         return unavailable()
+    if unavailable is SourceUnavailable and isinstance(exc, (pg_errors.SyntaxOrAccessError, pg_errors.DataError)):
+        return SourceQueryFailed(str(exc))  # the declared query and the database disagree
     if isinstance(exc, pg_errors.PostgresError):
         return RuntimeError(f"{what} failed: {type(exc).__name__}: {exc}")
     return None

@@ -1,6 +1,7 @@
 """PipelineService over gRPC: map the request, call the domain, map the response.
 
-GetFeatureSchema, GetFeatures (by entity or by column, one view or several), MaterializeFeatures and GetTrainingSet (server streaming) are built; every other RPC falls through
+GetFeatureSchema, GetFeatures (by entity or by column, one view or several), MaterializeFeatures,
+GetMaterializationJob and GetTrainingSet (server streaming) are built; every other RPC falls through
 to the generated base, which the error interceptor answers with UNIMPLEMENTED (NOT_IMPLEMENTED).
 Domain errors become statuses in the runtime's one mapping (runtime/status.py).
 """
@@ -236,6 +237,9 @@ class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
             start_time=_time(request.start_time, request.HasField("start_time")),
             end_time=_time(request.end_time, request.HasField("end_time")), wait=request.wait)
         return pb.MaterializeFeaturesResponse(jobs=[job_to_pb(job) for job in jobs])
+
+    async def GetMaterializationJob(self, request, context):
+        return pb.GetMaterializationJobResponse(job=job_to_pb(await self._store.materializer.job(request.job_id)))
 
     async def GetTrainingSet(self, request, context):
         form = request.WhichOneof("entity_dataframe")

@@ -36,6 +36,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATE_STORE_UNAVAILABLE: _ClassVar[ErrorReason]
     VIEW_NOT_POINT_IN_TIME: _ClassVar[ErrorReason]
     QUERY_TIMEOUT: _ClassVar[ErrorReason]
+    MATERIALIZATION_JOB_NOT_FOUND: _ClassVar[ErrorReason]
+    SOURCE_QUERY_FAILED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
@@ -66,3 +68,5 @@ REGISTRY_UNAVAILABLE: ErrorReason
 STATE_STORE_UNAVAILABLE: ErrorReason
 VIEW_NOT_POINT_IN_TIME: ErrorReason
 QUERY_TIMEOUT: ErrorReason
+MATERIALIZATION_JOB_NOT_FOUND: ErrorReason
+SOURCE_QUERY_FAILED: ErrorReason

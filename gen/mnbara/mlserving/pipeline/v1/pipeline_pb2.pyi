@@ -542,6 +542,18 @@ class MaterializeFeaturesRequest(_message.Message):
     wait: bool
     def __init__(self, feature_views: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[MaterializationMode, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wait: _Optional[bool] = ...) -> None: ...
 
+class GetMaterializationJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GetMaterializationJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: MaterializationJob
+    def __init__(self, job: _Optional[_Union[MaterializationJob, _Mapping]] = ...) -> None: ...
+
 class MaterializeFeaturesResponse(_message.Message):
     __slots__ = ("jobs",)
     JOBS_FIELD_NUMBER: _ClassVar[int]

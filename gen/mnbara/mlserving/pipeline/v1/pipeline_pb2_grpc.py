@@ -50,6 +50,11 @@ class PipelineServiceStub:
                 request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesRequest.SerializeToString,
                 response_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesResponse.FromString,
                 _registered_method=True)
+        self.GetMaterializationJob = channel.unary_unary(
+                '/mnbara.mlserving.pipeline.v1.PipelineService/GetMaterializationJob',
+                request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetMaterializationJobRequest.SerializeToString,
+                response_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetMaterializationJobResponse.FromString,
+                _registered_method=True)
         self.GetTrainingSet = channel.unary_stream(
                 '/mnbara.mlserving.pipeline.v1.PipelineService/GetTrainingSet',
                 request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetRequest.SerializeToString,
@@ -175,6 +180,16 @@ class PipelineServiceServicer:
         Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_TIME_RANGE), NOT_FOUND
         (FEATURE_VIEW_NOT_FOUND), FAILED_PRECONDITION (MATERIALIZATION_IN_PROGRESS),
         UNAVAILABLE (ONLINE_STORE_UNAVAILABLE, SOURCE_UNAVAILABLE, STATE_STORE_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMaterializationJob(self, request, context):
+        """GetMaterializationJob reads one materialisation job as it is now: its state, its
+        progress (entities_written of entities_total), its window and, failed, its error.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD), NOT_FOUND (MATERIALIZATION_JOB_NOT_FOUND),
+        UNAVAILABLE (STATE_STORE_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -357,6 +372,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesRequest.FromString,
                     response_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesResponse.SerializeToString,
             ),
+            'GetMaterializationJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMaterializationJob,
+                    request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetMaterializationJobRequest.FromString,
+                    response_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetMaterializationJobResponse.SerializeToString,
+            ),
             'GetTrainingSet': grpc.unary_stream_rpc_method_handler(
                     servicer.GetTrainingSet,
                     request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetTrainingSetRequest.FromString,
@@ -520,6 +540,33 @@ class PipelineService:
             '/mnbara.mlserving.pipeline.v1.PipelineService/MaterializeFeatures',
             mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesRequest.SerializeToString,
             mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.MaterializeFeaturesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMaterializationJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mnbara.mlserving.pipeline.v1.PipelineService/GetMaterializationJob',
+            mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetMaterializationJobRequest.SerializeToString,
+            mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.GetMaterializationJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,8 @@ class ErrorReason(enum.Enum):
     STATE_STORE_UNAVAILABLE = enum.auto()
     VIEW_NOT_POINT_IN_TIME = enum.auto()
     QUERY_TIMEOUT = enum.auto()
+    MATERIALIZATION_JOB_NOT_FOUND = enum.auto()
+    SOURCE_QUERY_FAILED = enum.auto()
 
 
 Path = tuple[str | int, ...]

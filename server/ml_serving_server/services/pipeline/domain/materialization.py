@@ -26,7 +26,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
-from ....errors import DomainError, FailedPrecondition, InvalidArgument, Unavailable
+from ....errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .errors import ErrorReason
 from .feature_views import FeatureView
 from .ports import FeatureSource, Job, JobError, MaterializationState, OnlineStore, ViewLock, ViewState
@@ -96,6 +96,20 @@ class Materializer:
         if not wait:
             return [replace(job) for job in jobs]
         return list(await asyncio.gather(*(asyncio.shield(task) for task in tasks)))
+
+    async def job(self, job_id: str) -> Job:
+        """One job as it is now (its progress while it runs)."""
+        try:
+            canonical = str(uuid.UUID(job_id)) if len(job_id) <= 36 else ""
+        except ValueError:
+            canonical = ""
+        if not canonical:
+            raise InvalidArgument("job_id", "must be a job id (a UUID) as MaterializeFeatures answered it")
+        job = await self._state.get_job(canonical)
+        if job is None:
+            raise NotFound(f"no materialisation job {canonical}", reason=ErrorReason.MATERIALIZATION_JOB_NOT_FOUND,
+                           metadata={"job_id": canonical})
+        return job
 
     def _views(self, names: Sequence[str]) -> tuple[FeatureView, ...]:
         if not names:

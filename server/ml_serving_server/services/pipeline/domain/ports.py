@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Sequence
 
-from ....errors import Unavailable
+from ....errors import FailedPrecondition, Unavailable
 from .errors import ErrorReason
 from .feature_views import FeatureView
 from .values import EntityKey
@@ -21,6 +21,15 @@ from .values import EntityKey
 class SourceUnavailable(Unavailable):
     def __init__(self, what: str = "the feature source (PostgreSQL)"):
         super().__init__(f"{what} cannot be reached", reason=ErrorReason.SOURCE_UNAVAILABLE)
+
+
+class SourceQueryFailed(FailedPrecondition):
+    """PostgreSQL refuses a view's source query as written (no such table or column, a bad cast):
+    a fault of the declarations or the database, not of the request."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"a feature view's source query fails in PostgreSQL: {detail[:200]}",
+                         reason=ErrorReason.SOURCE_QUERY_FAILED)
 
 
 class OnlineStoreUnavailable(Unavailable):
@@ -143,6 +152,8 @@ class MaterializationState(Protocol):
 
     async def update_job(self, job: Job) -> None:
         """Store the job's state and progress."""
+
+    async def get_job(self, job_id: str) -> Job | None: ...
 
     async def last_job(self, feature_view: str, *, before: Job) -> Job | None:
         """The view's newest job created before `before` (the previous one)."""
