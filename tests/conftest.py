@@ -25,6 +25,12 @@ from ml_serving_tools.paths import STATE_DIR
 from .support import TEST_DATABASE_PREFIX, bearer, private_database, start_stack_on_free_ports, test_runtime
 
 
+# Test meshes materialise only when a test asks: a scheduled run of the demo views holding a
+# view's lock would make another test's MaterializeFeatures fail as in progress. The scheduler's
+# own tests turn it on.
+os.environ.setdefault("PIPELINE_MATERIALIZATION_SCHEDULER_ENABLED", "false")
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """REDIS_URL when set (the test command finds or starts one and sets it), else the local default."""

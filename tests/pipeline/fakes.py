@@ -144,6 +144,9 @@ class FakeState:
         self._check()
         self.jobs = [replace(job) if j.job_id == job.job_id else j for j in self.jobs]
 
+    async def newest_job_time(self, name):
+        return max((j.create_time for j in self.jobs if j.feature_view == name), default=None)
+
     async def get_job(self, job_id):
         found = [j for j in self.jobs if j.job_id == job_id]
         return replace(found[0]) if found else None

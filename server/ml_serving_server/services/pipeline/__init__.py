@@ -2,7 +2,8 @@
 training sets).
 
     domain/                feature views (rules, definition hash), the schema, typed values,
-                           materialisation, online reads, the ports: plain Python
+                           materialisation (on demand and on each view's schedule), online
+                           reads, the ports: plain Python
     declarations.py        the views declared in `*.yaml` files (features/ by default), read with pyyaml
     postgres_store.py      the views' source queries and the materialisation state (jobs, watermarks,
                            view locks) over PostgreSQL (migrations/: alembic)
@@ -30,6 +31,7 @@ from .settings import PipelineSettings
 async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     from .domain.materialization import Materializer
     from .domain.online import FeatureReader
+    from .domain.scheduling import MaterializationScheduler
     from .domain.service import FeatureStore
     from .domain.training import TrainingSets
     from .postgres_store import PostgresFeatureSource, PostgresMaterializationState
@@ -57,6 +59,10 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
         source.pool, statement_timeout_s=settings.training_set_statement_timeout_seconds,
         timeout_s=settings.training_set_timeout_seconds), batch_rows=settings.training_set_batch_entries)
     store = FeatureStore(schema, reader, materializer, state, training)
+    scheduler = MaterializationScheduler(schema, materializer, state,
+                                         tick_s=settings.materialization_scheduler_tick_seconds)
+    if settings.materialization_scheduler_enabled:
+        scheduler.start()
 
     async def probe() -> bool:
         # Reads are served with either store down (from the other), so only the state store gates.
@@ -67,7 +73,7 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
         await asyncio.gather(online.close(), source.close(), state.close(), return_exceptions=True)
 
     return BuiltService(PipelineServicer(store), probe=probe, probe_gates_server=False, closers=[close],
-                        stopping=[materializer.close])
+                        stopping=[scheduler.close, materializer.close])
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

@@ -321,6 +321,11 @@ class PostgresMaterializationState:
         return _job(record) if record else None
 
     @_state_errors
+    async def newest_job_time(self, feature_view: str) -> datetime | None:
+        return await self._pool.fetchval("SELECT create_time FROM pipeline_materialization_jobs "
+                                         "WHERE feature_view = $1 ORDER BY seq DESC LIMIT 1", feature_view)
+
+    @_state_errors
     async def last_job(self, feature_view: str, *, before: Job) -> Job | None:
         record = await self._pool.fetchrow(_LAST_JOB, feature_view, before.job_id)
         return _job(record) if record else None

@@ -26,6 +26,11 @@ class PipelineSettings(SettingsBase):
                                             "query and one pipelined round trip); a stopped job redoes at most one")
     materialization_query_timeout_seconds: float = Field(
         300.0, gt=0, description="longest one source query of a materialisation may take (the changed keys, a batch)")
+    materialization_scheduler_enabled: bool = Field(
+        True, description="materialise each view with a materialization_schedule (cron, UTC) at its times; one job "
+                          "per due time however many replicas run")
+    materialization_scheduler_tick_seconds: float = Field(
+        15.0, ge=0.05, le=3600, description="how often a replica looks for a scheduled view that is due")
     read_through_timeout_seconds: float = Field(
         2.0, gt=0, description="longest a read-through (GetFeatures computing missing values) may wait for the source")
     training_set_batch_entries: int = Field(

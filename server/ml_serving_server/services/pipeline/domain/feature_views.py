@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from croniter import croniter
+
 from .errors import InvalidDefinition, Path
 
 NAME_PATTERN = "[a-z][a-z0-9_]{0,63}"
@@ -235,11 +237,12 @@ def _check_ttl(ttl: object) -> None:
 
 
 def _check_schedule(schedule: object) -> None:
-    # A shape check only; the materialisation scheduler parses the expression itself.
+    # Five fields of the shape below, and an expression croniter (the scheduler's parser) takes.
     if not isinstance(schedule, str):
         raise InvalidDefinition(("materialization_schedule",), "must be text")
     fields = schedule.split()
-    if fields and (len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields)):
+    if fields and (len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields)
+                   or not croniter.is_valid(schedule)):
         raise InvalidDefinition(("materialization_schedule",),
                                 f"must be a five-field cron expression such as '*/15 * * * *', got {schedule!r}")
 

@@ -58,9 +58,11 @@ class Materializer:
 
     async def materialize(self, feature_views: Sequence[str], mode: str = INCREMENTAL, *,
                           start_time: datetime | None = None, end_time: datetime | None = None,
-                          wait: bool = False) -> list[Job]:
+                          wait: bool = False, unless_since: datetime | None = None) -> list[Job]:
         """Queue one job per view (every view when none is named); with `wait`, answer after they
-        end (a failed job is answered with its error, not raised)."""
+        end (a failed job is answered with its error, not raised). `unless_since`: no job for a
+        view that has one created at or after that time (checked under the view's lock, so two
+        replicas firing one schedule start one job)."""
         views = self._views(feature_views)
         if mode not in (INCREMENTAL, FULL):
             raise InvalidArgument("mode", "must be INCREMENTAL or FULL")
@@ -77,6 +79,8 @@ class Materializer:
                                              reason=ErrorReason.MATERIALIZATION_IN_PROGRESS,
                                              metadata={"feature_view": view.name})
                 locks.append(lock)
+            if unless_since is not None:
+                views, locks = await self._without_jobs_since(views, locks, unless_since)
             jobs = []
             for view in views:
                 job = Job(job_id=str(uuid.uuid4()), feature_view=view.name, mode=mode, state=QUEUED,
@@ -96,6 +100,18 @@ class Materializer:
         if not wait:
             return [replace(job) for job in jobs]
         return list(await asyncio.gather(*(asyncio.shield(task) for task in tasks)))
+
+    async def _without_jobs_since(self, views, locks, since: datetime):
+        """The views (and their locks) with no job created at or after `since`; the others' locks given back."""
+        kept_views, kept_locks = [], []
+        for view, lock in zip(views, locks):
+            newest = await self._state.newest_job_time(view.name)
+            if newest is not None and newest >= since:
+                await lock.release()
+            else:
+                kept_views.append(view)
+                kept_locks.append(lock)
+        return tuple(kept_views), kept_locks
 
     async def job(self, job_id: str) -> Job:
         """One job as it is now (its progress while it runs)."""

@@ -155,6 +155,9 @@ class MaterializationState(Protocol):
 
     async def get_job(self, job_id: str) -> Job | None: ...
 
+    async def newest_job_time(self, feature_view: str) -> datetime | None:
+        """When the view's newest job was created (None: it has none)."""
+
     async def last_job(self, feature_view: str, *, before: Job) -> Job | None:
         """The view's newest job created before `before` (the previous one)."""
 
