@@ -92,6 +92,17 @@ class FakeOnline:
                 found[key] = replace(entity, values={f: entity.values.get(f) for f in features})
         return found
 
+    async def keys(self, view):
+        if self.down:
+            raise OnlineStoreUnavailable()
+        return [key for (name, key) in self.hashes if name == view.name]
+
+    async def delete(self, view, keys):
+        if self.down:
+            raise OnlineStoreUnavailable()
+        for key in keys:
+            self.hashes.pop((view.name, key), None)
+
     def snapshot(self, view_name: str) -> dict:
         return {k: (e.values, e.event_time) for (v, k), e in self.hashes.items() if v == view_name}
 

@@ -123,7 +123,13 @@ async def test_the_online_store_round_trips_typed_values_in_one_pipeline(online,
     assert found[1].definition_hash == view.definition_hash
     assert found[2].values["score"] is None and found[2].event_time is None
     assert set(await online.dump(view)) == {"1", "2"}
-    assert await online.clear(view) == 2 and await online.read(view, [1], ["score"]) == {}
+    other = profile_view(tables[0], name="profile_other")  # another view's keys are not this one's
+    await online.write(other, [EntityRow(7, T0, values)], T0)
+    assert sorted(await online.keys(view)) == [1, 2] and await online.keys(other) == [7]
+    await online.delete(view, [2, 99])
+    assert await online.keys(view) == [1] and await online.keys(other) == [7]
+    await online.clear(other)
+    assert await online.clear(view) == 1 and await online.read(view, [1], ["score"]) == {}
 
 
 async def test_the_view_lock_is_exclusive_across_connections(state):

@@ -160,3 +160,34 @@ async def test_a_job_is_read_by_its_id_and_a_bad_or_unknown_id_is_refused():
     with pytest.raises(NotFound) as unknown:
         await materializer.job("00000000-0000-0000-0000-000000000000")
     assert unknown.value.reason.name == "MATERIALIZATION_JOB_NOT_FOUND"
+
+
+async def test_a_full_run_removes_the_online_entities_the_source_no_longer_has():
+    materializer, source, online, state = make(batch_size=10)
+    seed(source, 30)
+    await materializer.materialize([], wait=True)
+    for key in (3, 17, 29):
+        del source.tables["scores"][key]
+    (incremental,) = await materializer.materialize([], wait=True)
+    assert incremental.entities_deleted == 0 and len(online.snapshot("scores")) == 30  # no tombstones to see
+    (full,) = await materializer.materialize([], FULL, wait=True)
+    assert full.state == "SUCCEEDED" and full.entities_deleted == 3 and full.entities_written == 27
+    assert sorted(online.snapshot("scores")) == sorted(source.tables["scores"])
+    (windowed,) = await materializer.materialize([], FULL, start_time=T0 + timedelta(minutes=20), wait=True)
+    assert windowed.entities_deleted == 0 and len(online.snapshot("scores")) == 27  # a window sees only its rows
+
+
+async def test_an_entity_back_in_the_source_since_the_key_scan_is_not_removed():
+    materializer, source, online, state = make(batch_size=10)
+    seed(source, 5)
+    await materializer.materialize([], wait=True)
+    del source.tables["scores"][4]
+    real_changed_keys = source.changed_keys
+
+    async def scan_then_reinsert(view, **bounds):
+        keys = await real_changed_keys(view, **bounds)
+        seed(source, 1, start=4)  # back in the source after the scan (and read through meanwhile)
+        return keys
+    source.changed_keys = scan_then_reinsert
+    (full,) = await materializer.materialize([], FULL, wait=True)
+    assert full.entities_deleted == 0 and 4 in {key for _, key in online.hashes}

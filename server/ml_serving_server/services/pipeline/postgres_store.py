@@ -199,17 +199,17 @@ def _key(view: FeatureView, value: object) -> EntityKey:
 
 _JOB_COLUMNS = ("job_id, feature_view, mode, state, definition_hash, create_time, start_time, end_time, window_start, "
                 "window_end, entities_total, entities_written, resume_after, resumed_job_id, error_code, "
-                "error_reason, error_message")
+                "error_reason, error_message, entities_deleted")
 
 _INSERT_JOB = f"""
     INSERT INTO pipeline_materialization_jobs ({_JOB_COLUMNS})
-    VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"""
+    VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"""
 
 _UPDATE_JOB = """
     UPDATE pipeline_materialization_jobs
     SET mode = $3, state = $4, definition_hash = $5, create_time = $6, start_time = $7, end_time = $8,
         window_start = $9, window_end = $10, entities_total = $11, entities_written = $12, resume_after = $13,
-        resumed_job_id = $14, error_code = $15, error_reason = $16, error_message = $17
+        resumed_job_id = $14, error_code = $15, error_reason = $16, error_message = $17, entities_deleted = $18
     WHERE job_id = $1::uuid AND feature_view = $2"""
 
 _LAST_JOB = f"""
@@ -235,7 +235,7 @@ def _job_params(job: Job) -> tuple:
     return (job.job_id, job.feature_view, job.mode, job.state, job.definition_hash, job.create_time, job.start_time,
             job.end_time, job.window_start, job.window_end, job.entities_total, job.entities_written,
             job.resume_after, job.resumed_job_id, error.code if error else None, error.reason if error else None,
-            error.message if error else None)
+            error.message if error else None, job.entities_deleted)
 
 
 def _job(record) -> Job:
@@ -246,7 +246,7 @@ def _job(record) -> Job:
                start_time=record["start_time"], end_time=record["end_time"], window_start=record["window_start"],
                window_end=record["window_end"], entities_total=record["entities_total"],
                entities_written=record["entities_written"], resume_after=record["resume_after"],
-               resumed_job_id=record["resumed_job_id"], error=error)
+               resumed_job_id=record["resumed_job_id"], error=error, entities_deleted=record["entities_deleted"])
 
 
 class _AdvisoryLock:

@@ -29,7 +29,7 @@ from redis import exceptions as redis_errors
 
 from .domain.feature_views import FeatureView
 from .domain.ports import EntityRow, OnlineStoreUnavailable, StoredEntity
-from .domain.values import EntityKey, key_text
+from .domain.values import EntityKey, key_from_text, key_text
 
 HASH_CHARS = 16
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -53,6 +53,11 @@ def _time(value: int | None) -> datetime | None:
 # are written as Python's JSON writes them, and read back.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _encode = _ENCODER.encode
+
+
+def _pattern(prefix: str) -> str:
+    """A SCAN pattern for every key under `prefix` (its hash tag's braces escaped)."""
+    return prefix.replace("{", "\\{").replace("}", "\\}") + "*"
 
 
 def _translate_errors(method):
@@ -149,16 +154,29 @@ class RedisOnlineStore:
         found = tuple(index[name] for name in features)
         return None if found == tuple(range(len(view.features))) else found
 
+    @_translate_errors
+    async def keys(self, view: FeatureView) -> list[EntityKey]:
+        prefix = self._view_prefix(view)
+        return [key_from_text(view, key.decode()[len(prefix):])
+                async for key in self._redis.scan_iter(match=_pattern(prefix), count=1000)]
+
+    @_translate_errors
+    async def delete(self, view: FeatureView, keys: Sequence[EntityKey]) -> None:
+        if keys:
+            await self._redis.unlink(*[self.key(view, key) for key in keys])
+
+    def _view_prefix(self, view: FeatureView) -> str:
+        return f"{self._prefix}:fv:{{{view.name}}}:"
+
     # ----- for tests and tools -----
 
     @_translate_errors
     async def dump(self, view: FeatureView) -> dict[str, dict[str, str]]:
         """Every record of the view (by entity id), as fields h, c, t and v (text): to compare two
         online stores."""
-        prefix = f"{self._prefix}:fv:{{{view.name}}}:"
+        prefix = self._view_prefix(view)
         found = {}
-        async for key in self._redis.scan_iter(match=prefix.replace("{", "\\{").replace("}", "\\}") + "*",
-                                               count=1000):
+        async for key in self._redis.scan_iter(match=_pattern(prefix), count=1000):
             definition, computed, event, values = json.loads(await self._redis.get(key))
             found[key.decode()[len(prefix):]] = {"h": definition, "c": str(computed), "t": json.dumps(event),
                                                  "v": _encode(values)}
@@ -167,9 +185,7 @@ class RedisOnlineStore:
     @_translate_errors
     async def clear(self, view: FeatureView) -> int:
         """Delete every hash of the view; how many there were."""
-        prefix = f"{self._prefix}:fv:{{{view.name}}}:"
-        keys = [key async for key in self._redis.scan_iter(
-            match=prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000)]
+        keys = [key async for key in self._redis.scan_iter(match=_pattern(self._view_prefix(view)), count=1000)]
         for start in range(0, len(keys), 1000):
             await self._redis.delete(*keys[start:start + 1000])
         return len(keys)

@@ -144,7 +144,8 @@ def job_to_pb(job: Job) -> pb.MaterializationJob:
         window_start=_timestamp(job.window_start), window_end=_timestamp(job.window_end),
         entities_written=job.entities_written, entities_total=job.entities_total,
         create_time=_timestamp(job.create_time), start_time=_timestamp(job.start_time),
-        end_time=_timestamp(job.end_time), resumed_job_id=job.resumed_job_id)
+        end_time=_timestamp(job.end_time), resumed_job_id=job.resumed_job_id,
+        entities_deleted=job.entities_deleted)
     if job.error is not None:
         status = status_pb2.Status(code=code_pb2.Code.Value(job.error.code) if job.error.code in code_pb2.Code.keys()
                                    else code_pb2.INTERNAL, message=job.error.message)

@@ -499,7 +499,7 @@ class GetTrainingSetResponse(_message.Message):
     def __init__(self, join_keys: _Optional[_Iterable[str]] = ..., column_names: _Optional[_Iterable[str]] = ..., feature_views: _Optional[_Iterable[str]] = ..., features: _Optional[_Iterable[_Union[TrainingSetFeature, _Mapping]]] = ..., row_count: _Optional[int] = ..., row_indexes: _Optional[_Iterable[int]] = ..., entity_ids: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ..., timestamps: _Optional[_Union[TrainingSetColumn, _Mapping]] = ..., columns: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ..., event_times: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ..., values: _Optional[_Iterable[_Union[TrainingSetColumn, _Mapping]]] = ...) -> None: ...
 
 class MaterializationJob(_message.Message):
-    __slots__ = ("job_id", "feature_view", "mode", "state", "window_start", "window_end", "entities_written", "create_time", "start_time", "end_time", "error", "entities_total", "resumed_job_id")
+    __slots__ = ("job_id", "feature_view", "mode", "state", "window_start", "window_end", "entities_written", "create_time", "start_time", "end_time", "error", "entities_total", "resumed_job_id", "entities_deleted")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     FEATURE_VIEW_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -513,6 +513,7 @@ class MaterializationJob(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ENTITIES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RESUMED_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITIES_DELETED_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     feature_view: str
     mode: MaterializationMode
@@ -526,7 +527,8 @@ class MaterializationJob(_message.Message):
     error: _status_pb2.Status
     entities_total: int
     resumed_job_id: str
-    def __init__(self, job_id: _Optional[str] = ..., feature_view: _Optional[str] = ..., mode: _Optional[_Union[MaterializationMode, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entities_written: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., entities_total: _Optional[int] = ..., resumed_job_id: _Optional[str] = ...) -> None: ...
+    entities_deleted: int
+    def __init__(self, job_id: _Optional[str] = ..., feature_view: _Optional[str] = ..., mode: _Optional[_Union[MaterializationMode, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entities_written: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., entities_total: _Optional[int] = ..., resumed_job_id: _Optional[str] = ..., entities_deleted: _Optional[int] = ...) -> None: ...
 
 class MaterializeFeaturesRequest(_message.Message):
     __slots__ = ("feature_views", "mode", "start_time", "end_time", "wait")

@@ -198,16 +198,34 @@ class Materializer:
                                                    since=job.window_start if job.mode == FULL else None,
                                                    until=job.window_end if job.mode == INCREMENTAL
                                                    else job.requested_until)
+        every_key = keys
         if resume_after is not None:
             keys = [key for key in keys if key > resume_after]
         job.entities_total = len(keys)  # this job's own: a resumed job counts what it writes
         await self._state.update_job(job)
         await self._copy(view, job, keys)
+        if job.mode == FULL and job.window_start is None and job.requested_until is None:
+            await self._remove_deleted(view, job, every_key)
         job.state, job.end_time = SUCCEEDED, self._clock()
         materialized_until = job.window_end
         if watermark is not None and (materialized_until is None or materialized_until < watermark):
             materialized_until = watermark  # an earlier end_time never moves the watermark back
         await self._state.finish(job, ViewState(view.name, view.definition_hash, materialized_until, job.end_time))
+
+    async def _remove_deleted(self, view: FeatureView, job: Job, source_keys: list[EntityKey]) -> None:
+        """After a FULL run over the whole source: remove the online entities the source no longer
+        has. A candidate is asked of the source once more (one that appeared since the key scan, read
+        through meanwhile, stays)."""
+        known = set(source_keys)
+        candidates = sorted((key for key in await self._online.keys(view) if key not in known), key=str)
+        for start in range(0, len(candidates), self._batch_size):
+            batch = candidates[start:start + self._batch_size]
+            present = {row.key for row in await self._source.rows(view, batch)}
+            gone = [key for key in batch if key not in present]
+            await self._online.delete(view, gone)
+            job.entities_deleted += len(gone)
+        if candidates:
+            await self._state.update_job(job)
 
     async def _copy(self, view: FeatureView, job: Job, keys: list[EntityKey]) -> None:
         """Batch by batch from the source into the online store, the job's progress recorded after

@@ -78,7 +78,7 @@ class FeatureSource(Protocol):
 
 
 class OnlineStore(Protocol):
-    """One hash per (view, entity): the features, their event time and when they were written."""
+    """One record per (view, entity): the features, their event time and when they were written."""
 
     async def write(self, view: FeatureView, rows: Sequence[EntityRow], computed_at: datetime) -> None:
         """Write every row in one round trip; rewriting an entity replaces its values."""
@@ -87,6 +87,12 @@ class OnlineStore(Protocol):
                          ) -> list[dict[EntityKey, StoredEntity]]:
         """Per (view, keys, features): the stored entities among the keys (absent ones left out),
         with those features. Every view in one round trip."""
+
+    async def keys(self, view: FeatureView) -> list[EntityKey]:
+        """Every entity the view has online (any definition)."""
+
+    async def delete(self, view: FeatureView, keys: Sequence[EntityKey]) -> None:
+        """Remove the entities' values, in one round trip."""
 
     async def ping(self) -> bool: ...
 
@@ -132,6 +138,7 @@ class Job:
     entities_written: int = 0
     resume_after: str | None = None  # the last key of the last batch written (progress)
     resumed_job_id: str = ""
+    entities_deleted: int = 0  # online entities no longer in the source, removed (FULL runs)
     start_time: datetime | None = None
     end_time: datetime | None = None
     error: JobError | None = None
