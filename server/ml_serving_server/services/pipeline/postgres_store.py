@@ -47,7 +47,7 @@ from .domain.ports import (
     StateStoreUnavailable,
     ViewState,
 )
-from .domain.values import EntityKey, row_converter, utc
+from .domain.values import EntityKey, batch_values, utc
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,9 @@ class PostgresFeatureSource:
         sql = (f"SELECT DISTINCT ON (q.{key}) * FROM ({view.source.query}) AS q WHERE q.{key} = ANY($1::{array}) "
                f"ORDER BY q.{key}, q.{time} DESC NULLS LAST")
         records = await self._pool.fetch(sql, list(keys), timeout=timeout_s or self._scan_timeout)
-        values, join_key, event_time = row_converter(view), view.entity.join_key, view.source.event_time_column
-        return [EntityRow(_key(view, record[join_key]), utc(record[event_time]), values(record)) for record in records]
+        join_key, event_time = view.entity.join_key, view.source.event_time_column
+        return [EntityRow(_key(view, record[join_key]), utc(record[event_time]), values)
+                for record, values in zip(records, batch_values(view, records))]
 
 
 def _key(view: FeatureView, value: object) -> EntityKey:
