@@ -51,6 +51,9 @@ class FakeSource:
                       if (after is None or r.event_time > after) and (since is None or r.event_time >= since)
                       and (until is None or r.event_time <= until))
 
+    async def encoded_rows(self, view, keys):
+        return None  # the typed path: what these fakes check
+
     async def rows(self, view, keys, *, timeout_s=None):
         self._check()
         self.row_calls.append(list(keys))

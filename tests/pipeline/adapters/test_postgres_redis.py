@@ -5,6 +5,9 @@ materialisation stopped by cancelling after a batch, then resumed, equal to a ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import math
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -103,6 +106,47 @@ async def test_source_queries_are_typed_and_windowed(source, tables):
     assert await source.rows(view, [10_000]) == []
 
 
+async def test_rows_encoded_by_postgres_read_back_as_the_typed_rows(source, tables, database_url):
+    """The materialisation's bulk path: PostgreSQL's JSON of the values equals the typed path's
+    values once parsed, for every entity, over numeric, int, bool, text, real[] and text[] columns
+    and an aggregate view (count, avg of doubles, bigint[])."""
+    for view in (profile_view(tables[0]), activity_view(tables[1])):
+        keys = await source.changed_keys(view, after=None, since=None, until=None)
+        encoded, typed = await source.encoded_rows(view, keys), await source.rows(view, keys)
+        assert encoded is not None and len(encoded) == len(typed) == len(keys)
+        names = [feature.name for feature in view.features]
+        for one, other in zip(encoded, typed):
+            assert (one.key, one.event_time) == (other.key, other.event_time)
+            assert dict(zip(names, json.loads(one.values_json))) == other.values
+
+
+async def test_values_the_json_path_would_write_otherwise_are_read_typed(source, database_url):
+    """A list with a null element is null (as the typed path says), and NaN, which PostgreSQL's
+    JSON writes as a string, sends the batch down the typed path; a column of another type than
+    the declared one (here a float feature over text) sends the view there."""
+    table = f"pl_odd_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"""
+            CREATE TABLE {table} (user_id bigint, score double precision, level int, premium bool, country text,
+                                  taste real[], tags text[], updated_at timestamptz);
+            INSERT INTO {table} VALUES (1, 1.5, 1, true, 'x', ARRAY[1, NULL]::real[], ARRAY['a'], now()),
+                                       (2, 'NaN', 2, false, 'y', ARRAY[2, 3]::real[], ARRAY[]::text[], now())""")
+        view = profile_view(table)
+        (first,) = await source.encoded_rows(view, [1])
+        assert json.loads(first.values_json) == [1.5, 1, True, "x", None, ["a"]]
+        assert await source.encoded_rows(view, [1, 2]) is None
+        (typed,) = [row for row in await source.rows(view, [2])]
+        assert math.isnan(typed.values["score"]) and typed.values["tags"] == []
+        odd = dataclasses.replace(view, name="odd", source=Source(
+            f"SELECT user_id, score::text AS score, level, premium, country, taste, tags, updated_at FROM {table}",
+            "updated_at"))
+        assert await source.encoded_rows(odd, [1]) is None
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.close()
+
+
 async def test_a_source_query_the_database_refuses_is_a_failed_precondition_naming_why(source):
     view = profile_view(f"no_such_table_{uuid.uuid4().hex[:8]}")
     for call in (source.max_event_time(view), source.rows(view, [1]),
@@ -167,12 +211,19 @@ class Pausing:
     def __init__(self, inner, batches):
         self.inner, self.batches, self.paused = inner, batches, asyncio.Event()
 
-    async def write(self, view, rows, computed_at):
+    async def _pass(self):
         if self.batches == 0:
             self.paused.set()
             await asyncio.Event().wait()
         self.batches -= 1
+
+    async def write(self, view, rows, computed_at):
+        await self._pass()
         await self.inner.write(view, rows, computed_at)
+
+    async def write_encoded(self, view, rows, computed_at):
+        await self._pass()
+        await self.inner.write_encoded(view, rows, computed_at)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -39,6 +39,7 @@ from ...errors import Unavailable
 from ...runtime import postgres_migrations as migrations
 from .domain.feature_views import FeatureView, ValueType
 from .domain.ports import (
+    EncodedRow,
     EntityRow,
     Job,
     JobError,
@@ -138,6 +139,7 @@ class PostgresFeatureSource:
 
     def __init__(self, pool: asyncpg.Pool, timeout_s: float, scan_timeout_s: float):
         self._pool, self._timeout, self._scan_timeout = pool, timeout_s, scan_timeout_s
+        self._encoding_queries: dict[str, str | None] = {}  # by view definition hash
 
     @classmethod
     async def connect(cls, url: str, *, timeout_seconds: float = 5.0,
@@ -156,6 +158,47 @@ class PostgresFeatureSource:
 
     async def ping(self) -> bool:
         return await _ping(self._pool, self._timeout)
+
+    @_source_errors
+    async def encoded_rows(self, view: FeatureView, keys: Sequence[EntityKey]) -> list[EncodedRow] | None:
+        if not keys:
+            return []
+        sql = await self._encoding_query(view)
+        if sql is None:
+            return None
+        records = await self._pool.fetch(sql, list(keys), timeout=self._scan_timeout)
+        if any(marker in record["v"] for record in records for marker in _NOT_JSON_NUMBERS):
+            return None  # NaN or an infinity somewhere: Python writes those its own way
+        return [EncodedRow(_key(view, record["k"]), utc(record["t"]), record["v"]) for record in records]
+
+    async def _encoding_query(self, view: FeatureView) -> str | None:
+        """The query giving each row's values as one JSON array built by PostgreSQL, when every
+        feature column has a type whose JSON is exactly Python's; None otherwise. Worked out once
+        per view definition from the query's column types."""
+        if view.definition_hash in self._encoding_queries:
+            return self._encoding_queries[view.definition_hash]
+        async with self._pool.acquire(timeout=self._timeout) as connection:
+            statement = await connection.prepare(f"SELECT * FROM ({view.source.query}) AS q LIMIT 0")
+            types = {attribute.name: attribute.type.name for attribute in statement.get_attributes()}
+        expressions = []
+        for feature in view.features:
+            column = f"q.{_ident(feature.name)}"
+            if feature.name not in types:
+                expressions.append("NULL")
+                continue
+            shape = _EXACT_JSON[feature.type].get(types[feature.name])
+            if shape is None:
+                self._encoding_queries[view.definition_hash] = None
+                return None
+            value = shape.format(column)
+            expressions.append(_LIST_GUARD.format(c=column, v=value) if types[feature.name].endswith("[]") else value)
+        key, time = _ident(view.entity.join_key), _ident(view.source.event_time_column)
+        array = "bigint[]" if view.entity.key_type is ValueType.INT else "text[]"
+        sql = (f"SELECT DISTINCT ON (q.{key}) q.{key} AS k, q.{time} AS t, "
+               f"json_build_array({', '.join(expressions)})::text AS v FROM ({view.source.query}) AS q "
+               f"WHERE q.{key} = ANY($1::{array}) ORDER BY q.{key}, q.{time} DESC NULLS LAST")
+        self._encoding_queries[view.definition_hash] = sql
+        return sql
 
     @_source_errors
     async def max_event_time(self, view: FeatureView) -> datetime | None:
@@ -190,6 +233,25 @@ class PostgresFeatureSource:
         join_key, event_time = view.entity.join_key, view.source.event_time_column
         return [EntityRow(_key(view, record[join_key]), utc(record[event_time]), values)
                 for record, values in zip(records, batch_values(view, records))]
+
+
+# The source column types PostgreSQL's JSON writes exactly as Python's json writes the typed
+# value (same numbers, same lists), per declared type: the column itself, or a cast that keeps
+# the value (real to double precision is exact, and both write a double's shortest form).
+_EXACT_JSON = {
+    ValueType.INT: {"int2": "{}", "int4": "{}", "int8": "{}"},
+    ValueType.FLOAT: {"float8": "{}", "float4": "{}::float8", "numeric": "{}::float8", "int2": "{}::float8",
+                      "int4": "{}::float8", "int8": "{}::float8"},
+    ValueType.STRING: {"text": "{}", "varchar": "{}"},
+    ValueType.BOOL: {"bool": "{}"},
+    ValueType.INT_LIST: {"int2[]": "{}", "int4[]": "{}", "int8[]": "{}"},
+    ValueType.FLOAT_LIST: {"float8[]": "{}", "float4[]": "{}::float8[]"},
+    ValueType.STRING_LIST: {"text[]": "{}", "varchar[]": "{}"},
+}
+# A list with a null element, or of more than one dimension, does not convert: null, as coerce says.
+_LIST_GUARD = "CASE WHEN coalesce(array_ndims({c}), 1) = 1 AND array_position({c}, NULL) IS NULL THEN {v} END"
+# What PostgreSQL's JSON writes for a double JSON has no number for: such a batch is read typed.
+_NOT_JSON_NUMBERS = ('"NaN"', '"Infinity"', '"-Infinity"')
 
 
 def _key(view: FeatureView, value: object) -> EntityKey:

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from .domain.feature_views import FeatureView
-from .domain.ports import EntityRow, OnlineStoreUnavailable, StoredEntity
+from .domain.ports import EncodedRow, EntityRow, OnlineStoreUnavailable, StoredEntity
 from .domain.values import EntityKey, key_from_text, key_text
 
 HASH_CHARS = 16
@@ -110,6 +110,16 @@ class RedisOnlineStore:
             event = "null" if row.event_time is None else _micros(row.event_time)
             records[self.key(view, row.key)] = f"{head}{event},{_encode([values.get(name) for name in names])}]"
         await self._redis.mset(records)
+
+    @_translate_errors
+    async def write_encoded(self, view: FeatureView, rows: Sequence[EncodedRow], computed_at: datetime) -> None:
+        if not rows:
+            return
+        head = f'["{view.definition_hash[:HASH_CHARS]}",{_micros(computed_at)},'
+        await self._redis.mset({
+            self.key(view, row.key): f"{head}{'null' if row.event_time is None else _micros(row.event_time)},"
+                                     f"{row.values_json}]"
+            for row in rows})
 
     async def read(self, view: FeatureView, keys: Sequence[EntityKey], features: Sequence[str]
                    ) -> dict[EntityKey, StoredEntity]:

@@ -29,7 +29,17 @@ from typing import Callable, Sequence
 from ....errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from .errors import ErrorReason
 from .feature_views import FeatureView
-from .ports import FeatureSource, Job, JobError, MaterializationState, OnlineStore, ViewLock, ViewState
+from .ports import (
+    EncodedRow,
+    EntityRow,
+    FeatureSource,
+    Job,
+    JobError,
+    MaterializationState,
+    OnlineStore,
+    ViewLock,
+    ViewState,
+)
 from .schema import FeatureSchema
 from .values import EntityKey, key_from_text, key_text
 
@@ -212,6 +222,11 @@ class Materializer:
             materialized_until = watermark  # an earlier end_time never moves the watermark back
         await self._state.finish(job, ViewState(view.name, view.definition_hash, materialized_until, job.end_time))
 
+    async def _read(self, view: FeatureView, keys: list[EntityKey]) -> list[EncodedRow] | list[EntityRow]:
+        """A batch's rows, encoded by the source where it can (no Python value in between), else typed."""
+        encoded = await self._source.encoded_rows(view, keys)
+        return encoded if encoded is not None else await self._source.rows(view, keys)
+
     async def _remove_deleted(self, view: FeatureView, job: Job, source_keys: list[EntityKey]) -> None:
         """After a FULL run over the whole source: remove the online entities the source no longer
         has. A candidate is asked of the source once more (one that appeared since the key scan, read
@@ -234,13 +249,16 @@ class Materializer:
         batches = [keys[start:start + self._batch_size] for start in range(0, len(keys), self._batch_size)]
         if not batches:
             return
-        reading = asyncio.ensure_future(self._source.rows(view, batches[0]))
+        reading = asyncio.ensure_future(self._read(view, batches[0]))
         try:
             for index, batch in enumerate(batches):
                 rows = await reading
                 if index + 1 < len(batches):
-                    reading = asyncio.ensure_future(self._source.rows(view, batches[index + 1]))
-                await self._online.write(view, rows, self._clock())
+                    reading = asyncio.ensure_future(self._read(view, batches[index + 1]))
+                if rows and isinstance(rows[0], EncodedRow):
+                    await self._online.write_encoded(view, rows, self._clock())
+                else:
+                    await self._online.write(view, rows, self._clock())
                 job.entities_written += len(rows)
                 job.resume_after = key_text(batch[-1])
                 await self._state.update_job(job)

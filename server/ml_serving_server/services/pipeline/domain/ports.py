@@ -52,6 +52,17 @@ class EntityRow:
 
 
 @dataclass(frozen=True)
+class EncodedRow:
+    """One entity's features as the source encoded them: `values_json` is one JSON array of the
+    values in the view's declared order, exactly what `json.dumps` of the typed values gives
+    once parsed (for the materialisation's bulk path: no Python value in between)."""
+
+    key: EntityKey
+    event_time: datetime | None  # aware, UTC
+    values_json: str
+
+
+@dataclass(frozen=True)
 class StoredEntity:
     """One entity's hash in the online store."""
 
@@ -76,12 +87,19 @@ class FeatureSource(Protocol):
                    ) -> list[EntityRow]:
         """The view's rows of these keys (at most one per key: the newest by event time)."""
 
+    async def encoded_rows(self, view: FeatureView, keys: Sequence[EntityKey]) -> list[EncodedRow] | None:
+        """As rows, encoded by the source itself; None when it cannot encode them exactly as the
+        typed rows would be (the caller then reads `rows`)."""
+
 
 class OnlineStore(Protocol):
     """One record per (view, entity): the features, their event time and when they were written."""
 
     async def write(self, view: FeatureView, rows: Sequence[EntityRow], computed_at: datetime) -> None:
         """Write every row in one round trip; rewriting an entity replaces its values."""
+
+    async def write_encoded(self, view: FeatureView, rows: Sequence[EncodedRow], computed_at: datetime) -> None:
+        """As write, of rows the source encoded."""
 
     async def read_views(self, reads: Sequence[tuple[FeatureView, Sequence[EntityKey], Sequence[str]]]
                          ) -> list[dict[EntityKey, StoredEntity]]:
