@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 import asyncpg
 import grpc
 import pytest
-import redis
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
@@ -57,15 +56,9 @@ def loaded(demo_dsn) -> demo_data.LoadReport:
 
 
 @pytest.fixture(scope="module")
-def mesh_prefix(key_prefix, redis_url):
-    prefix = f"{key_prefix}-walk-{uuid.uuid4().hex[:6]}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    try:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
-    finally:
-        client.close()
+def mesh_prefix(key_prefix):
+    """Under the session's prefix: its keys go with the session's."""
+    return f"{key_prefix}-walk-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.fixture(scope="module")

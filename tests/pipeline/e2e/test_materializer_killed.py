@@ -16,7 +16,6 @@ import uuid
 import asyncpg
 import grpc
 import pytest
-import redis
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2_grpc
 
@@ -48,18 +47,11 @@ def demo_dsn(postgres_server):
 
 
 @pytest.fixture
-def prefixes(key_prefix, redis_url):
-    """Two Redis key prefixes of this test: the killed-and-restarted mesh's and the from-scratch run's."""
+def prefixes(key_prefix):
+    """Two Redis key prefixes of this test, the killed-and-restarted mesh's and the from-scratch
+    run's, under the session's (their keys go with the session's)."""
     suffix = uuid.uuid4().hex[:6]
-    made = (f"{key_prefix}-killed-{suffix}", f"{key_prefix}-scratch-{suffix}")
-    yield made
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    try:
-        for prefix in made:
-            for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-                client.delete(key)
-    finally:
-        client.close()
+    return f"{key_prefix}-killed-{suffix}", f"{key_prefix}-scratch-{suffix}"
 
 
 @pytest.fixture
