@@ -96,6 +96,27 @@ def test_data_found_already_is_materialised_incrementally(demo_stack, loaded, fu
     assert features.mode == "INCREMENTAL" and all(job.entities_written == 0 for job in features.jobs), lines
 
 
+async def test_a_view_busy_with_a_scheduled_run_is_waited_for(demo_stack, loaded, full, demo_dsn):
+    """`make up` runs the scheduler too: its first look may take a view's lock before make up's
+    own run asks; make up then asks again until the view is free."""
+    from ml_serving_server.services.pipeline.postgres_store import PostgresMaterializationState
+    state = await PostgresMaterializationState.connect(demo_dsn)
+    try:
+        lock = await state.try_lock("user_profile")  # as a scheduled run would hold it
+        assert lock is not None
+        again = demo_data.LoadReport(False, "already loaded", loaded.seed, loaded.users, loaded.items,
+                                     loaded.events, loaded.anchor)
+        features = demo_setup.DemoFeatures(demo_stack.grpc_addr, demo_stack.token, Loaded(again), wait_seconds=60,
+                                           out=lambda line: None)
+        await asyncio.sleep(2.5)
+        assert not features.wait(0)  # still asking
+        await lock.release()
+        assert await asyncio.to_thread(features.wait, 60)
+        assert features.mode == "INCREMENTAL" and len(features.jobs) == 4, features.outcome
+    finally:
+        await state.close()
+
+
 def test_no_demo_data_no_materialisation(demo_stack):
     features, lines = materialise(demo_stack, None)
     assert (features.mode, lines, features.jobs) == ("", [], [])

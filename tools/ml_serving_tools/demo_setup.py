@@ -51,8 +51,8 @@ from typing import Callable
 from mnbara.mlserving.registry.v1 import registry_pb2 as pb
 
 from ml_serving import FeatureStore, InferenceClient, RegistryClient
-from ml_serving.errors import AlreadyExistsError, DeadlineExceededError, MLServingError, NotFoundError, \
-    ResourceExhaustedError, UnavailableError
+from ml_serving.errors import AlreadyExistsError, DeadlineExceededError, FailedPreconditionError, MLServingError, \
+    NotFoundError, ResourceExhaustedError, UnavailableError
 from ml_serving.inference import prediction_value
 
 from . import demo_data
@@ -398,7 +398,7 @@ class DemoFeatures:
             self.started = time.monotonic()
             try:
                 with FeatureStore(address, token=token) as store:
-                    response = store.materialize_features(mode=self.mode, wait=True, timeout=wait_seconds)
+                    response = self._materialize(store, wait_seconds)
             except DeadlineExceededError:
                 self._say(f"demo features: the {self.mode} materialisation still runs after {wait_seconds:.0f} s; "
                           f"GET /api/v1/ml/features/schema shows each view's lastMaterializationTime")
@@ -413,6 +413,20 @@ class DemoFeatures:
             self._say(f"demo features: {materialized_line(self.jobs)} ({self.mode}, {self.seconds:.1f} s)")
         finally:
             self._done.set()
+
+
+    def _materialize(self, store: FeatureStore, wait_seconds: float):
+        """MaterializeFeatures, again while a view is busy: the mesh's scheduler may have started
+        a view's scheduled run first (it then ends in seconds)."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return store.materialize_features(mode=self.mode, wait=True,
+                                                  timeout=max(1.0, deadline - time.monotonic()))
+            except FailedPreconditionError as error:
+                if error.reason != "MATERIALIZATION_IN_PROGRESS" or time.monotonic() + 1.0 > deadline:
+                    raise
+                time.sleep(1.0)
 
 
 def materialized_line(jobs: list) -> str:
