@@ -92,7 +92,7 @@ class FakeOnline:
         for key in keys:
             entity = self.hashes.get((view.name, key))
             if entity is not None:
-                found[key] = replace(entity, values={f: entity.values.get(f) for f in features})
+                found[key] = entity._replace(values={f: entity.values.get(f) for f in features})
         return found
 
     async def keys(self, view):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import redis.asyncio as aioredis
@@ -42,11 +42,22 @@ def _micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
-@functools.lru_cache(maxsize=4096)  # a batch's records share their write time
 def _time(value: int | None) -> datetime | None:
     if value is None:
         return None
-    return _EPOCH + value * _MICROSECOND
+    return _EPOCH + timedelta(microseconds=value)
+
+
+_WRITE_TIMES: dict[int, datetime] = {}  # a batch's records share their write time: made once
+
+
+def _write_time(value: int) -> datetime:
+    found = _WRITE_TIMES.get(value)
+    if found is None:
+        if len(_WRITE_TIMES) > 4096:
+            _WRITE_TIMES.clear()
+        found = _WRITE_TIMES[value] = _EPOCH + timedelta(microseconds=value)
+    return found
 
 
 # One encoder, made once: json.dumps with options builds a new one per call. NaN and Infinity
@@ -141,7 +152,7 @@ class RedisOnlineStore:
     def _stored(self, view: FeatureView, keys: Sequence[EntityKey], features: Sequence[str], replies: list
                 ) -> dict[EntityKey, StoredEntity]:
         indexes = self._indexes(view, tuple(features))
-        own = view.definition_hash[:HASH_CHARS]
+        own, own_hash = view.definition_hash[:HASH_CHARS], view.definition_hash
         found: dict[EntityKey, StoredEntity] = {}
         for key, reply in zip(keys, replies):
             if reply is None:
@@ -149,11 +160,11 @@ class RedisOnlineStore:
             definition, computed, event, values = reply
             if definition != own or not isinstance(values, list) or len(values) != len(view.features):
                 # Written under another definition: the domain reads it as missing.
-                found[key] = StoredEntity({}, _time(event), _time(computed), definition)
+                found[key] = StoredEntity({}, _time(event), _write_time(computed), definition)
                 continue
             if indexes is not None:
                 values = [values[index] for index in indexes]
-            found[key] = StoredEntity(dict(zip(features, values)), _time(event), _time(computed), view.definition_hash)
+            found[key] = StoredEntity(dict(zip(features, values)), _time(event), _write_time(computed), own_hash)
         return found
 
     @staticmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Sequence
+from typing import NamedTuple, Protocol, Sequence
 
 from ....errors import FailedPrecondition, Unavailable
 from .errors import ErrorReason
@@ -62,9 +62,9 @@ class EncodedRow:
     values_json: str
 
 
-@dataclass(frozen=True)
-class StoredEntity:
-    """One entity's hash in the online store."""
+class StoredEntity(NamedTuple):
+    """One entity's record in the online store. (A named tuple: a read makes one per entity, and
+    a frozen dataclass costs several times more to build.)"""
 
     values: dict[str, object]  # feature name -> typed value (None: null); the requested ones, in their order
     event_time: datetime | None
