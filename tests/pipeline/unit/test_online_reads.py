@@ -9,7 +9,7 @@ import pytest
 
 from ml_serving_server.errors import InvalidArgument, NotFound
 from ml_serving_server.services.pipeline.domain.feature_views import ValueType
-from ml_serving_server.services.pipeline.domain.online import FeatureReader, ValueSource
+from ml_serving_server.services.pipeline.domain.online import FeatureReader, ValueSource, ViewSelection
 from ml_serving_server.services.pipeline.domain.ports import EntityRow, SourceUnavailable
 from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
 
@@ -158,3 +158,33 @@ def test_source_values_are_coerced_to_their_declared_types():
     assert coerce(Feature("a", ValueType.FLOAT_LIST), (1, Decimal("2.5"))) == [1.0, 2.5]
     assert coerce(Feature("a", ValueType.INT_LIST), [1, None]) is None
     assert coerce(Feature("a", ValueType.BOOL), 1) is True and coerce(Feature("a", ValueType.STRING), 7) == "7"
+
+
+async def test_several_views_are_read_in_one_round_trip_and_each_reads_through_on_its_own():
+    reader, source, online, _ = make()
+    await store(online, reader, "scores", 1, NOW, score=1.0, tags=["a"])
+    source.put("cached", 1, T0, score=9.0, tags=[])  # not computed on a miss: not found online
+    source.put("scores", 2, T0, score=2.0, tags=["b"])
+    answer = await reader.read([ViewSelection("scores"), ViewSelection("cached", ("score",))], ids("1", "2"))
+    assert online.reads == 1 and answer.read_through_count == 2  # entity 2 of scores, both features
+    scores, cached = answer.views
+    assert [e.source for e in scores.entities] == [ValueSource.ONLINE_STORE, ValueSource.READ_THROUGH]
+    assert [e.found for e in cached.entities] == [False, False] and cached.feature_names == ["score"]
+
+
+async def test_views_of_other_entities_or_key_types_are_refused_naming_the_view():
+    reader, _, _, _ = make(view("scores"), view("other_type", key_type=ValueType.STRING))
+    with pytest.raises(InvalidArgument) as refused:
+        await reader.read([ViewSelection("scores", field_prefix=None), ViewSelection("other_type", field_prefix=None)],
+                          ids("1"))
+    assert refused.value.field == "views[1].feature_view" and "int key" in refused.value.message
+
+
+async def test_one_view_whose_source_is_down_fails_the_read_and_leaves_nothing_running():
+    reader, source, online, _ = make()
+    source.down = True
+    with pytest.raises(SourceUnavailable):
+        await reader.read([ViewSelection("scores"), ViewSelection("cached")], ids("1"))
+    online.down = True  # both stores down: the read says so once both views are done
+    with pytest.raises(SourceUnavailable):
+        await reader.read([ViewSelection("scores"), ViewSelection("cached")], ids("1"))

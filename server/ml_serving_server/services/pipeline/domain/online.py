@@ -109,6 +109,20 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _keyed(view: FeatureView) -> str:
+    return f"{view.entity.name} ({view.entity.key_type.value} key)"
+
+
+async def _all(calls) -> list:
+    """Every call's result, run at once; the first failure raised once all have ended (none left
+    running with an error nobody reads)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 class FeatureReader:
     def __init__(self, schema: FeatureSchema, source: FeatureSource, online: OnlineStore, *,
                  source_timeout_s: float | None = None, clock: Callable[[], datetime] = _now):
@@ -145,9 +159,8 @@ class FeatureReader:
         try:
             stored = await self._online.read_views([(view, unique, features) for view, features in chosen])
         except OnlineStoreUnavailable:
-            computed = await asyncio.gather(*(
-                self._computed(view, unique, "neither the online store (Redis) nor the feature source")
-                for view, _ in chosen))
+            computed = await _all(self._computed(view, unique, "neither the online store (Redis) nor the feature source")
+                                  for view, _ in chosen)
             views = [self._answer(view, entity_ids, keys, features,
                                   {key: self._from_row(row, features, None) for key, row in rows.items()},
                                   online_store_unavailable=True)
@@ -157,8 +170,8 @@ class FeatureReader:
         if len(chosen) == 1:  # no tasks for the common case
             results = [await self._complete(*chosen[0], unique, stored[0], read_through)]
         else:
-            results = await asyncio.gather(*(self._complete(view, features, unique, found, read_through)
-                                             for (view, features), found in zip(chosen, stored)))
+            results = await _all(self._complete(view, features, unique, found, read_through)
+                                 for (view, features), found in zip(chosen, stored))
         return ReadResult([self._answer(view, entity_ids, keys, features, found)
                            for (view, features), found in zip(chosen, results)])
 
@@ -210,9 +223,10 @@ class FeatureReader:
         for index, selection in enumerate(selections):
             prefix = f"views[{index}]." if selection.field_prefix is None else selection.field_prefix
             view = self._schema.view(selection.feature_view, field=f"{prefix}feature_view")
-            if chosen and view.entity.name != chosen[0][0].entity.name:
+            first = chosen[0][0] if chosen else view
+            if (view.entity.name, view.entity.key_type) != (first.entity.name, first.entity.key_type):
                 raise InvalidArgument(f"{prefix}feature_view", f"feature view {view.name} is keyed by "
-                                      f"{view.entity.name}, {chosen[0][0].name} by {chosen[0][0].entity.name}: "
+                                      f"{_keyed(view)}, {first.name} by {_keyed(first)}: "
                                       "the views of one call share their entity")
             if any(view is seen for seen, _ in chosen):
                 raise InvalidArgument(f"{prefix}feature_view", f"feature view {view.name} is asked for twice")
