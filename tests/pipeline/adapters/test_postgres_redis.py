@@ -147,6 +147,25 @@ async def test_values_the_json_path_would_write_otherwise_are_read_typed(source,
         await conn.close()
 
 
+async def test_records_not_of_the_stores_shape_read_as_missing(online, tables):
+    """Whatever else sits under a view's keys (text that is no JSON, JSON of another shape,
+    a hash), the read answers the good records and treats the rest as missing."""
+    view = profile_view(tables[0])
+    values = {"score": 0.5, "level": 1, "premium": True, "country": "x", "taste": [1.0, 2.0], "tags": []}
+    await online.write(view, [EntityRow(1, T0, values)], T0)
+    await online._redis.set(online.key(view, 2), "not json {")
+    await online._redis.set(online.key(view, 3), '{"a": 1}')
+    await online._redis.set(online.key(view, 4), '["x", "not a time", null, []]')
+    await online._redis.hset(online.key(view, 5), mapping={"v": "[]"})
+    found = await online.read(view, [1, 2, 3, 4, 5, 6], ["score"])
+    assert set(found) == {1} and found[1].values == {"score": 0.5}
+    await online._redis.set(online.key(view, "not-an-int"), "x")  # under the view, not one of its keys
+    assert sorted(await online.keys(view)) == [1, 2, 3, 4, 5]
+    await online._redis.delete(online.key(view, "not-an-int"))
+    await online._redis.delete(*[online.key(view, key) for key in (2, 3, 4, 5)])
+    await online.clear(view)
+
+
 async def test_a_source_query_the_database_refuses_is_a_failed_precondition_naming_why(source):
     view = profile_view(f"no_such_table_{uuid.uuid4().hex[:8]}")
     for call in (source.max_event_time(view), source.rows(view, [1]),

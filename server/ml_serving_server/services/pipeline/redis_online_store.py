@@ -66,6 +66,16 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _encode = _ENCODER.encode
 
 
+def _parsed(record: bytes | None) -> object:
+    """One record alone, None when it is no JSON."""
+    if record is None:
+        return None
+    try:
+        return json.loads(record)
+    except ValueError:
+        return None
+
+
 def _pattern(prefix: str) -> str:
     """A SCAN pattern for every key under `prefix` (its hash tag's braces escaped)."""
     return prefix.replace("{", "\\{").replace("}", "\\}") + "*"
@@ -142,7 +152,10 @@ class RedisOnlineStore:
                          ) -> list[dict[EntityKey, StoredEntity]]:
         names = [self.key(view, key) for view, keys, _ in reads for key in keys]
         records = await self._redis.mget(names) if names else []
-        replies = json.loads(b"[" + b",".join([b"null" if r is None else r for r in records]) + b"]")
+        try:
+            replies = json.loads(b"[" + b",".join([b"null" if r is None else r for r in records]) + b"]")
+        except ValueError:  # a record that is not JSON (not ours): the others still count
+            replies = [_parsed(record) for record in records]
         answers, start = [], 0
         for view, keys, features in reads:
             answers.append(self._stored(view, keys, features, replies[start:start + len(keys)]))
@@ -156,15 +169,17 @@ class RedisOnlineStore:
         found: dict[EntityKey, StoredEntity] = {}
         for key, reply in zip(keys, replies):
             if reply is None:
-                continue  # no such hash
-            definition, computed, event, values = reply
-            if definition != own or not isinstance(values, list) or len(values) != len(view.features):
-                # Written under another definition: the domain reads it as missing.
-                found[key] = StoredEntity({}, _time(event), _write_time(computed), definition)
-                continue
-            if indexes is not None:
-                values = [values[index] for index in indexes]
-            found[key] = StoredEntity(dict(zip(features, values)), _time(event), _write_time(computed), own_hash)
+                continue  # no such record
+            try:
+                definition, computed, event, values = reply
+                if definition != own or not isinstance(values, list) or len(values) != len(view.features):
+                    continue  # written under another definition (or not ours): read as missing
+                if indexes is not None:
+                    values = [values[index] for index in indexes]
+                found[key] = StoredEntity(dict(zip(features, values)), _time(event), _write_time(computed),
+                                          own_hash)
+            except (TypeError, ValueError, OverflowError):
+                continue  # not a record of this module's shape: read as missing, recomputed over
         return found
 
     @staticmethod
@@ -178,8 +193,13 @@ class RedisOnlineStore:
     @_translate_errors
     async def keys(self, view: FeatureView) -> list[EntityKey]:
         prefix = self._view_prefix(view)
-        return [key_from_text(view, key.decode()[len(prefix):])
-                async for key in self._redis.scan_iter(match=_pattern(prefix), count=1000)]
+        found = []
+        async for key in self._redis.scan_iter(match=_pattern(prefix), count=1000):
+            try:
+                found.append(key_from_text(view, key.decode()[len(prefix):]))
+            except ValueError:
+                continue  # not an entity key of the view's type: not this store's record
+        return found
 
     @_translate_errors
     async def delete(self, view: FeatureView, keys: Sequence[EntityKey]) -> None:
