@@ -18,7 +18,7 @@ from ml_serving_server.services.pipeline.domain.feature_views import Entity, Fea
 from ml_serving_server.services.pipeline.domain.materialization import FULL, Materializer
 from ml_serving_server.services.pipeline.domain.ports import EntityRow, Job, SourceQueryFailed
 from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
-from ml_serving_server.services.pipeline.postgres_store import PostgresFeatureSource, PostgresMaterializationState
+from ml_serving_server.services.pipeline.postgres_store import PostgresMaterializationState
 from ml_serving_server.services.pipeline.redis_online_store import RedisOnlineStore
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -63,13 +63,6 @@ async def tables(database_url):
     finally:
         await conn.execute(f"DROP TABLE IF EXISTS {users}; DROP TABLE IF EXISTS {events}")
         await conn.close()
-
-
-@pytest.fixture(scope="module")
-async def source(database_url):
-    source = await PostgresFeatureSource.connect(database_url)
-    yield source
-    await source.close()
 
 
 @pytest.fixture(scope="module")

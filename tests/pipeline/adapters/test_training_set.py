@@ -17,7 +17,6 @@ from ml_serving_server.errors import DeadlineExceeded, FailedPrecondition, Inval
 from ml_serving_server.services.pipeline.domain.feature_views import Entity, Feature, FeatureView, Source, ValueType
 from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
 from ml_serving_server.services.pipeline.domain.training import InlineRow, TrainingSets
-from ml_serving_server.services.pipeline.postgres_store import PostgresFeatureSource
 from ml_serving_server.services.pipeline.postgres_training_set import PostgresTrainingSetSource
 
 T1 = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
@@ -69,13 +68,6 @@ async def tables(database_url):
         await conn.execute("; ".join(f"DROP {'SEQUENCE' if key == 'sequence' else 'TABLE'} IF EXISTS {t}"
                                      for key, t in names.items()))
         await conn.close()
-
-
-@pytest.fixture(scope="module")
-async def source(database_url):
-    source = await PostgresFeatureSource.connect(database_url)
-    yield source
-    await source.close()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ import contextlib
 
 import pytest
 
-from ml_serving import InferenceClient, RegistryClient, RouterClient
+from mnbara.mlserving.router.v1 import router_pb2 as pb
+
+from ml_serving import InferenceClient, RegistryClient, RouterClient, errors
 
 from ...inference.torchserve_models import archive
 from ...registry.conftest import unique_name
@@ -57,6 +59,24 @@ async def two_versions(mesh, token, echo_archive):
     """A model with versions 1 (Production) and 2 (Staging), both loaded: its name."""
     async with served_model(f"127.0.0.1:{mesh.port}", token, [echo_archive, echo_archive]) as name:
         yield name
+
+
+@pytest.fixture
+async def created(router):
+    """create(fields, paused=False): an experiment, stopped after the test (a model has one running)."""
+    names: list[str] = []
+
+    async def create(fields: dict | pb.Experiment, *, paused: bool = False) -> pb.Experiment:
+        message = (await router.create_experiment(fields, paused=paused)).experiment
+        names.append(message.name)
+        return message
+
+    yield create
+    for name in names:
+        try:
+            await router.stop_experiment(pb.StopExperimentRequest(name=name))
+        except errors.FailedPreconditionError:
+            pass
 
 
 @pytest.fixture

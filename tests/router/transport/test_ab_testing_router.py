@@ -47,24 +47,6 @@ async def local_router(mesh, token):
         await asyncio.to_thread(router.close)
 
 
-@pytest.fixture
-async def created(router):
-    """create(fields, paused=False): an experiment, stopped after the test (a model has one running)."""
-    names: list[str] = []
-
-    async def create(fields: dict, *, paused: bool = False) -> pb.Experiment:
-        message = (await router.create_experiment(fields, paused=paused)).experiment
-        names.append(message.name)
-        return message
-
-    yield create
-    for name in names:
-        try:
-            await router.stop_experiment(pb.StopExperimentRequest(name=name))
-        except errors.FailedPreconditionError:
-            pass
-
-
 async def _gather_limited(calls, limit: int = IN_FLIGHT) -> list:
     """Await the coroutine factories with at most `limit` in flight, results in order."""
     results: list = [None] * len(calls)

@@ -88,24 +88,6 @@ async def model(allocating_router, token, echo_archive):
     return await registered_model(allocating_router, token, echo_archive)
 
 
-@pytest.fixture
-async def created(router):
-    """create(fields, paused=False): an experiment, stopped after the test."""
-    names: list[str] = []
-
-    async def create(fields: dict | pb.Experiment, *, paused: bool = False) -> pb.Experiment:
-        message = (await router.create_experiment(fields, paused=paused)).experiment
-        names.append(message.name)
-        return message
-
-    yield create
-    for name in names:
-        try:
-            await router.stop_experiment(pb.StopExperimentRequest(name=name))
-        except errors.FailedPreconditionError:
-            pass
-
-
 def thompson(*, floor_bps: int = 1000, ceiling_bps: int = 0, interval_s: int = INTERVAL_S,
              min_exposures: int = MIN_EXPOSURES) -> pb.Allocation:
     return pb.Allocation(mode=pb.ALLOCATION_MODE_THOMPSON, floor_bps=floor_bps, ceiling_bps=ceiling_bps,

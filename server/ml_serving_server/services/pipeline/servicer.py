@@ -121,13 +121,14 @@ def _add_features(features, entity: EntityResult, fields: dict[str, tuple[str, b
 
 
 def _fill(column: pb.TrainingSetColumn, field_name: str, values: list) -> None:
-    """`_column`'s layout, into a column already in the message."""
+    """The values into a column already in a message: one packed list, a placeholder and a
+    null_rows entry per None (a list value: an empty list)."""
     if None in values:
         column.null_rows.extend([i for i, value in enumerate(values) if value is None])
-        placeholder = () if field_name in _LIST_MESSAGES else _PLACEHOLDERS[field_name]
+        placeholder = () if field_name in _LIST_FIELDS else _PLACEHOLDERS[field_name]
         values = [placeholder if value is None else value for value in values]
     target = getattr(column, field_name)
-    if field_name in _LIST_MESSAGES:
+    if field_name in _LIST_FIELDS:
         for value in values:
             target.add().values.extend(value)
     else:
@@ -292,8 +293,7 @@ _VALUE_LIST_FIELDS = {ValueType.INT: "int64_values", ValueType.FLOAT: "double_va
                       ValueType.STRING_LIST: "string_list_values"}
 _PLACEHOLDERS = {"int64_values": 0, "double_values": 0.0, "string_values": "", "bool_values": False,
                  "bytes_values": b"", "timestamp_micros": 0}
-_LIST_MESSAGES = {"int64_list_values": pb.Int64List, "double_list_values": pb.DoubleList,
-                  "string_list_values": pb.StringList}
+_LIST_FIELDS = frozenset({"int64_list_values", "double_list_values", "string_list_values"})
 
 
 def _from_value(value: pb.FeatureValue) -> tuple[ColumnKind | None, object]:
@@ -310,11 +310,6 @@ def _from_value(value: pb.FeatureValue) -> tuple[ColumnKind | None, object]:
 
 def _column(field_name: str, values: list) -> pb.TrainingSetColumn:
     """One column: the values in one packed list, a placeholder and a null_rows entry per None."""
-    nulls = [i for i, value in enumerate(values) if value is None] if None in values else []
-    if field_name in _LIST_MESSAGES:
-        kind = _LIST_MESSAGES[field_name]
-        return pb.TrainingSetColumn(null_rows=nulls, **{field_name: [kind(values=v or ()) for v in values]})
-    if nulls:
-        placeholder = _PLACEHOLDERS[field_name]
-        values = [placeholder if value is None else value for value in values]
-    return pb.TrainingSetColumn(null_rows=nulls, **{field_name: values})
+    column = pb.TrainingSetColumn()
+    _fill(column, field_name, values)
+    return column

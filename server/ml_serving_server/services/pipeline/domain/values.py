@@ -176,15 +176,6 @@ def batch_values(view: FeatureView, records: Sequence[Mapping[str, object]]) -> 
     return [dict(zip(names, row)) for row in zip(*columns)]
 
 
-def row_converter(view: FeatureView) -> Callable[[Mapping[str, object]], dict[str, object]]:
-    """`row_values` for one view, its converters made once (for a batch of rows)."""
-    converters = tuple((f.name, converter(f, view.name)) for f in view.features)
-
-    def values(columns: Mapping[str, object]) -> dict[str, object]:
-        return {name: convert(columns.get(name)) for name, convert in converters}
-    return values
-
-
 def row_values(view: FeatureView, columns: Mapping[str, object]) -> dict[str, object]:
     """A source row's features, typed; a feature the row lacks is null."""
-    return row_converter(view)(columns)
+    return {f.name: coerce(f, columns.get(f.name), view=view.name) for f in view.features}
