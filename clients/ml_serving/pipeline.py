@@ -105,15 +105,30 @@ def _micros_to_time(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+# A list column's kind -> the field its elements are in, flat, cut by list_lengths.
+_LIST_ELEMENTS = {"int64_list_values": "int64_values", "double_list_values": "double_values",
+                  "string_list_values": "string_values"}
+
+
+def _lists(column: pb.TrainingSetColumn, field_name: str) -> list[list[Any]]:
+    """A list column's rows. Servers before list_lengths wrote a message per row: read too."""
+    if not column.list_lengths:
+        return [list(item.values) for item in getattr(column, field_name)]
+    elements, rows, start = list(getattr(column, _LIST_ELEMENTS[field_name])), [], 0
+    for length in column.list_lengths:
+        rows.append(elements[start:start + length])
+        start += length
+    return rows
+
+
 def column_values(column: pb.TrainingSetColumn, field_name: str) -> list[Any]:
     """A packed column as a list of plain values, None at its null rows."""
-    packed = getattr(column, field_name)
-    if field_name.endswith("_list_values"):
-        values = [list(item.values) for item in packed]
+    if field_name in _LIST_ELEMENTS:
+        values = _lists(column, field_name)
     elif field_name == "timestamp_micros":
-        values = [_micros_to_time(micros) for micros in packed]
+        values = [_micros_to_time(micros) for micros in column.timestamp_micros]
     else:
-        values = list(packed)
+        values = list(getattr(column, field_name))
     for row in column.null_rows:
         values[row] = None
     return values

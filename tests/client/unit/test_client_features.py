@@ -226,6 +226,8 @@ _TYPES = {"int64_value": (pb.FEATURE_TYPE_INT64, "int64_values"), "double_value"
           "int64_list_value": (pb.FEATURE_TYPE_INT64_LIST, "int64_list_values"),
           "double_list_value": (pb.FEATURE_TYPE_DOUBLE_LIST, "double_list_values"),
           "string_list_value": (pb.FEATURE_TYPE_STRING_LIST, "string_list_values")}
+_ELEMENTS = {"int64_list_values": "int64_values", "double_list_values": "double_values",
+             "string_list_values": "string_values"}
 _PLACEHOLDER = {"int64_values": 0, "double_values": 0.0, "bool_values": False, "string_values": ""}
 
 
@@ -247,9 +249,10 @@ def as_columns(answer: pb.GetFeaturesResponse) -> pb.GetFeaturesResponse:
             if given.WhichOneof("kind") is None and not (e.found and field_name in _LIST_FIELDS.values()):
                 column.values.null_rows.append(row)
                 given = None
-            if field_name.endswith("_list_values"):
-                column.values.__getattribute__(field_name).add().values.extend(
-                    [] if given is None else getattr(given, given.WhichOneof("kind") or field_name[:-1]).values)
+            if field_name.endswith("_list_values"):  # flat: the elements, and the row's length
+                elements = [] if given is None else getattr(given, given.WhichOneof("kind") or field_name[:-1]).values
+                getattr(column.values, _ELEMENTS[field_name]).extend(elements)
+                column.values.list_lengths.append(len(elements))
             else:
                 getattr(column.values, field_name).append(
                     _PLACEHOLDER[field_name] if given is None else getattr(given, given.WhichOneof("kind")))
@@ -265,3 +268,12 @@ def test_the_columns_layout_gives_the_same_dicts_and_dataframe():
     names = sorted(PROFILE)
     pd.testing.assert_frame_equal(ml_serving.features_as_dataframe(by_column, names, entity_ids=ids),
                                   ml_serving.features_as_dataframe(by_entity, names, entity_ids=ids))
+
+
+def test_a_list_column_reads_flat_and_in_the_nested_form_of_older_servers():
+    flat = pb.TrainingSetColumn(double_values=[1.0, 2.0, 3.0], list_lengths=[2, 0, 1], null_rows=[1])
+    nested = pb.TrainingSetColumn(null_rows=[1])
+    for row in ([1.0, 2.0], [], [3.0]):
+        nested.double_list_values.add().values.extend(row)
+    for column in (flat, nested):
+        assert ml_serving.pipeline.column_values(column, "double_list_values") == [[1.0, 2.0], None, [3.0]]

@@ -92,8 +92,10 @@ async def test_the_columns_layout_answers_what_the_entities_layout_does(stub, ma
     assert list(columns["level"].values.int64_values) == [e.features["level"].value.int64_value
                                                            for e in by_entity.entities]
     assert columns["country"].values.string_values[1] == "c150"
-    assert [list(v.values) for v in columns["taste"].values.double_list_values] == [
-        list(e.features["taste"].value.double_list_value.values) for e in by_entity.entities]
+    tastes = [list(e.features["taste"].value.double_list_value.values) for e in by_entity.entities]
+    taste = columns["taste"].values  # a list column is flat: elements row after row, and each row's length
+    assert not taste.double_list_values and list(taste.list_lengths) == [len(t) for t in tastes]
+    assert list(taste.double_values) == [x for t in tastes for x in t]
 
 
 async def test_several_views_of_one_entity_in_one_call(stub, materialized):

@@ -5,6 +5,7 @@ PostgreSQL down."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
@@ -116,7 +117,11 @@ async def stream(call) -> list[pb.GetTrainingSetResponse]:
 
 
 def column(message: pb.TrainingSetColumn, field: str) -> list:
-    values = list(getattr(message, field))
+    if field == "string_values" and message.list_lengths:  # a list column: flat, cut by the lengths
+        flat, starts = list(message.string_values), [0, *itertools.accumulate(message.list_lengths)]
+        values = [flat[start:end] for start, end in zip(starts, starts[1:])]
+    else:
+        values = list(getattr(message, field))
     for i in message.null_rows:
         values[i] = None
     return values
@@ -126,11 +131,10 @@ def table(messages) -> list[dict]:
     """The answer row by row: {"row", "ids", "ts", "columns", "views": [(event time, [values]) | None]}."""
     header = messages[0]
     fields = {pb.FEATURE_TYPE_DOUBLE: "double_values", pb.FEATURE_TYPE_INT64: "int64_values",
-              pb.FEATURE_TYPE_STRING_LIST: "string_list_values"}
+              pb.FEATURE_TYPE_STRING_LIST: "string_values"}
     rows = []
     for message in messages:
         values = [column(c, fields[f.type]) for c, f in zip(message.values, header.features)]
-        values = [[None if v is None else list(v.values) if hasattr(v, "values") else v for v in c] for c in values]
         times = [column(c, "timestamp_micros") for c in message.event_times]
         for i in range(message.row_count):
             views, at = [], 0

@@ -10,7 +10,7 @@ the view's declared order (null for null).
 
 A batch of writes is one MSET (one command, one round trip; rewriting an entity replaces its
 record whole). A read of any number of entities, of any number of views, is one MGET: the
-records are joined into one JSON text and parsed once with the C JSON parser (a record per key
+records are joined into one JSON text and parsed once with orjson (a record per key
 rather than a hash with fields: no Lua, and no keys x fields reply elements to parse in Python).
 Nothing expires: freshness is the view's TTL against `c`, checked by the domain. No redis
 exception leaves this module: every failure is OnlineStoreUnavailable.
@@ -24,6 +24,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
@@ -67,9 +68,14 @@ _encode = _ENCODER.encode
 
 
 def _parsed(record: bytes | None) -> object:
-    """One record alone, None when it is no JSON."""
+    """One record alone, None when it is no JSON. orjson first; the standard library's parser
+    reads what orjson refuses (NaN and Infinity, as written, or integers past 64 bits)."""
     if record is None:
         return None
+    try:
+        return orjson.loads(record)
+    except ValueError:
+        pass
     try:
         return json.loads(record)
     except ValueError:
@@ -153,8 +159,8 @@ class RedisOnlineStore:
         names = [self.key(view, key) for view, keys, _ in reads for key in keys]
         records = await self._redis.mget(names) if names else []
         try:
-            replies = json.loads(b"[" + b",".join([b"null" if r is None else r for r in records]) + b"]")
-        except ValueError:  # a record that is not JSON (not ours): the others still count
+            replies = orjson.loads(b"[" + b",".join([b"null" if r is None else r for r in records]) + b"]")
+        except ValueError:  # NaN, a huge integer, or a record that is not JSON (not ours): one by one
             replies = [_parsed(record) for record in records]
         answers, start = [], 0
         for view, keys, features in reads:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta, timezone
+from itertools import chain
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -122,17 +123,17 @@ def _add_features(features, entity: EntityResult, fields: dict[str, tuple[str, b
 
 def _fill(column: pb.TrainingSetColumn, field_name: str, values: list) -> None:
     """The values into a column already in a message: one packed list, a placeholder and a
-    null_rows entry per None (a list value: an empty list)."""
+    null_rows entry per None. A list column is flat: its elements in the element type's field,
+    each row's length in list_lengths (0 for a null)."""
     if None in values:
         column.null_rows.extend([i for i, value in enumerate(values) if value is None])
         placeholder = () if field_name in _LIST_FIELDS else _PLACEHOLDERS[field_name]
         values = [placeholder if value is None else value for value in values]
-    target = getattr(column, field_name)
     if field_name in _LIST_FIELDS:
-        for value in values:
-            target.add().values.extend(value)
+        column.list_lengths.extend([len(value) for value in values])
+        getattr(column, _LIST_FIELDS[field_name]).extend(list(chain.from_iterable(values)))
     else:
-        target.extend(values)
+        getattr(column, field_name).extend(values)
 
 
 def _micros(value: datetime | None) -> int | None:
@@ -293,7 +294,9 @@ _VALUE_LIST_FIELDS = {ValueType.INT: "int64_values", ValueType.FLOAT: "double_va
                       ValueType.STRING_LIST: "string_list_values"}
 _PLACEHOLDERS = {"int64_values": 0, "double_values": 0.0, "string_values": "", "bool_values": False,
                  "bytes_values": b"", "timestamp_micros": 0}
-_LIST_FIELDS = frozenset({"int64_list_values", "double_list_values", "string_list_values"})
+# A list column's kind -> the field its elements are written to, flat (see _fill).
+_LIST_FIELDS = {"int64_list_values": "int64_values", "double_list_values": "double_values",
+                "string_list_values": "string_values"}
 
 
 def _from_value(value: pb.FeatureValue) -> tuple[ColumnKind | None, object]:

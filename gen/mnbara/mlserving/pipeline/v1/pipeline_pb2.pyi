@@ -449,7 +449,7 @@ class TrainingSetFeature(_message.Message):
     def __init__(self, feature_view: _Optional[str] = ..., name: _Optional[str] = ..., type: _Optional[_Union[FeatureType, str]] = ...) -> None: ...
 
 class TrainingSetColumn(_message.Message):
-    __slots__ = ("null_rows", "int64_values", "double_values", "string_values", "bool_values", "bytes_values", "timestamp_micros", "int64_list_values", "double_list_values", "string_list_values")
+    __slots__ = ("null_rows", "int64_values", "double_values", "string_values", "bool_values", "bytes_values", "timestamp_micros", "int64_list_values", "double_list_values", "string_list_values", "list_lengths")
     NULL_ROWS_FIELD_NUMBER: _ClassVar[int]
     INT64_VALUES_FIELD_NUMBER: _ClassVar[int]
     DOUBLE_VALUES_FIELD_NUMBER: _ClassVar[int]
@@ -460,6 +460,7 @@ class TrainingSetColumn(_message.Message):
     INT64_LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
     DOUBLE_LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
     STRING_LIST_VALUES_FIELD_NUMBER: _ClassVar[int]
+    LIST_LENGTHS_FIELD_NUMBER: _ClassVar[int]
     null_rows: _containers.RepeatedScalarFieldContainer[int]
     int64_values: _containers.RepeatedScalarFieldContainer[int]
     double_values: _containers.RepeatedScalarFieldContainer[float]
@@ -470,7 +471,8 @@ class TrainingSetColumn(_message.Message):
     int64_list_values: _containers.RepeatedCompositeFieldContainer[Int64List]
     double_list_values: _containers.RepeatedCompositeFieldContainer[DoubleList]
     string_list_values: _containers.RepeatedCompositeFieldContainer[StringList]
-    def __init__(self, null_rows: _Optional[_Iterable[int]] = ..., int64_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ..., bool_values: _Optional[_Iterable[bool]] = ..., bytes_values: _Optional[_Iterable[bytes]] = ..., timestamp_micros: _Optional[_Iterable[int]] = ..., int64_list_values: _Optional[_Iterable[_Union[Int64List, _Mapping]]] = ..., double_list_values: _Optional[_Iterable[_Union[DoubleList, _Mapping]]] = ..., string_list_values: _Optional[_Iterable[_Union[StringList, _Mapping]]] = ...) -> None: ...
+    list_lengths: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, null_rows: _Optional[_Iterable[int]] = ..., int64_values: _Optional[_Iterable[int]] = ..., double_values: _Optional[_Iterable[float]] = ..., string_values: _Optional[_Iterable[str]] = ..., bool_values: _Optional[_Iterable[bool]] = ..., bytes_values: _Optional[_Iterable[bytes]] = ..., timestamp_micros: _Optional[_Iterable[int]] = ..., int64_list_values: _Optional[_Iterable[_Union[Int64List, _Mapping]]] = ..., double_list_values: _Optional[_Iterable[_Union[DoubleList, _Mapping]]] = ..., string_list_values: _Optional[_Iterable[_Union[StringList, _Mapping]]] = ..., list_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetTrainingSetResponse(_message.Message):
     __slots__ = ("join_keys", "column_names", "feature_views", "features", "row_count", "row_indexes", "entity_ids", "timestamps", "columns", "event_times", "values")
