@@ -179,3 +179,115 @@ class FakeState:
 
     async def close(self):
         pass
+
+
+# ----- retraining runs -----
+
+class FakeRunStore:
+    """The RunStore port in memory, with the PostgreSQL store's rules (tests/pipeline/adapters
+    checks the real one against the same ones): claims in creation order, writes fenced by
+    (run, worker, attempt, RUNNING)."""
+
+    def __init__(self):
+        from ml_serving_server.services.pipeline.domain import retraining as r
+        self._r = r
+        self.runs: dict[str, object] = {}  # run_id -> Run, in creation order
+        self.down = False
+
+    def _check(self):
+        if self.down:
+            raise StateStoreUnavailable()
+
+    def _fenced(self, attempt):
+        run = self.runs.get(attempt.run_id)
+        if run is None or run.state is not self._r.RunState.RUNNING or \
+                (run.worker_id, run.attempt) != (attempt.worker_id, attempt.attempt):
+            return None
+        return run
+
+    async def create(self, run):
+        self._check()
+        for earlier in self.runs.values():
+            same_key = run.idempotency_key and earlier.model_name == run.model_name and \
+                earlier.idempotency_key == run.idempotency_key
+            alert_busy = run.trigger is self._r.Trigger.ALERT and earlier.trigger is self._r.Trigger.ALERT and \
+                earlier.model_name == run.model_name and not earlier.state.ended
+            if same_key or alert_busy:
+                return replace(earlier), True
+        self.runs[run.run_id] = replace(run)
+        return replace(run), False
+
+    async def get(self, run_id):
+        self._check()
+        run = self.runs.get(run_id)
+        return None if run is None else replace(run)
+
+    async def list(self, *, model_name, states, limit, after_seq):
+        self._check()
+        ordered = list(enumerate(self.runs.values(), start=1))[::-1]
+        chosen = [(seq, run) for seq, run in ordered if (not model_name or run.model_name == model_name)
+                  and (not states or run.state in states) and (not after_seq or seq < after_seq)]
+        page = chosen[:limit]
+        return [replace(run) for _, run in page], page[-1][0] if len(chosen) > limit else None
+
+    async def cancel(self, run_id, now):
+        self._check()
+        run = self.runs.get(run_id)
+        if run is None:
+            return None
+        if run.state is self._r.RunState.QUEUED:
+            run.state, run.end_time, run.cancel_requested = self._r.RunState.CANCELLED, now, True
+        elif run.state is self._r.RunState.RUNNING:
+            run.cancel_requested = True
+        return replace(run)
+
+    async def claim(self, worker_id, now):
+        self._check()
+        for run in self.runs.values():
+            if run.state is self._r.RunState.QUEUED:
+                run.state, run.attempt, run.worker_id = self._r.RunState.RUNNING, run.attempt + 1, worker_id
+                run.start_time = run.heartbeat_time = now
+                run.progress, run.stage = 0.0, "claimed"
+                return replace(run)
+        return None
+
+    async def heartbeat(self, attempt, now, progress, stage):
+        self._check()
+        run = self._fenced(attempt)
+        if run is None:
+            return self._r.Heartbeat.LOST
+        run.heartbeat_time, run.progress, run.stage = now, progress, stage
+        return self._r.Heartbeat.CANCEL if run.cancel_requested else self._r.Heartbeat.OWNED
+
+    async def finish(self, attempt, now, state, *, metrics={}, mlflow_run_id="", registered_version="", error=None):
+        self._check()
+        run = self._fenced(attempt)
+        if run is None:
+            return False
+        run.state, run.end_time, run.metrics, run.error = state, now, dict(metrics), error
+        run.mlflow_run_id, run.registered_version = mlflow_run_id, registered_version
+        return True
+
+    async def requeue(self, attempt, now, error):
+        self._check()
+        run = self._fenced(attempt)
+        if run is None or run.cancel_requested:
+            return False
+        run.state, run.error = self._r.RunState.QUEUED, error
+        return True
+
+    async def sweep(self, stale_before, now):
+        self._check()
+        changed = []
+        for run in self.runs.values():
+            if run.state is self._r.RunState.RUNNING and run.heartbeat_time < stale_before:
+                if run.cancel_requested:
+                    run.state, run.end_time = self._r.RunState.CANCELLED, now
+                elif run.attempt < run.max_attempts:
+                    run.state = self._r.RunState.QUEUED
+                    run.error = self._r.RunError("WORKER_LOST", "no heartbeat", "UNAVAILABLE")
+                else:
+                    run.state, run.end_time = self._r.RunState.FAILED, now
+                    run.error = self._r.RunError("WORKER_LOST", "no heartbeat", "UNAVAILABLE")
+                changed.append(replace(run))
+        return changed

@@ -339,6 +339,10 @@ class PostgresMaterializationState:
         pool = await _pool(url, timeout_seconds, StateStoreUnavailable, _APPLICATION_NAME)
         return cls(url, pool, timeout_seconds)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
     async def close(self) -> None:
         await _close_pool(self._pool, self._timeout)
 

@@ -38,6 +38,12 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     QUERY_TIMEOUT: _ClassVar[ErrorReason]
     MATERIALIZATION_JOB_NOT_FOUND: _ClassVar[ErrorReason]
     SOURCE_QUERY_FAILED: _ClassVar[ErrorReason]
+    RUN_ALREADY_ENDED: _ClassVar[ErrorReason]
+    MLFLOW_UNAVAILABLE: _ClassVar[ErrorReason]
+    WORKER_LOST: _ClassVar[ErrorReason]
+    TRAINING_FAILED: _ClassVar[ErrorReason]
+    TRAINING_SET_EMPTY: _ClassVar[ErrorReason]
+    REGISTRY_REFUSED: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
@@ -70,3 +76,9 @@ VIEW_NOT_POINT_IN_TIME: ErrorReason
 QUERY_TIMEOUT: ErrorReason
 MATERIALIZATION_JOB_NOT_FOUND: ErrorReason
 SOURCE_QUERY_FAILED: ErrorReason
+RUN_ALREADY_ENDED: ErrorReason
+MLFLOW_UNAVAILABLE: ErrorReason
+WORKER_LOST: ErrorReason
+TRAINING_FAILED: ErrorReason
+TRAINING_SET_EMPTY: ErrorReason
+REGISTRY_REFUSED: ErrorReason

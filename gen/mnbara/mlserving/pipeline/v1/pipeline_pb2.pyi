@@ -63,6 +63,7 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_RUNNING: _ClassVar[RunState]
     RUN_STATE_SUCCEEDED: _ClassVar[RunState]
     RUN_STATE_FAILED: _ClassVar[RunState]
+    RUN_STATE_CANCELLED: _ClassVar[RunState]
 
 class RunTrigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -139,6 +140,7 @@ RUN_STATE_QUEUED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_SUCCEEDED: RunState
 RUN_STATE_FAILED: RunState
+RUN_STATE_CANCELLED: RunState
 RUN_TRIGGER_UNSPECIFIED: RunTrigger
 RUN_TRIGGER_MANUAL: RunTrigger
 RUN_TRIGGER_SCHEDULE: RunTrigger
@@ -565,7 +567,7 @@ class MaterializeFeaturesResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[MaterializationJob, _Mapping]]] = ...) -> None: ...
 
 class RetrainingRun(_message.Message):
-    __slots__ = ("run_id", "model_name", "state", "trigger", "reason", "parameters", "schedule_id", "alert_id", "create_time", "start_time", "end_time", "metrics", "mlflow_run_id", "registered_version", "error", "attempt", "worker_id", "idempotency_key")
+    __slots__ = ("run_id", "model_name", "state", "trigger", "reason", "parameters", "schedule_id", "alert_id", "create_time", "start_time", "end_time", "metrics", "mlflow_run_id", "registered_version", "error", "attempt", "worker_id", "idempotency_key", "progress", "stage", "heartbeat_time", "max_attempts", "cancel_requested")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -591,6 +593,11 @@ class RetrainingRun(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     model_name: str
     state: RunState
@@ -609,7 +616,12 @@ class RetrainingRun(_message.Message):
     attempt: int
     worker_id: str
     idempotency_key: str
-    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., trigger: _Optional[_Union[RunTrigger, str]] = ..., reason: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schedule_id: _Optional[str] = ..., alert_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., mlflow_run_id: _Optional[str] = ..., registered_version: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    progress: float
+    stage: str
+    heartbeat_time: _timestamp_pb2.Timestamp
+    max_attempts: int
+    cancel_requested: bool
+    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., trigger: _Optional[_Union[RunTrigger, str]] = ..., reason: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., schedule_id: _Optional[str] = ..., alert_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., mlflow_run_id: _Optional[str] = ..., registered_version: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., progress: _Optional[float] = ..., stage: _Optional[str] = ..., heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_attempts: _Optional[int] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
 
 class TriggerRetrainingRequest(_message.Message):
     __slots__ = ("model_name", "reason", "parameters", "idempotency_key")
@@ -640,6 +652,18 @@ class GetRetrainingStatusRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class GetRetrainingStatusResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: RetrainingRun
+    def __init__(self, run: _Optional[_Union[RetrainingRun, _Mapping]] = ...) -> None: ...
+
+class CancelRetrainingRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class CancelRetrainingRunResponse(_message.Message):
     __slots__ = ("run",)
     RUN_FIELD_NUMBER: _ClassVar[int]
     run: RetrainingRun

@@ -75,6 +75,11 @@ class PipelineServiceStub:
                 request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.ListRetrainingRunsRequest.SerializeToString,
                 response_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.ListRetrainingRunsResponse.FromString,
                 _registered_method=True)
+        self.CancelRetrainingRun = channel.unary_unary(
+                '/mnbara.mlserving.pipeline.v1.PipelineService/CancelRetrainingRun',
+                request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.CancelRetrainingRunRequest.SerializeToString,
+                response_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.CancelRetrainingRunResponse.FromString,
+                _registered_method=True)
         self.CreateRetrainingSchedule = channel.unary_unary(
                 '/mnbara.mlserving.pipeline.v1.PipelineService/CreateRetrainingSchedule',
                 request_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.CreateRetrainingScheduleRequest.SerializeToString,
@@ -242,6 +247,17 @@ class PipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRetrainingRun(self, request, context):
+        """CancelRetrainingRun cancels a run: a queued one at once, a running one at its
+        trainer's next step (cancel_requested until then). Cancelling a cancelled run
+        returns it as it is.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD), NOT_FOUND (RUN_NOT_FOUND),
+        FAILED_PRECONDITION (RUN_ALREADY_ENDED), UNAVAILABLE (STATE_STORE_UNAVAILABLE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateRetrainingSchedule(self, request, context):
         """CreateRetrainingSchedule declares a cron schedule that triggers retraining runs.
         Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_CRON, INVALID_TIME_ZONE),
@@ -396,6 +412,11 @@ def add_PipelineServiceServicer_to_server(servicer, server):
                     servicer.ListRetrainingRuns,
                     request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.ListRetrainingRunsRequest.FromString,
                     response_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.ListRetrainingRunsResponse.SerializeToString,
+            ),
+            'CancelRetrainingRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRetrainingRun,
+                    request_deserializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.CancelRetrainingRunRequest.FromString,
+                    response_serializer=mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.CancelRetrainingRunResponse.SerializeToString,
             ),
             'CreateRetrainingSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRetrainingSchedule,
@@ -675,6 +696,33 @@ class PipelineService:
             '/mnbara.mlserving.pipeline.v1.PipelineService/ListRetrainingRuns',
             mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.ListRetrainingRunsRequest.SerializeToString,
             mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.ListRetrainingRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRetrainingRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mnbara.mlserving.pipeline.v1.PipelineService/CancelRetrainingRun',
+            mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.CancelRetrainingRunRequest.SerializeToString,
+            mnbara_dot_mlserving_dot_pipeline_dot_v1_dot_pipeline__pb2.CancelRetrainingRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,12 @@ class ErrorReason(enum.Enum):
     QUERY_TIMEOUT = enum.auto()
     MATERIALIZATION_JOB_NOT_FOUND = enum.auto()
     SOURCE_QUERY_FAILED = enum.auto()
+    RUN_ALREADY_ENDED = enum.auto()
+    MLFLOW_UNAVAILABLE = enum.auto()
+    WORKER_LOST = enum.auto()
+    TRAINING_FAILED = enum.auto()
+    TRAINING_SET_EMPTY = enum.auto()
+    REGISTRY_REFUSED = enum.auto()
 
 
 Path = tuple[str | int, ...]

@@ -168,6 +168,20 @@ class TrainingSets:
             plan = await self._query(views, join_keys, query, timestamp_column)
         return TrainingSet(plan, self._source.training_rows(plan, self._batch_rows))
 
+    async def columns(self, features: Sequence[str], query: str, timestamp_column: str) -> dict[str, list]:
+        """A whole training set, column by column (a retraining's TrainingSetReader): join keys (as
+        text), the timestamp (microseconds) and the query's other columns under their names, each
+        feature under its "view:feature" reference; None for a null or no value as of then."""
+        answer = await self.training_set(features, query=query, timestamp_column=timestamp_column)
+        plan = answer.plan
+        names = [*plan.join_keys, timestamp_column or "timestamp", *plan.column_names,
+                 *(f"{s.view.name}:{f.name}" for s in plan.views for f in s.features)]
+        out: dict[str, list] = {name: [] for name in names}
+        async for batch in answer.batches:
+            for name, values in zip(names, [*batch.entity_ids, batch.timestamps, *batch.columns, *batch.values]):
+                out[name].extend(values)
+        return out
+
     def select(self, references: Sequence[str]) -> tuple[ViewSelection, ...]:
         if not references:
             raise InvalidArgument("features", "name at least one feature (view:feature) or view")
