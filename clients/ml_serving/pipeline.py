@@ -8,6 +8,7 @@ itself. `FeatureStore` is the same for code that is not async (a blocking channe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -373,6 +374,28 @@ class PipelineClient(AsyncClient[pipeline_pb2_grpc.PipelineServiceStub]):
         """One retraining run's state. Raises NotFoundError for an unknown run id."""
         request = pb.GetRetrainingStatusRequest(run_id=run_id)
         return await self._call(self.stub.GetRetrainingStatus, request, timeout)
+
+    async def cancel_retraining_run(self, run_id: str, *,
+                                    timeout: float | None = None) -> pb.CancelRetrainingRunResponse:
+        """Cancel a run: a queued one at once, a running one at its trainer's next step (`cancel_requested`
+        until then). Raises FailedPreconditionError for a run that has already ended."""
+        request = pb.CancelRetrainingRunRequest(run_id=run_id)
+        return await self._call(self.stub.CancelRetrainingRun, request, timeout)
+
+    async def wait_for_retraining(self, run_id: str, *, poll_seconds: float = 1.0,
+                                  timeout: float | None = None) -> pb.RetrainingRun:
+        """The run once it has ended (succeeded, failed or cancelled), polling its status every
+        `poll_seconds`; asyncio.TimeoutError after `timeout` seconds (None: no limit)."""
+        ended = (pb.RUN_STATE_SUCCEEDED, pb.RUN_STATE_FAILED, pb.RUN_STATE_CANCELLED)
+
+        async def poll() -> pb.RetrainingRun:
+            while True:
+                run = (await self.get_retraining_status(run_id)).run
+                if run.state in ended:
+                    return run
+                await asyncio.sleep(poll_seconds)
+
+        return await asyncio.wait_for(poll(), timeout)
 
     async def record_metric(self, model_name: str, metric_name: str, value: float, *, model_version: str = "",
                             time: datetime | None = None, labels: Mapping[str, str] | None = None,

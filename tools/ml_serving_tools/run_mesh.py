@@ -115,6 +115,7 @@ def start_local_stack(state: Path, env: dict[str, str]) -> stack.Stack:
         metrics_addr=_setting("MESH_METRICS_ADDR", defaults.MESH_METRICS),
         base_id=int(_setting("ENVOY_BASE_ID", defaults.ENVOY_BASE_ID)),
         auth=devauth.ensure_dev_keys(state / "auth"),
+        retraining_workers=int(_setting("RETRAINING_WORKERS", "1")),
     )
 
 
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             demo = demo_setup.run_demo_setup(running.grpc_addr, running.token, state)
             print(banner(running, services.redis_url, services.database_url, services.s3, services.mlflow_uri,
                          services.torchserve, demo, data_load.wait(), features), flush=True)
-            print(f"logs: {state}/mesh.log, {state}/envoy-*.log, {state}/mlflow/, {state}/s3/weed.log, "
+            print(f"logs: {state}/mesh.log, {state}/envoy-*.log, {state}/retraining-worker-*.log, {state}/mlflow/, "
+                  f"{state}/s3/weed.log, "
                   f"{state}/torchserve/", flush=True)
             return wait_for_stop_or_exit(running, state)
         finally:

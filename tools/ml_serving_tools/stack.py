@@ -70,6 +70,16 @@ def start_mesh(env: dict[str, str], log_path: Path, timeout: float = 30.0) -> su
     return proc
 
 
+def start_retraining_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """One retraining worker process (`ml-serving-retraining-worker`), logging to `log_path`. It
+    has no port: it is running once it has started (its claims show in the runs it takes)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "ml_serving_server.services.pipeline.worker_main"],
+                                env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def gateway_auth(keys: devauth.DevKeys) -> generate.JwtAuth:
     """Envoy's token check for tokens signed with ``keys``."""
     return generate.JwtAuth(issuer=keys.issuer, audiences=(keys.audience,), jwks_file=keys.jwks)
@@ -81,10 +91,13 @@ def mesh_auth_env(keys: devauth.DevKeys) -> dict[str, str]:
     canaries promote and archive versions) show the Registry, in files beside the keys."""
     return {"AUTH_ENABLED": "true", "AUTH_JWKS_FILE": str(keys.jwks), "AUTH_ISSUER": keys.issuer,
             "AUTH_AUDIENCE": keys.audience, "INFERENCE_REGISTRY_TOKEN_FILE": str(service_token_file(keys)),
-            "ROUTER_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="router", scopes=ROUTER_SCOPES))}
+            "ROUTER_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="router", scopes=ROUTER_SCOPES)),
+            "PIPELINE_RETRAINING_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="retraining",
+                                                                             scopes=RETRAINING_SCOPES))}
 
 
 ROUTER_SCOPES = ("registry.read", "registry.write", "registry.promote")
+RETRAINING_SCOPES = ("registry.read", "registry.write")  # workers register the versions they train
 
 
 def service_token_file(keys: devauth.DevKeys, subject: str = "inference", scopes: tuple[str, ...] = ("registry.read",),
@@ -144,9 +157,10 @@ class Stack:
 
 
 def start_stack(state_dir: Path, env: dict[str, str], grpc_addr: str, front_door: str, admin_addr: str,
-                metrics_addr: str, base_id: int, *, auth: devauth.DevKeys | None = None,
+                metrics_addr: str, base_id: int, *, auth: devauth.DevKeys | None = None, retraining_workers: int = 0,
                 **gateway_options) -> Stack:
-    """A mesh server hosting every service, and Envoy in front of it.
+    """A mesh server hosting every service, Envoy in front of it, and `retraining_workers` workers
+    (registering what they train in this mesh's Registry).
 
     With ``auth`` (development keys) both check tokens signed with them (the caller's env
     wins for the mesh's AUTH_* settings) and the Stack carries a token with every scope.
@@ -161,6 +175,10 @@ def start_stack(state_dir: Path, env: dict[str, str], grpc_addr: str, front_door
         stack.processes.append(start_mesh(mesh_env, stack.log_path))
         stack.processes.append(start_envoy(state_dir, front_door, grpc_addr, admin_addr, base_id, auth=auth,
                                            **gateway_options))
+        for index in range(retraining_workers):
+            stack.processes.append(start_retraining_worker(
+                {**mesh_env, "PIPELINE_RETRAINING_REGISTRY_ADDR": grpc_addr},
+                state_dir / f"retraining-worker-{index + 1}.log"))
     except BaseException:
         stack.stop()
         raise

@@ -200,7 +200,7 @@ async def test_seed_ab_testing(address, token, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("client_type, call", [
-    (PipelineClient, lambda c: c.trigger_retraining("recommendation-model")),
+    (PipelineClient, lambda c: c.record_metric("recommendation-model", "auc", 0.5)),
 ])
 async def test_unbuilt_services_are_unimplemented(address, client_type, call):
     async with client_type(address=address) as client:

@@ -27,7 +27,7 @@ def test_get_the_schema_over_rest(stack):
     taste = next(f for f in profile["features"] if f["name"] == "taste")
     assert taste == {"name": "taste", "type": "FEATURE_TYPE_DOUBLE_LIST", "dimension": 4,
                      "description": taste["description"]}
-    assert profile["entity"]["valueType"] == "FEATURE_TYPE_INT64" and profile["ttl"] == "604800s"
+    assert profile["entity"]["valueType"] == "FEATURE_TYPE_INT64" and profile["ttl"] == "7776000s"
     assert profile["computeOnMiss"] is True and len(profile["definitionHash"]) == 64
     assert "materializedUntil" not in profile
 

@@ -57,7 +57,7 @@ async def test_one_view_as_declared(stub, declared):
     assert (features["taste"].type, features["taste"].dimension) == (pb.FEATURE_TYPE_DOUBLE_LIST, 4)
     assert features["activity"].type == pb.FEATURE_TYPE_DOUBLE and features["activity"].dimension == 0
     assert "FROM demo_users" in view.source.query and view.source.timestamp_column == "updated_at"
-    assert view.ttl.ToSeconds() == 7 * 86400 and view.compute_on_miss
+    assert view.ttl.ToSeconds() == 90 * 86400 and view.compute_on_miss
     assert view.materialization_schedule == "*/15 * * * *" and view.tags["team"] == "recsys"
     # Nothing materialises the demo views in this session: no watermark to report.
     assert not view.HasField("materialized_until") and not view.HasField("last_materialization_time")
@@ -91,7 +91,7 @@ async def test_a_token_without_pipeline_read_is_permission_denied(mesh, dev_keys
 
 
 async def test_rpcs_not_built_yet_stay_unimplemented(stub):
-    error = await failed(stub.TriggerRetraining(pb.TriggerRetrainingRequest(model_name="m")))
+    error = await failed(stub.RecordMetric(pb.RecordMetricRequest(model_name="m", metric_name="auc", value=0.5)))
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
     assert (error_info(error).reason, error_info(error).domain) == ("NOT_IMPLEMENTED", DOMAIN)
 

@@ -1,5 +1,5 @@
-"""The ML pipeline: for now the feature store (declared views, materialisation, online reads,
-training sets).
+"""The ML pipeline: the feature store (declared views, materialisation, online reads, training
+sets) and retraining runs (queued here, trained by workers: worker_main.py).
 
     domain/                feature views (rules, definition hash), the schema, typed values,
                            materialisation (on demand and on each view's schedule), online
@@ -19,6 +19,7 @@ migrates and connects; app.py lists `SERVICE`.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from mnbara.mlserving.catalog import BY_NAME
 
@@ -29,17 +30,22 @@ from .settings import PipelineSettings
 
 
 async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
+    from ...runtime.periodic import PeriodicTask
     from .domain.materialization import Materializer
     from .domain.online import FeatureReader
+    from .domain.runs import RetrainingRuns
     from .domain.scheduling import MaterializationScheduler
     from .domain.service import FeatureStore
     from .domain.training import TrainingSets
+    from .postgres_runs import PostgresRunStore
     from .postgres_store import PostgresFeatureSource, PostgresMaterializationState
     from .postgres_training_set import PostgresTrainingSetSource
     from .redis_online_store import RedisOnlineStore
     from .servicer import PipelineServicer
+    from .trainers import load_trainers
 
     schema = load_directory(settings.feature_views_path())
+    trainers = load_trainers(settings.trainers)
     if not runtime.database.url:
         raise ValueError("the pipeline needs PostgreSQL: set DATABASE_URL (make up finds or starts one)")
     state = await PostgresMaterializationState.connect(runtime.database.url,
@@ -59,6 +65,12 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
         source.pool, statement_timeout_s=settings.training_set_statement_timeout_seconds,
         timeout_s=settings.training_set_timeout_seconds), batch_rows=settings.training_set_batch_entries)
     store = FeatureStore(schema, reader, materializer, state, training)
+    run_store = PostgresRunStore(state.pool, settings.database_timeout_seconds)  # the state's pool, migrated
+    runs = RetrainingRuns(run_store, trainers, max_attempts=settings.retraining_max_attempts,
+                          worker_lost_after=timedelta(seconds=settings.retraining_worker_lost_seconds))
+    # Runs of workers that died are taken back even when no worker is left to notice.
+    sweeper = PeriodicTask("retraining sweeper", runs.sweep, settings.retraining_heartbeat_seconds)
+    sweeper.start()
     scheduler = MaterializationScheduler(schema, materializer, state,
                                          tick_s=settings.materialization_scheduler_tick_seconds)
     if settings.materialization_scheduler_enabled:
@@ -72,8 +84,8 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
         await store.close()
         await asyncio.gather(online.close(), source.close(), state.close(), return_exceptions=True)
 
-    return BuiltService(PipelineServicer(store), probe=probe, probe_gates_server=False, closers=[close],
-                        stopping=[scheduler.close, materializer.close])
+    return BuiltService(PipelineServicer(store, runs), probe=probe, probe_gates_server=False, closers=[close],
+                        stopping=[scheduler.close, materializer.close, sweeper.close])
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

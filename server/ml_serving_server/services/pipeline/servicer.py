@@ -1,7 +1,8 @@
 """PipelineService over gRPC: map the request, call the domain, map the response.
 
 GetFeatureSchema, GetFeatures (by entity or by column, one view or several), MaterializeFeatures,
-GetMaterializationJob and GetTrainingSet (server streaming) are built; every other RPC falls through
+GetMaterializationJob, GetTrainingSet (server streaming) and the retraining runs' RPCs
+(retraining_rpcs.py) are built; every other RPC falls through
 to the generated base, which the error interceptor answers with UNIMPLEMENTED (NOT_IMPLEMENTED).
 Domain errors become statuses in the runtime's one mapping (runtime/status.py).
 """
@@ -23,9 +24,10 @@ from .domain.materialization import FULL, INCREMENTAL
 from .domain.online import EntityResult, FeaturesResult, ValueSource, ViewSelection
 from .domain.ports import Job
 from .domain.service import FeatureStore
+from .domain.runs import RetrainingRuns
 from .domain.training import ColumnKind, InlineRow
+from .retraining_rpcs import ERROR_DOMAIN, RetrainingRpcs
 
-ERROR_DOMAIN = "pipeline.mlserving.mnbara"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -156,9 +158,9 @@ def job_to_pb(job: Job) -> pb.MaterializationJob:
     return message
 
 
-class PipelineServicer(pipeline_pb2_grpc.PipelineServiceServicer):
-    def __init__(self, store: FeatureStore):
-        self._store = store
+class PipelineServicer(RetrainingRpcs, pipeline_pb2_grpc.PipelineServiceServicer):
+    def __init__(self, store: FeatureStore, runs: RetrainingRuns):
+        self._store, self._runs = store, runs
         # Declarations are read once at start: their messages are built once too.
         self._views = {view.name: view_to_pb(view) for view in store.schema.views}
         self._fields = {view.name: {f.name: _VALUE_FIELDS[f.type] for f in view.features}

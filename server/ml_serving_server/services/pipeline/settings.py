@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from ml_serving import defaults
 from ...runtime.settings import SettingsBase
 
 
@@ -43,6 +44,42 @@ class PipelineSettings(SettingsBase):
         3600.0, gt=0, description="longest a whole training set may stream, from the first fetch to the last")
     database_timeout_seconds: float = Field(5.0, gt=0, description="longest wait for one PostgreSQL command of the "
                                                                    "pipeline's own state")
+
+    trainers: str = Field(
+        "recommendation-model=ml_serving_tools.demo_model.retrain:RecommendationTrainer",
+        description="the models retraining runs can be triggered for: comma-separated `model=module:Class`, each "
+                    "class a trainer (domain/retraining.py's Trainer) made with no arguments; empty: none")
+    retraining_max_attempts: int = Field(
+        3, ge=1, le=20, description="attempts a retraining run gets: a run whose worker died, or whose attempt failed "
+                                    "on a dependency (MLflow, the Registry, PostgreSQL down), is queued again until "
+                                    "then, and fails after")
+    retraining_heartbeat_seconds: float = Field(
+        2.0, gt=0, le=300, description="how often a retraining worker proves it alive and reports progress")
+    retraining_worker_lost_seconds: float = Field(
+        15.0, gt=0, le=3600, description="a running run whose worker sent no heartbeat for this long is taken back "
+                                         "(queued again or failed); keep it several heartbeats long")
+    retraining_poll_seconds: float = Field(
+        1.0, gt=0, le=300, description="how often an idle retraining worker looks for a queued run (and sweeps "
+                                       "runs of lost workers)")
+    retraining_registry_addr: str = Field(
+        defaults.MESH_GRPC, description="gRPC address of the mesh serving the Registry, where workers register "
+                                        "the versions they train")
+    retraining_registry_token_file: str = Field(
+        "", description="file holding the bearer token workers call the Registry with (scope registry.write); "
+                        "empty: no token (a mesh with auth off)")
+    retraining_mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000",
+        validation_alias=AliasChoices("PIPELINE_RETRAINING_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server workers log runs to (also read from `MLFLOW_TRACKING_URI`)")
+    retraining_workdir: str = Field("", description="where workers write a run's files while it trains (removed "
+                                                   "after); empty: the system's temporary folder")
+
+    @model_validator(mode="after")
+    def _lost_after_several_heartbeats(self) -> "PipelineSettings":
+        if self.retraining_worker_lost_seconds < 2 * self.retraining_heartbeat_seconds:
+            raise ValueError("PIPELINE_RETRAINING_WORKER_LOST_SECONDS must be at least twice "
+                             "PIPELINE_RETRAINING_HEARTBEAT_SECONDS (one late heartbeat must not lose a run)")
+        return self
 
     def feature_views_path(self) -> Path:
         return Path(self.feature_views_dir) if self.feature_views_dir else _checkout() / "features"
