@@ -27,8 +27,9 @@ from .support import TEST_DATABASE_PREFIX, bearer, private_database, start_stack
 
 # Test meshes materialise only when a test asks: a scheduled run of the demo views holding a
 # view's lock would make another test's MaterializeFeatures fail as in progress. The scheduler's
-# own tests turn it on.
+# own tests turn it on. Likewise retraining schedules.
 os.environ.setdefault("PIPELINE_MATERIALIZATION_SCHEDULER_ENABLED", "false")
+os.environ.setdefault("PIPELINE_RETRAINING_SCHEDULER_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

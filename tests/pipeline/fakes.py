@@ -291,3 +291,37 @@ class FakeRunStore:
                     run.error = self._r.RunError("WORKER_LOST", "no heartbeat", "UNAVAILABLE")
                 changed.append(replace(run))
         return changed
+
+
+class FakeScheduleStore:
+    """The ScheduleStore port in memory (the PostgreSQL one is checked in tests/pipeline/adapters)."""
+
+    def __init__(self):
+        self.schedules: dict[str, object] = {}
+
+    async def create(self, schedule):
+        self.schedules[schedule.schedule_id] = replace(schedule)
+
+    async def get(self, schedule_id):
+        found = self.schedules.get(schedule_id)
+        return None if found is None else replace(found)
+
+    async def list(self, *, model_name, limit, after_seq):
+        chosen = [(seq, s) for seq, s in enumerate(self.schedules.values(), start=1)
+                  if (not model_name or s.model_name == model_name) and seq > after_seq]
+        page = chosen[:limit]
+        return [replace(s) for _, s in page], page[-1][0] if len(chosen) > limit else None
+
+    async def delete(self, schedule_id):
+        return self.schedules.pop(schedule_id, None) is not None
+
+    async def due(self, now):
+        return sorted((replace(s) for s in self.schedules.values() if s.enabled and s.next_run_time <= now),
+                      key=lambda s: s.next_run_time)
+
+    async def advance(self, schedule, *, last_run_time, last_run_id, next_run_time):
+        stored = self.schedules.get(schedule.schedule_id)
+        if stored is None or stored.next_run_time != schedule.next_run_time:
+            return False
+        stored.last_run_time, stored.last_run_id, stored.next_run_time = last_run_time, last_run_id, next_run_time
+        return True

@@ -19,7 +19,8 @@ from ml_serving_server.services.pipeline.domain.retraining import (
     RunState,
     Trigger,
 )
-from ml_serving_server.services.pipeline.postgres_runs import PostgresRunStore
+from ml_serving_server.services.pipeline.domain.schedules import Schedule
+from ml_serving_server.services.pipeline.postgres_runs import PostgresRunStore, PostgresScheduleStore
 from ml_serving_server.services.pipeline.domain.ports import StateStoreUnavailable
 
 from ...support import private_database
@@ -175,3 +176,45 @@ async def test_cancel_moves_a_queued_run_to_cancelled_and_leaves_an_ended_one(st
 async def test_an_unreachable_database_is_state_store_unavailable():
     with pytest.raises(StateStoreUnavailable):
         await PostgresRunStore.connect("postgresql://postgres@127.0.0.1:1/none", timeout_seconds=1)
+
+
+# ----- schedules -----
+
+def new_schedule(model="rec", *, enabled=True, next_at=T0) -> Schedule:
+    return Schedule(schedule_id=str(uuid.uuid4()), model_name=model, cron="0 3 * * *", time_zone="Europe/Paris",
+                    create_time=T0, next_run_time=next_at, parameters={"epochs": 3}, reason="nightly",
+                    enabled=enabled, jitter_seconds=60, created_by="alice")
+
+
+@pytest.fixture
+async def schedules(store):
+    await store._pool.execute("TRUNCATE pipeline_retraining_schedules")
+    return PostgresScheduleStore(store._pool)
+
+
+async def test_a_schedule_is_stored_listed_and_deleted(schedules):
+    created = [new_schedule("a" if i % 2 else "b") for i in range(5)]
+    for schedule in created:
+        await schedules.create(schedule)
+    assert await schedules.get(created[0].schedule_id) == created[0]
+    page, after = await schedules.list(model_name="", limit=3, after_seq=0)
+    rest, end = await schedules.list(model_name="", limit=3, after_seq=after)
+    assert [s.schedule_id for s in page + rest] == [s.schedule_id for s in created] and end is None
+    only_a, _ = await schedules.list(model_name="a", limit=10, after_seq=0)
+    assert [s.schedule_id for s in only_a] == [s.schedule_id for i, s in enumerate(created) if i % 2]
+    assert await schedules.delete(created[0].schedule_id) and not await schedules.delete(created[0].schedule_id)
+    assert await schedules.get(created[0].schedule_id) is None
+
+
+async def test_due_schedules_are_enabled_ones_past_their_time_and_advance_once(schedules):
+    due = new_schedule(next_at=T0)
+    later = new_schedule(next_at=T0 + timedelta(hours=1))
+    off = new_schedule(enabled=False, next_at=T0)
+    for schedule in (due, later, off):
+        await schedules.create(schedule)
+    assert [s.schedule_id for s in await schedules.due(T0 + timedelta(minutes=1))] == [due.schedule_id]
+    following = T0 + timedelta(days=1)
+    assert await schedules.advance(due, last_run_time=T0, last_run_id="r1", next_run_time=following)
+    assert not await schedules.advance(due, last_run_time=T0, last_run_id="r2", next_run_time=following)  # moved
+    moved = await schedules.get(due.schedule_id)
+    assert (moved.last_run_time, moved.last_run_id, moved.next_run_time) == (T0, "r1", following)

@@ -129,3 +129,39 @@ async def test_postgresql_down_is_unavailable_and_nothing_is_queued(features_dir
             assert not queued.duplicate  # the call that failed stored nothing
     finally:
         await proxy.stop()
+
+
+# ----- schedules -----
+
+async def test_a_schedule_is_created_read_listed_and_deleted(stub):
+    created = (await stub.CreateRetrainingSchedule(pb.CreateRetrainingScheduleRequest(schedule=pb.RetrainingSchedule(
+        model_name=MODEL, cron="0 3 * * *", time_zone="Europe/Paris", parameters=params(epochs=2), reason="nightly",
+        enabled=True, jitter_seconds=120)))).schedule
+    assert created.schedule_id and created.next_run_time.seconds > 0 and created.created_by == "pipeline-tests"
+    assert created.parameters["epochs"] == 2 and created.jitter_seconds == 120
+    got = (await stub.GetRetrainingSchedule(pb.GetRetrainingScheduleRequest(schedule_id=created.schedule_id))).schedule
+    assert got == created
+    listed = await stub.ListRetrainingSchedules(pb.ListRetrainingSchedulesRequest(model_name=MODEL, page_size=1000))
+    assert created.schedule_id in [s.schedule_id for s in listed.schedules]
+    await stub.DeleteRetrainingSchedule(pb.DeleteRetrainingScheduleRequest(schedule_id=created.schedule_id))
+    error = await failed(stub.GetRetrainingSchedule(pb.GetRetrainingScheduleRequest(schedule_id=created.schedule_id)))
+    assert (error.code(), error_info(error).reason) == (grpc.StatusCode.NOT_FOUND, "SCHEDULE_NOT_FOUND")
+
+
+@pytest.mark.parametrize("fields, field, reason", [
+    ({"cron": "soon"}, "schedule.cron", "INVALID_CRON"),
+    ({"time_zone": "Nowhere/City"}, "schedule.time_zone", "INVALID_TIME_ZONE"),
+    ({"parameters": params(epochs=-1)}, "schedule.parameters.epochs", "INVALID_FIELD"),
+])
+async def test_a_bad_schedule_is_invalid_naming_its_field(stub, fields, field, reason):
+    schedule = pb.RetrainingSchedule(**{"model_name": MODEL, "cron": "0 3 * * *", **fields})
+    error = await failed(stub.CreateRetrainingSchedule(pb.CreateRetrainingScheduleRequest(schedule=schedule)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error_info(error).metadata["field"], error_info(error).reason) == (field, reason)
+
+
+async def test_schedules_need_pipeline_admin(server, dev_keys):
+    async with stub_to(server, mint_token(dev_keys, ["pipeline.read", "pipeline.write"], subject="writer")) as writer:
+        error = await failed(writer.CreateRetrainingSchedule(pb.CreateRetrainingScheduleRequest(
+            schedule=pb.RetrainingSchedule(model_name=MODEL, cron="0 3 * * *"))))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -34,10 +34,11 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     from .domain.materialization import Materializer
     from .domain.online import FeatureReader
     from .domain.runs import RetrainingRuns
+    from .domain.schedules import RetrainingSchedules
     from .domain.scheduling import MaterializationScheduler
     from .domain.service import FeatureStore
     from .domain.training import TrainingSets
-    from .postgres_runs import PostgresRunStore
+    from .postgres_runs import PostgresRunStore, PostgresScheduleStore
     from .postgres_store import PostgresFeatureSource, PostgresMaterializationState
     from .postgres_training_set import PostgresTrainingSetSource
     from .redis_online_store import RedisOnlineStore
@@ -68,9 +69,14 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     run_store = PostgresRunStore(state.pool, settings.database_timeout_seconds)  # the state's pool, migrated
     runs = RetrainingRuns(run_store, trainers, max_attempts=settings.retraining_max_attempts,
                           worker_lost_after=timedelta(seconds=settings.retraining_worker_lost_seconds))
+    schedules = RetrainingSchedules(PostgresScheduleStore(state.pool), runs)
     # Runs of workers that died are taken back even when no worker is left to notice.
     sweeper = PeriodicTask("retraining sweeper", runs.sweep, settings.retraining_heartbeat_seconds)
     sweeper.start()
+    retraining_scheduler = PeriodicTask("retraining scheduler", schedules.tick,
+                                        settings.retraining_scheduler_tick_seconds)
+    if settings.retraining_scheduler_enabled:
+        retraining_scheduler.start()
     scheduler = MaterializationScheduler(schema, materializer, state,
                                          tick_s=settings.materialization_scheduler_tick_seconds)
     if settings.materialization_scheduler_enabled:
@@ -84,8 +90,9 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
         await store.close()
         await asyncio.gather(online.close(), source.close(), state.close(), return_exceptions=True)
 
-    return BuiltService(PipelineServicer(store, runs), probe=probe, probe_gates_server=False, closers=[close],
-                        stopping=[scheduler.close, materializer.close, sweeper.close])
+    return BuiltService(PipelineServicer(store, runs, schedules), probe=probe, probe_gates_server=False,
+                        closers=[close],
+                        stopping=[scheduler.close, materializer.close, sweeper.close, retraining_scheduler.close])
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

@@ -1,4 +1,4 @@
-"""Retraining runs over PostgreSQL (asyncpg): the RunStore port.
+"""Retraining runs and schedules over PostgreSQL (asyncpg): the RunStore and ScheduleStore ports.
 
 Table `pipeline_retraining_runs` (migration p0003). The queue is the table itself: a worker
 claims the oldest QUEUED run with `FOR UPDATE SKIP LOCKED` (concurrent claims skip each other's
@@ -15,10 +15,11 @@ from typing import Mapping, Sequence
 
 import asyncpg
 
-from .domain.retraining import Attempt, Heartbeat, Run, RunError, RunState, Trigger
-from .postgres_store import _APPLICATION_NAME, SCHEMA, _close_pool, _ping, _pool, _state_errors
-from .domain.ports import StateStoreUnavailable
 from ...runtime import postgres_migrations as migrations
+from .domain.ports import StateStoreUnavailable
+from .domain.retraining import Attempt, Heartbeat, Run, RunError, RunState, Trigger
+from .domain.schedules import Schedule
+from .postgres_store import _APPLICATION_NAME, SCHEMA, _close_pool, _ping, _pool, _state_errors
 
 _COLUMNS = """run_id::text AS run_id, seq, model_name, state, trigger, reason, parameters, schedule_id, alert_id,
               idempotency_key, attempt, max_attempts, worker_id, create_time, start_time, end_time,
@@ -177,3 +178,72 @@ class PostgresRunStore:
 
 def _error_columns(error: RunError | None) -> tuple:
     return (None, None, None) if error is None else (error.reason, error.message, error.code)
+
+
+# ----- schedules -----
+
+_SCHEDULE_COLUMNS = """schedule_id::text AS schedule_id, seq, model_name, cron, time_zone, parameters, reason, enabled,
+                       jitter_seconds, created_by, create_time, next_run_time, last_run_time, last_run_id"""
+
+
+def _schedule(record) -> Schedule:
+    return Schedule(
+        schedule_id=record["schedule_id"], model_name=record["model_name"], cron=record["cron"],
+        time_zone=record["time_zone"], create_time=record["create_time"], next_run_time=record["next_run_time"],
+        parameters=json.loads(record["parameters"]), reason=record["reason"], enabled=record["enabled"],
+        jitter_seconds=record["jitter_seconds"], created_by=record["created_by"],
+        last_run_time=record["last_run_time"], last_run_id=record["last_run_id"])
+
+
+class PostgresScheduleStore:
+    """The ScheduleStore port, on the pool of the run store (table pipeline_retraining_schedules)."""
+
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+
+    @_state_errors
+    async def create(self, schedule: Schedule) -> None:
+        await self._pool.execute("""
+            INSERT INTO pipeline_retraining_schedules (schedule_id, model_name, cron, time_zone, parameters, reason,
+                enabled, jitter_seconds, created_by, create_time, next_run_time)
+            VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11)""",
+            schedule.schedule_id, schedule.model_name, schedule.cron, schedule.time_zone,
+            json.dumps(schedule.parameters), schedule.reason, schedule.enabled, schedule.jitter_seconds,
+            schedule.created_by, schedule.create_time, schedule.next_run_time)
+
+    @_state_errors
+    async def get(self, schedule_id: str) -> Schedule | None:
+        record = await self._pool.fetchrow(
+            f"SELECT {_SCHEDULE_COLUMNS} FROM pipeline_retraining_schedules WHERE schedule_id = $1::uuid", schedule_id)
+        return None if record is None else _schedule(record)
+
+    @_state_errors
+    async def list(self, *, model_name: str, limit: int, after_seq: int) -> tuple[list[Schedule], int | None]:
+        records = await self._pool.fetch(f"""
+            SELECT {_SCHEDULE_COLUMNS} FROM pipeline_retraining_schedules
+            WHERE ($1 = '' OR model_name = $1) AND seq > $2 ORDER BY seq LIMIT $3""", model_name, after_seq, limit + 1)
+        more = len(records) > limit
+        records = records[:limit]
+        return [_schedule(r) for r in records], records[-1]["seq"] if more else None
+
+    @_state_errors
+    async def delete(self, schedule_id: str) -> bool:
+        status = await self._pool.execute("DELETE FROM pipeline_retraining_schedules WHERE schedule_id = $1::uuid",
+                                          schedule_id)
+        return status.endswith(" 1")
+
+    @_state_errors
+    async def due(self, now: datetime) -> list[Schedule]:
+        records = await self._pool.fetch(f"""
+            SELECT {_SCHEDULE_COLUMNS} FROM pipeline_retraining_schedules
+            WHERE enabled AND next_run_time <= $1 ORDER BY next_run_time LIMIT 1000""", now)
+        return [_schedule(r) for r in records]
+
+    @_state_errors
+    async def advance(self, schedule: Schedule, *, last_run_time: datetime, last_run_id: str,
+                      next_run_time: datetime) -> bool:
+        status = await self._pool.execute("""
+            UPDATE pipeline_retraining_schedules SET last_run_time = $3, last_run_id = $4, next_run_time = $5
+            WHERE schedule_id = $1::uuid AND next_run_time = $2""",
+            schedule.schedule_id, schedule.next_run_time, last_run_time, last_run_id, next_run_time)
+        return status.endswith(" 1")

@@ -1,4 +1,4 @@
-"""gRPC <-> domain for retraining runs: the RPCs PipelineServicer takes from this mixin."""
+"""gRPC <-> domain for retraining runs and schedules: the RPCs PipelineServicer takes from this mixin."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from mnbara.mlserving.catalog import BY_NAME
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
 
 from ...errors import InvalidArgument
+from ...runtime.auth import caller
 from .domain.retraining import Run, RunState, Trigger
 from .domain.runs import RetrainingRuns
+from .domain.schedules import RetrainingSchedules, Schedule
 
 ERROR_DOMAIN = BY_NAME["pipeline"].error_domain
 _STATES = {RunState.QUEUED: pb.RUN_STATE_QUEUED, RunState.RUNNING: pb.RUN_STATE_RUNNING,
@@ -49,6 +51,17 @@ def run_to_pb(run: Run) -> pb.RetrainingRun:
     return message
 
 
+def schedule_to_pb(schedule: Schedule) -> pb.RetrainingSchedule:
+    message = pb.RetrainingSchedule(
+        schedule_id=schedule.schedule_id, model_name=schedule.model_name, cron=schedule.cron,
+        time_zone=schedule.time_zone, reason=schedule.reason, enabled=schedule.enabled,
+        next_run_time=_stamp(schedule.next_run_time), last_run_time=_stamp(schedule.last_run_time),
+        last_run_id=schedule.last_run_id, created_by=schedule.created_by, create_time=_stamp(schedule.create_time),
+        jitter_seconds=schedule.jitter_seconds)
+    message.parameters.update(schedule.parameters)
+    return message
+
+
 def _states(values) -> list[RunState]:
     states = []
     for index, value in enumerate(values):
@@ -60,6 +73,7 @@ def _states(values) -> list[RunState]:
 
 class RetrainingRpcs:
     _runs: RetrainingRuns
+    _schedules: RetrainingSchedules
 
     async def TriggerRetraining(self, request, context):
         run, duplicate = await self._runs.trigger(
@@ -77,3 +91,23 @@ class RetrainingRpcs:
 
     async def CancelRetrainingRun(self, request, context):
         return pb.CancelRetrainingRunResponse(run=run_to_pb(await self._runs.cancel(request.run_id)))
+
+    async def CreateRetrainingSchedule(self, request, context):
+        given = request.schedule
+        schedule = await self._schedules.create(
+            model_name=given.model_name, cron=given.cron, time_zone=given.time_zone,
+            parameters=json_format.MessageToDict(given.parameters), reason=given.reason, enabled=given.enabled,
+            jitter_seconds=given.jitter_seconds, created_by=caller())
+        return pb.CreateRetrainingScheduleResponse(schedule=schedule_to_pb(schedule))
+
+    async def GetRetrainingSchedule(self, request, context):
+        return pb.GetRetrainingScheduleResponse(schedule=schedule_to_pb(await self._schedules.get(request.schedule_id)))
+
+    async def ListRetrainingSchedules(self, request, context):
+        found, token = await self._schedules.list(model_name=request.model_name, page_size=request.page_size,
+                                                  page_token=request.page_token)
+        return pb.ListRetrainingSchedulesResponse(schedules=[schedule_to_pb(s) for s in found], next_page_token=token)
+
+    async def DeleteRetrainingSchedule(self, request, context):
+        await self._schedules.delete(request.schedule_id)
+        return pb.DeleteRetrainingScheduleResponse()

@@ -25,6 +25,7 @@ from .domain.online import EntityResult, FeaturesResult, ValueSource, ViewSelect
 from .domain.ports import Job
 from .domain.service import FeatureStore
 from .domain.runs import RetrainingRuns
+from .domain.schedules import RetrainingSchedules
 from .domain.training import ColumnKind, InlineRow
 from .retraining_rpcs import ERROR_DOMAIN, RetrainingRpcs
 
@@ -159,8 +160,8 @@ def job_to_pb(job: Job) -> pb.MaterializationJob:
 
 
 class PipelineServicer(RetrainingRpcs, pipeline_pb2_grpc.PipelineServiceServicer):
-    def __init__(self, store: FeatureStore, runs: RetrainingRuns):
-        self._store, self._runs = store, runs
+    def __init__(self, store: FeatureStore, runs: RetrainingRuns, schedules: RetrainingSchedules):
+        self._store, self._runs, self._schedules = store, runs, schedules
         # Declarations are read once at start: their messages are built once too.
         self._views = {view.name: view_to_pb(view) for view in store.schema.views}
         self._fields = {view.name: {f.name: _VALUE_FIELDS[f.type] for f in view.features}

@@ -61,6 +61,11 @@ class PipelineSettings(SettingsBase):
     retraining_poll_seconds: float = Field(
         1.0, gt=0, le=300, description="how often an idle retraining worker looks for a queued run (and sweeps "
                                        "runs of lost workers)")
+    retraining_scheduler_enabled: bool = Field(
+        True, description="queue the runs of retraining schedules at their times; one run per due time however "
+                          "many replicas look")
+    retraining_scheduler_tick_seconds: float = Field(
+        15.0, ge=0.05, le=3600, description="how often a replica looks for a retraining schedule that is due")
     retraining_registry_addr: str = Field(
         defaults.MESH_GRPC, description="gRPC address of the mesh serving the Registry, where workers register "
                                         "the versions they train")

@@ -690,7 +690,7 @@ class ListRetrainingRunsResponse(_message.Message):
     def __init__(self, runs: _Optional[_Iterable[_Union[RetrainingRun, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RetrainingSchedule(_message.Message):
-    __slots__ = ("schedule_id", "model_name", "cron", "time_zone", "parameters", "reason", "enabled", "next_run_time", "last_run_time", "last_run_id", "created_by", "create_time")
+    __slots__ = ("schedule_id", "model_name", "cron", "time_zone", "parameters", "reason", "enabled", "next_run_time", "last_run_time", "last_run_id", "created_by", "create_time", "jitter_seconds")
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     CRON_FIELD_NUMBER: _ClassVar[int]
@@ -703,6 +703,7 @@ class RetrainingSchedule(_message.Message):
     LAST_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    JITTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
     schedule_id: str
     model_name: str
     cron: str
@@ -715,7 +716,8 @@ class RetrainingSchedule(_message.Message):
     last_run_id: str
     created_by: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, schedule_id: _Optional[str] = ..., model_name: _Optional[str] = ..., cron: _Optional[str] = ..., time_zone: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ..., enabled: _Optional[bool] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_id: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    jitter_seconds: int
+    def __init__(self, schedule_id: _Optional[str] = ..., model_name: _Optional[str] = ..., cron: _Optional[str] = ..., time_zone: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ..., enabled: _Optional[bool] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_run_id: _Optional[str] = ..., created_by: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jitter_seconds: _Optional[int] = ...) -> None: ...
 
 class CreateRetrainingScheduleRequest(_message.Message):
     __slots__ = ("schedule",)

@@ -54,13 +54,10 @@ class RetrainingRuns:
                       alert_id: str = "") -> tuple[Run, bool]:
         """Queues a run: (the run, False); (the earlier run, True) for a repeated idempotency key, or
         for an alert's trigger while the model has an alert's run queued or running."""
-        trainer = self._trainer(model_name)
-        if len(reason) > MAX_REASON_CHARS:
-            raise InvalidArgument("reason", f"must be at most {MAX_REASON_CHARS} characters, got {len(reason)}")
+        checked = self.check_trigger(model_name, reason=reason, parameters=parameters or {})
         if len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
             raise InvalidArgument("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters, "
                                   f"got {len(idempotency_key)}")
-        checked = self._parameters(trainer, parameters or {})
         run = Run(run_id=str(uuid.uuid4()), model_name=model_name, state=RunState.QUEUED, trigger=trigger,
                   create_time=self._clock(), reason=reason, parameters=checked, schedule_id=schedule_id,
                   alert_id=alert_id, idempotency_key=idempotency_key, max_attempts=self._max_attempts)
@@ -68,6 +65,16 @@ class RetrainingRuns:
         if not duplicate:
             log.info("retraining run %s of %s queued (%s)", run.run_id, model_name, trigger.value.lower())
         return stored, duplicate
+
+    def check_trigger(self, model_name: str, *, reason: str, parameters: Mapping[str, Any],
+                      field_prefix: str = "") -> dict[str, Any]:
+        """What a trigger (or a schedule's) says, checked: a model with a trainer, a bounded reason,
+        parameters the trainer accepts. The parameters, completed with the trainer's defaults."""
+        trainer = self._trainer(model_name, field_prefix)
+        if len(reason) > MAX_REASON_CHARS:
+            raise InvalidArgument(f"{field_prefix}reason", f"must be at most {MAX_REASON_CHARS} characters, "
+                                  f"got {len(reason)}")
+        return self._parameters(trainer, parameters, field_prefix)
 
     async def get(self, run_id: str) -> Run:
         run = await self._store.get(check_run_id(run_id))
@@ -106,11 +113,11 @@ class RetrainingRuns:
 
     # ----- parts -----
 
-    def _trainer(self, model_name: str) -> Trainer:
+    def _trainer(self, model_name: str, field_prefix: str = "") -> Trainer:
         if not model_name:
-            raise InvalidArgument("model_name", "is required")
+            raise InvalidArgument(f"{field_prefix}model_name", "is required")
         if len(model_name) > MAX_MODEL_NAME_CHARS:
-            raise InvalidArgument("model_name", f"must be at most {MAX_MODEL_NAME_CHARS} characters")
+            raise InvalidArgument(f"{field_prefix}model_name", f"must be at most {MAX_MODEL_NAME_CHARS} characters")
         trainer = self._trainers.get(model_name)
         if trainer is None:
             raise NotFound(f"no trainer is configured for model {quoted(model_name)} (PIPELINE_TRAINERS names "
@@ -119,15 +126,15 @@ class RetrainingRuns:
         return trainer
 
     @staticmethod
-    def _parameters(trainer: Trainer, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    def _parameters(trainer: Trainer, parameters: Mapping[str, Any], field_prefix: str) -> dict[str, Any]:
         if len(repr(parameters)) > MAX_PARAMETERS_BYTES:
-            raise InvalidArgument("parameters", f"must be at most {MAX_PARAMETERS_BYTES} bytes")
+            raise InvalidArgument(f"{field_prefix}parameters", f"must be at most {MAX_PARAMETERS_BYTES} bytes")
         try:
             return trainer.check_parameters(parameters)
         except ValueError as error:
             name, _, why = str(error).partition(": ")
             field = f"parameters.{name}" if why and name.isidentifier() else "parameters"
-            raise InvalidArgument(field, (why or str(error))[:200]) from None
+            raise InvalidArgument(f"{field_prefix}{field}", (why or str(error))[:200]) from None
 
 
 def _position(token: str) -> int:
