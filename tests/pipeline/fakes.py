@@ -325,3 +325,118 @@ class FakeScheduleStore:
             return False
         stored.last_run_time, stored.last_run_id, stored.next_run_time = last_run_time, last_run_id, next_run_time
         return True
+
+
+class FakeMetricStore:
+    """The MetricStore port in memory."""
+
+    def __init__(self):
+        self.values_: list = []
+        self.down = False
+
+    async def record(self, values):
+        if self.down:
+            raise StateStoreUnavailable()
+        seen = {v.event_id for v in self.values_ if v.event_id}
+        new = duplicates = 0
+        for value in values:
+            if value.event_id and value.event_id in seen:
+                duplicates += 1
+                continue
+            seen.add(value.event_id)
+            self.values_.append(value)
+            new += 1
+        return new, duplicates
+
+    async def values(self, *, model_name, metric_name, model_version, label_filter, start, end, limit):
+        if self.down:
+            raise StateStoreUnavailable()
+        chosen = [v for v in self.values_ if v.model_name == model_name and v.metric_name == metric_name
+                  and (not model_version or v.model_version == model_version) and start <= v.time < end
+                  and all(v.labels.get(k) == x for k, x in label_filter.items())]
+        chosen.sort(key=lambda v: v.time)
+        return [v.value for v in chosen[-limit:]]
+
+
+class FakeAlertStore:
+    """The AlertStore port in memory."""
+
+    def __init__(self):
+        self.rules: dict[str, object] = {}
+        self.states: dict[str, object] = {}
+        self.alerts: list = []
+
+    async def create_rule(self, rule):
+        from ml_serving_server.errors import AlreadyExists
+        from ml_serving_server.services.pipeline.domain.errors import ErrorReason
+        if any(r.name == rule.name for r in self.rules.values()):
+            raise AlreadyExists(f"rule {rule.name} exists", reason=ErrorReason.ALERT_RULE_ALREADY_EXISTS)
+        self.rules[rule.rule_id] = replace(rule)
+
+    async def get_rule(self, rule_id):
+        rule = self.rules.get(rule_id)
+        return None if rule is None else replace(rule)
+
+    async def list_rules(self, *, model_name, enabled_only, limit, after_seq):
+        chosen = [(seq, r) for seq, r in enumerate(self.rules.values(), start=1)
+                  if (not model_name or r.model_name == model_name) and (r.enabled or not enabled_only)
+                  and seq > after_seq]
+        page = chosen[:limit]
+        return [replace(r) for _, r in page], page[-1][0] if len(chosen) > limit else None
+
+    async def update_rule(self, rule):
+        if rule.rule_id not in self.rules:
+            return False
+        self.rules[rule.rule_id] = replace(rule)
+        return True
+
+    async def delete_rule(self, rule_id, now):
+        from ml_serving_server.services.pipeline.domain.monitoring import AlertState
+        if self.rules.pop(rule_id, None) is None:
+            return False
+        for alert in self.alerts:
+            if alert.rule_id == rule_id and alert.state is AlertState.FIRING:
+                alert.state, alert.resolve_time = AlertState.RESOLVED, now
+        return True
+
+    async def rule_state(self, rule_id):
+        from ml_serving_server.services.pipeline.domain.monitoring import RuleState
+        return replace(self.states.get(rule_id) or RuleState(rule_id))
+
+    async def save_rule_state(self, state):
+        self.states[state.rule_id] = replace(state)
+
+    async def firing_alert(self, rule_id):
+        from ml_serving_server.services.pipeline.domain.monitoring import AlertState
+        found = [a for a in self.alerts if a.rule_id == rule_id and a.state is AlertState.FIRING]
+        return replace(found[0]) if found else None
+
+    async def open_alert(self, alert):
+        firing = await self.firing_alert(alert.rule_id)
+        if firing is not None:
+            return firing
+        self.alerts.append(replace(alert))
+        return replace(alert)
+
+    async def update_alert(self, alert):
+        for index, stored in enumerate(self.alerts):
+            if stored.alert_id == alert.alert_id:
+                self.alerts[index] = replace(alert)
+
+    async def list_alerts(self, *, model_name, states, rule_id, min_severity, limit, after_seq):
+        order = ["info", "warning", "critical"]
+        chosen = [(seq, a) for seq, a in list(enumerate(self.alerts, start=1))[::-1]
+                  if (not model_name or a.model_name == model_name) and a.state in states
+                  and (not rule_id or a.rule_id == rule_id)
+                  and (min_severity is None or order.index(a.severity.value) >= order.index(min_severity.value))
+                  and (not after_seq or seq < after_seq)]
+        page = chosen[:limit]
+        return [replace(a) for _, a in page], page[-1][0] if len(chosen) > limit else None
+
+
+class FakeNotifier:
+    def __init__(self):
+        self.sent: list = []
+
+    async def notify(self, rule, alert):
+        self.sent.append((rule.name, alert.alert_id, alert.state))

@@ -1,0 +1,308 @@
+"""The model monitor: metric values recorded (one or a batch, checked whole first), alert rules
+kept, and evaluation rounds that fire and resolve alerts, notify webhooks and trigger retraining.
+
+A round looks at every enabled rule: its window's values (and its baseline's or reference's),
+one evaluation (alerting.py), then the hysteresis decides. A firing rule that says
+`trigger_retraining` queues a run of its model (trigger ALERT, the alert's id recorded on it); the
+run store keeps at most one such run per model queued or running, so an alert storm queues one.
+Several replicas may run rounds at once: the alert store keeps one firing alert per rule, and
+only the replica whose alert was stored notifies and triggers.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from ....errors import DomainError, InvalidArgument, NotFound, quoted
+from .alerting import Change, decide, evaluate
+from .errors import ErrorReason
+from .monitoring import (
+    Alert,
+    AlertNotifier,
+    AlertRule,
+    AlertState,
+    AlertStore,
+    Degradation,
+    Drift,
+    MetricStore,
+    MetricValue,
+    Severity,
+    Threshold,
+)
+from .retraining import Trigger
+from .runs import RetrainingRuns
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 10_000
+MAX_LABELS = 16
+MAX_NAME_CHARS = 128
+MAX_MODEL_NAME_CHARS = 256
+MAX_LABEL_CHARS = 128
+MAX_EVENT_ID_CHARS = 128
+MAX_WINDOW = timedelta(days=30)
+MAX_FOR_DURATION = timedelta(days=7)
+MAX_VALUES_PER_WINDOW = 100_000  # the newest ones, when a window holds more
+FUTURE_SLACK = timedelta(minutes=5)  # a value stamped later than this after now is refused
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
+_RULE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_TICK = timedelta(microseconds=1)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Monitor:
+    def __init__(self, metrics: MetricStore, alerts: AlertStore, runs: RetrainingRuns, notifier: AlertNotifier, *,
+                 clock: Callable[[], datetime] = _now):
+        self._metrics, self._alerts, self._runs, self._notifier = metrics, alerts, runs, notifier
+        self._clock = clock
+
+    # ----- values -----
+
+    async def record(self, values: Sequence[Mapping[str, Any]], *, batch: bool = False) -> tuple[int, int]:
+        """Checks every value (a batch whole, naming `metrics[i].<field>`), then stores them:
+        (newly recorded, duplicates of an event id already recorded)."""
+        if batch and not 1 <= len(values) <= MAX_BATCH:
+            raise InvalidArgument("metrics", f"must hold 1 to {MAX_BATCH} values, got {len(values)}")
+        now = self._clock()
+        checked = [self._value(value, now, f"metrics[{index}]." if batch else "", index if batch else None)
+                   for index, value in enumerate(values)]
+        return await self._metrics.record(checked)
+
+    def _value(self, given: Mapping[str, Any], now: datetime, prefix: str, index: int | None) -> MetricValue:
+        def bad(field: str, why: str, reason=ErrorReason.INVALID_FIELD) -> InvalidArgument:
+            extra = {} if index is None else {"index": index}
+            return InvalidArgument(f"{prefix}{field}", why, reason=reason, **extra)
+
+        model, metric = given.get("model_name", ""), given.get("metric_name", "")
+        for field, text, limit in (("model_name", model, MAX_MODEL_NAME_CHARS), ("metric_name", metric, MAX_NAME_CHARS)):
+            if not text:
+                raise bad(field, "is required")
+            if len(text) > limit:
+                raise bad(field, f"must be at most {limit} characters")
+        value = given.get("value")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise bad("value", f"must be a finite number, got {quoted(value)}", ErrorReason.INVALID_METRIC_VALUE)
+        labels = dict(given.get("labels") or {})
+        if len(labels) > MAX_LABELS:
+            raise bad("labels", f"at most {MAX_LABELS} labels, got {len(labels)}")
+        for key, text in labels.items():
+            if not key or len(key) > MAX_LABEL_CHARS or len(text) > MAX_LABEL_CHARS:
+                raise bad("labels", f"keys of 1 to {MAX_LABEL_CHARS} characters and values of at most "
+                                    f"{MAX_LABEL_CHARS}: {quoted(key)}")
+        event_id, version = given.get("event_id", ""), given.get("model_version", "")
+        if len(event_id) > MAX_EVENT_ID_CHARS:
+            raise bad("event_id", f"must be at most {MAX_EVENT_ID_CHARS} characters")
+        if len(version) > MAX_NAME_CHARS:
+            raise bad("model_version", f"must be at most {MAX_NAME_CHARS} characters")
+        time = given.get("time") or now
+        if time > now + FUTURE_SLACK:
+            raise bad("time", f"is in the future ({time.isoformat()})")
+        return MetricValue(model, metric, float(value), time, version, labels, event_id)
+
+    # ----- rules -----
+
+    async def create_rule(self, rule: AlertRule) -> AlertRule:
+        now = self._clock()
+        rule = replace(rule, rule_id=str(uuid.uuid4()), create_time=now, update_time=now)
+        self._check_rule(rule)
+        await self._alerts.create_rule(rule)
+        return rule
+
+    async def get_rule(self, rule_id: str) -> AlertRule:
+        rule = await self._alerts.get_rule(_check_id(rule_id, "rule_id"))
+        if rule is None:
+            raise NotFound(f"no alert rule {rule_id}", reason=ErrorReason.ALERT_RULE_NOT_FOUND,
+                           metadata={"rule_id": rule_id})
+        return rule
+
+    async def list_rules(self, *, model_name: str = "", page_size: int = 0, page_token: str = ""
+                         ) -> tuple[list[AlertRule], str]:
+        rules, after = await self._alerts.list_rules(model_name=model_name, enabled_only=False,
+                                                     limit=_page_size(page_size), after_seq=_position(page_token))
+        return rules, "" if after is None else str(after)
+
+    async def update_rule(self, rule_id: str, change: Callable[[AlertRule], AlertRule]) -> AlertRule:
+        """`change` gives the rule's new version from the stored one (the caller applies a field mask)."""
+        current = await self.get_rule(rule_id)
+        updated = replace(change(current), rule_id=current.rule_id, create_time=current.create_time,
+                          update_time=self._clock())
+        self._check_rule(updated)
+        if not await self._alerts.update_rule(updated):
+            raise NotFound(f"no alert rule {rule_id}", reason=ErrorReason.ALERT_RULE_NOT_FOUND,
+                           metadata={"rule_id": rule_id})
+        return updated
+
+    async def delete_rule(self, rule_id: str) -> None:
+        if not await self._alerts.delete_rule(_check_id(rule_id, "rule_id"), self._clock()):
+            raise NotFound(f"no alert rule {rule_id}", reason=ErrorReason.ALERT_RULE_NOT_FOUND,
+                           metadata={"rule_id": rule_id})
+
+    def _check_rule(self, rule: AlertRule) -> None:
+        def bad(field: str, why: str, reason=ErrorReason.INVALID_FIELD) -> InvalidArgument:
+            return InvalidArgument(f"rule.{field}", why, reason=reason)
+
+        if not _RULE_NAME.match(rule.name):
+            raise bad("name", f"must be 1 to 128 characters of [A-Za-z0-9._-], got {quoted(rule.name)}")
+        for field, text, limit in (("model_name", rule.model_name, MAX_MODEL_NAME_CHARS),
+                                   ("metric_name", rule.metric_name, MAX_NAME_CHARS)):
+            if not text or len(text) > limit:
+                raise bad(field, f"is required, at most {limit} characters")
+        if len(rule.description) > 2000 or len(rule.model_version) > MAX_NAME_CHARS:
+            raise bad("description" if len(rule.description) > 2000 else "model_version", "is too long")
+        if len(rule.label_filter) > MAX_LABELS:
+            raise bad("label_filter", f"at most {MAX_LABELS} labels")
+        if not timedelta(seconds=1) <= rule.window <= MAX_WINDOW:
+            raise bad("window", f"must be 1 s to {MAX_WINDOW.days} days")
+        if not timedelta(0) <= rule.for_duration <= MAX_FOR_DURATION:
+            raise bad("for_duration", f"must be 0 to {MAX_FOR_DURATION.days} days")
+        if not 1 <= rule.min_samples <= MAX_VALUES_PER_WINDOW:
+            raise bad("min_samples", f"must be 1 to {MAX_VALUES_PER_WINDOW}")
+        self._check_condition(rule, bad)
+        if rule.webhook_url:
+            _check_webhook(rule.webhook_url)
+        if rule.trigger_retraining:
+            rule.retraining_parameters = self._runs.check_trigger(
+                rule.model_name, reason="", parameters=rule.retraining_parameters, field_prefix="rule.retraining_")
+
+    @staticmethod
+    def _check_condition(rule: AlertRule, bad) -> None:
+        condition = rule.condition
+        if isinstance(condition, Threshold):
+            if not math.isfinite(condition.threshold):
+                raise bad("threshold.threshold", "must be a finite number", ErrorReason.INVALID_CONDITION)
+        elif isinstance(condition, Degradation):
+            if not timedelta(seconds=1) <= condition.baseline_window <= timedelta(days=90):
+                raise bad("degradation.baseline_window", "must be 1 s to 90 days", ErrorReason.INVALID_CONDITION)
+            if not (math.isfinite(condition.max_relative_change) and condition.max_relative_change > 0):
+                raise bad("degradation.max_relative_change", "must be a positive number",
+                          ErrorReason.INVALID_CONDITION)
+        elif isinstance(condition, Drift):
+            if not timedelta(seconds=1) <= condition.reference_window <= timedelta(days=90):
+                raise bad("drift.reference_window", "must be 1 s to 90 days", ErrorReason.INVALID_CONDITION)
+            if not 2 <= condition.bins <= 100:
+                raise bad("drift.bins", "must be 2 to 100", ErrorReason.INVALID_CONDITION)
+            if not (math.isfinite(condition.psi_threshold) and condition.psi_threshold > 0):
+                raise bad("drift.psi_threshold", "must be a positive number", ErrorReason.INVALID_CONDITION)
+        else:
+            raise bad("condition", "one of threshold, degradation and drift is required", ErrorReason.INVALID_CONDITION)
+
+    # ----- alerts -----
+
+    async def list_alerts(self, *, model_name: str = "", states: Sequence[AlertState] = (), rule_id: str = "",
+                          min_severity: Severity | None = None, page_size: int = 0, page_token: str = ""
+                          ) -> tuple[list[Alert], str]:
+        if rule_id:
+            _check_id(rule_id, "rule_id")
+        alerts, after = await self._alerts.list_alerts(
+            model_name=model_name, states=list(states) or [AlertState.FIRING], rule_id=rule_id,
+            min_severity=min_severity, limit=_page_size(page_size), after_seq=_position(page_token))
+        return alerts, "" if after is None else str(after)
+
+    async def evaluate_round(self) -> int:
+        """Evaluates every enabled rule once; the number of alerts that fired or resolved."""
+        changed, after = 0, 0
+        while True:
+            rules, after = await self._alerts.list_rules(model_name="", enabled_only=True, limit=200,
+                                                         after_seq=after)
+            for rule in rules:
+                try:
+                    changed += await self.evaluate_rule(rule)
+                except DomainError as error:  # PostgreSQL down: the next round looks again
+                    log.warning("alert rule %s not evaluated: %s", rule.name, error.message)
+            if after is None:
+                return changed
+
+    async def evaluate_rule(self, rule: AlertRule) -> int:
+        now = self._clock()
+        current = await self._window(rule, now - rule.window, now + _TICK)  # a value stamped now counts
+        reference: list[float] = []
+        if isinstance(rule.condition, (Degradation, Drift)):
+            span = rule.condition.baseline_window if isinstance(rule.condition, Degradation) \
+                else rule.condition.reference_window
+            reference = await self._window(rule, now - rule.window - span, now - rule.window)
+        evaluation = evaluate(rule, current, reference)
+        firing = await self._alerts.firing_alert(rule.rule_id)
+        decision = decide(rule, await self._alerts.rule_state(rule.rule_id), evaluation, firing, now)
+        await self._alerts.save_rule_state(decision.state)
+        if decision.change is Change.FIRE:
+            await self._fire(rule, evaluation, now)
+        elif decision.change is Change.UPDATE and firing is not None:
+            if evaluation.holds is not None:
+                firing.value, firing.message = evaluation.value, evaluation.message[:1000]
+            firing.last_evaluation_time = now
+            await self._alerts.update_alert(firing)
+        elif decision.change is Change.RESOLVE and firing is not None:
+            firing.state, firing.resolve_time, firing.last_evaluation_time = AlertState.RESOLVED, now, now
+            firing.value, firing.message = evaluation.value, evaluation.message[:1000]
+            await self._alerts.update_alert(firing)
+            await self._notifier.notify(rule, firing)
+            log.info("alert %s of rule %s resolved", firing.alert_id, rule.name)
+        return int(decision.change in (Change.FIRE, Change.RESOLVE))
+
+    async def _fire(self, rule: AlertRule, evaluation, now: datetime) -> None:
+        alert = Alert(alert_id=str(uuid.uuid4()), rule_id=rule.rule_id, rule_name=rule.name,
+                      model_name=rule.model_name, metric_name=rule.metric_name, state=AlertState.FIRING,
+                      severity=rule.severity, value=evaluation.value, reference_value=evaluation.reference_value,
+                      message=evaluation.message[:1000], fire_time=now, last_evaluation_time=now,
+                      model_version=rule.model_version)
+        stored = await self._alerts.open_alert(alert)
+        if stored.alert_id != alert.alert_id:
+            return  # another replica fired it first: it notifies and triggers
+        log.warning("alert %s of rule %s fired: %s", alert.alert_id, rule.name, alert.message)
+        if rule.trigger_retraining:
+            try:
+                run, _ = await self._runs.trigger(
+                    rule.model_name, reason=f"alert {rule.name}: {alert.message}"[:1000],
+                    parameters=rule.retraining_parameters, trigger=Trigger.ALERT, alert_id=alert.alert_id)
+                alert.retraining_run_id = run.run_id
+                await self._alerts.update_alert(alert)
+            except DomainError as error:  # the alert stands; the retraining is what failed
+                log.warning("alert %s: retraining of %s not queued: %s", alert.alert_id, rule.model_name,
+                            error.message)
+        await self._notifier.notify(rule, alert)
+
+    async def _window(self, rule: AlertRule, start: datetime, end: datetime) -> list[float]:
+        return await self._metrics.values(model_name=rule.model_name, metric_name=rule.metric_name,
+                                          model_version=rule.model_version, label_filter=rule.label_filter,
+                                          start=start, end=end, limit=MAX_VALUES_PER_WINDOW)
+
+
+def _check_webhook(url: str) -> None:
+    parts = urlsplit(url)
+    if len(url) > 2048 or parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        raise InvalidArgument("rule.webhook_url", f"must be an http(s) URL without credentials, got {quoted(url)}",
+                              reason=ErrorReason.INVALID_WEBHOOK_URL)
+
+
+def _check_id(value: str, field: str) -> str:
+    try:
+        if len(value) != 36 or str(uuid.UUID(value)) != value:
+            raise ValueError
+    except ValueError:
+        raise InvalidArgument(field, f"must be an id (a lowercase UUID), got {quoted(value)}") from None
+    return value
+
+
+def _page_size(value: int) -> int:
+    if not 0 <= value <= MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE_SIZE}, got {value}")
+    return value or DEFAULT_PAGE_SIZE
+
+
+def _position(token: str) -> int:
+    if not token:
+        return 0
+    if len(token) > 20 or not token.isdigit():
+        raise InvalidArgument("page_token", "is not a token this service issued", reason=ErrorReason.INVALID_PAGE_TOKEN)
+    return int(token)
+
