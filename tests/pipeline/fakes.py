@@ -246,6 +246,7 @@ class FakeRunStore:
         for run in self.runs.values():
             if run.state is self._r.RunState.QUEUED:
                 run.state, run.attempt, run.worker_id = self._r.RunState.RUNNING, run.attempt + 1, worker_id
+                run.error = None
                 run.start_time = run.heartbeat_time = now
                 run.progress, run.stage = 0.0, "claimed"
                 return replace(run)
@@ -271,10 +272,13 @@ class FakeRunStore:
     async def requeue(self, attempt, now, error):
         self._check()
         run = self._fenced(attempt)
-        if run is None or run.cancel_requested:
-            return False
-        run.state, run.error = self._r.RunState.QUEUED, error
-        return True
+        if run is None:
+            return None
+        if run.cancel_requested:
+            run.state, run.end_time = self._r.RunState.CANCELLED, now
+        else:
+            run.state, run.error = self._r.RunState.QUEUED, error
+        return run.state
 
     async def sweep(self, stale_before, now):
         self._check()

@@ -105,9 +105,20 @@ async def test_writes_are_fenced_by_worker_and_attempt(store):
     assert (current.progress, current.stage) == (0.5, "training")
     await store.cancel(run.run_id, T0)
     assert await store.heartbeat(mine, T0, 0.6, "training") is Heartbeat.CANCEL
-    assert not await store.requeue(mine, T0, RunError("X", "y"))  # a cancelled run is not retried
-    assert await store.finish(mine, T0 + timedelta(seconds=2), RunState.CANCELLED)
+    # A retryable failure of a run whose cancel was asked ends it cancelled, not queued again.
+    assert await store.requeue(mine, T0 + timedelta(seconds=2), RunError("X", "y")) is RunState.CANCELLED
     assert not await store.finish(mine, T0, RunState.SUCCEEDED)  # ended: nothing more
+    assert await store.requeue(mine, T0, RunError("X", "y")) is None
+    ended = await store.get(run.run_id)
+    assert (ended.state, ended.end_time, ended.error) == (RunState.CANCELLED, T0 + timedelta(seconds=2), None)
+
+
+async def test_a_cancelled_attempt_finishes_cancelled(store):
+    run, _ = await store.create(new_run())
+    claimed = await store.claim("w1", T0)
+    mine = Attempt(run.run_id, "w1", claimed.attempt)
+    await store.cancel(run.run_id, T0)
+    assert await store.finish(mine, T0 + timedelta(seconds=2), RunState.CANCELLED)
     assert (await store.get(run.run_id)).state is RunState.CANCELLED
 
 
@@ -123,15 +134,15 @@ async def test_a_finished_run_keeps_its_outcome(store):
     assert done.end_time == T0 + timedelta(minutes=1) and done.error is None
 
 
-async def test_a_requeued_run_is_claimed_again_as_a_new_attempt_with_its_last_error(store):
+async def test_a_requeued_run_shows_why_until_it_is_claimed_again_as_a_new_attempt(store):
     run, _ = await store.create(new_run())
     first = await store.claim("w1", T0)
     assert await store.requeue(Attempt(run.run_id, "w1", first.attempt), T0,
-                               RunError("MLFLOW_UNAVAILABLE", "down", "UNAVAILABLE"))
+                               RunError("MLFLOW_UNAVAILABLE", "down", "UNAVAILABLE")) is RunState.QUEUED
     queued = await store.get(run.run_id)
     assert queued.state is RunState.QUEUED and queued.error == RunError("MLFLOW_UNAVAILABLE", "down", "UNAVAILABLE")
     second = await store.claim("w2", T0)
-    assert (second.attempt, second.worker_id) == (2, "w2")
+    assert (second.attempt, second.worker_id, second.error) == (2, "w2", None)
 
 
 async def test_the_sweep_takes_back_runs_of_lost_workers(store):

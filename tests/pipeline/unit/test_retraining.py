@@ -218,7 +218,7 @@ async def test_a_dependency_down_queues_the_run_again_until_its_attempts_are_spe
     assert await worker().run_once()
     again = await runs.get(run.run_id)
     assert again.state is RunState.QUEUED and again.error.reason == "MLFLOW_UNAVAILABLE"
-    assert await worker("w2").run_once()
+    assert await worker("w2").run_once()  # attempt 2 fails alike: no attempt left
     failed = await runs.get(run.run_id)
     assert failed.state is RunState.FAILED and failed.attempt == 2 and failed.worker_id == "w2"
     assert (failed.error.reason, failed.error.code) == ("MLFLOW_UNAVAILABLE", "UNAVAILABLE")
@@ -324,3 +324,20 @@ async def test_cancelled_run_raises_from_check_cancelled():
         context.check_cancelled()
     context.stop("lost")  # the first reason stays
     assert context.why == "cancel"
+
+
+async def test_a_retryable_failure_of_a_run_cancelled_meanwhile_ends_it_cancelled():
+    down = TrainingFailed("REGISTRY_UNAVAILABLE", "down", code="UNAVAILABLE", retryable=True)
+    publisher = Publisher(fail=down)
+    runs, store, trainer, _, worker = make(publisher=publisher, max_attempts=3)
+    run, _ = await runs.trigger("rec")
+    original = publisher.publish
+
+    async def cancel_then_fail(r, model):
+        await runs.cancel(r.run_id)
+        return await original(r, model)
+
+    publisher.publish = cancel_then_fail
+    await worker().run_once()
+    ended = await runs.get(run.run_id)
+    assert ended.state is RunState.CANCELLED and ended.error is None

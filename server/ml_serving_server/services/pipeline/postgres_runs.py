@@ -119,7 +119,8 @@ class PostgresRunStore:
     async def claim(self, worker_id: str, now: datetime) -> Run | None:
         record = await self._pool.fetchrow(f"""
             UPDATE pipeline_retraining_runs SET state = 'RUNNING', attempt = attempt + 1, worker_id = $1,
-                start_time = $2, heartbeat_time = $2, progress = 0, stage = 'claimed'
+                start_time = $2, heartbeat_time = $2, progress = 0, stage = 'claimed',
+                error_reason = NULL, error_message = NULL, error_code = NULL
             WHERE run_id = (SELECT run_id FROM pipeline_retraining_runs WHERE state = 'QUEUED'
                             ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
             RETURNING {_COLUMNS}""", worker_id, now)
@@ -149,13 +150,19 @@ class PostgresRunStore:
         return status.endswith(" 1")
 
     @_state_errors
-    async def requeue(self, attempt: Attempt, now: datetime, error: RunError) -> bool:
-        status = await self._pool.execute(f"""
-            UPDATE pipeline_retraining_runs SET state = 'QUEUED', heartbeat_time = $4,
-                stage = 'queued again after a failed attempt', error_reason = $5, error_message = $6, error_code = $7
-            WHERE {_ACTIVE_FENCE} AND NOT cancel_requested""",
+    async def requeue(self, attempt: Attempt, now: datetime, error: RunError) -> RunState | None:
+        state = await self._pool.fetchval(f"""
+            UPDATE pipeline_retraining_runs SET heartbeat_time = $4,
+                state = CASE WHEN cancel_requested THEN 'CANCELLED' ELSE 'QUEUED' END,
+                end_time = CASE WHEN cancel_requested THEN $4 ELSE end_time END,
+                stage = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued again after a failed attempt' END,
+                error_reason = CASE WHEN cancel_requested THEN NULL ELSE $5 END,
+                error_message = CASE WHEN cancel_requested THEN NULL ELSE $6 END,
+                error_code = CASE WHEN cancel_requested THEN NULL ELSE $7 END
+            WHERE {_ACTIVE_FENCE}
+            RETURNING state""",
             attempt.run_id, attempt.worker_id, attempt.attempt, now, *_error_columns(error))
-        return status.endswith(" 1")
+        return None if state is None else RunState(state)
 
     @_state_errors
     async def sweep(self, stale_before: datetime, now: datetime) -> list[Run]:

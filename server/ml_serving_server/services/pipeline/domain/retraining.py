@@ -191,7 +191,8 @@ class RunStore(Protocol):
 
     async def claim(self, worker_id: str, now: datetime) -> Run | None:
         """The oldest QUEUED run, now RUNNING for this worker as attempt + 1 (FOR UPDATE SKIP LOCKED:
-        concurrent workers never claim one run twice); None when nothing is queued."""
+        concurrent workers never claim one run twice), its last attempt's error cleared; None when
+        nothing is queued."""
 
     async def heartbeat(self, attempt: Attempt, now: datetime, progress: float, stage: str) -> Heartbeat: ...
 
@@ -199,9 +200,10 @@ class RunStore(Protocol):
                      mlflow_run_id: str = "", registered_version: str = "", error: RunError | None = None) -> bool:
         """Ends the attempt's run (SUCCEEDED, FAILED, CANCELLED); False when it is no longer the attempt's."""
 
-    async def requeue(self, attempt: Attempt, now: datetime, error: RunError) -> bool:
+    async def requeue(self, attempt: Attempt, now: datetime, error: RunError) -> RunState | None:
         """The attempt failed on something worth retrying: QUEUED again (attempts remain, the caller
-        checked); False when it is no longer the attempt's."""
+        checked), or CANCELLED when a cancel was asked meanwhile. The state it is now; None when
+        it is no longer the attempt's."""
 
     async def sweep(self, stale_before: datetime, now: datetime) -> list[Run]:
         """Running runs whose heartbeat is older than `stale_before` (their worker died or stalled):

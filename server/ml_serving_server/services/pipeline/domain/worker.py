@@ -173,9 +173,10 @@ class RetrainingWorker:
         elif isinstance(outcome[0], RunError):
             error, retryable = outcome
             if retryable and run.attempt < run.max_attempts:
-                await self._store.requeue(attempt, now, error)
-                log.warning("retraining run %s: attempt %d failed (%s), queued again", run.run_id, run.attempt,
-                            error.reason)
+                state = await self._store.requeue(attempt, now, error)
+                log.warning("retraining run %s: attempt %d failed (%s), %s", run.run_id, run.attempt, error.reason,
+                            "queued again" if state is RunState.QUEUED else
+                            "cancelled meanwhile" if state is RunState.CANCELLED else "no longer this worker's")
             else:
                 await self._store.finish(attempt, now, RunState.FAILED, error=error)
                 log.warning("retraining run %s failed: %s: %s", run.run_id, error.reason, error.message)
