@@ -30,6 +30,7 @@ from .support import TEST_DATABASE_PREFIX, bearer, private_database, start_stack
 # own tests turn it on. Likewise retraining schedules.
 os.environ.setdefault("PIPELINE_MATERIALIZATION_SCHEDULER_ENABLED", "false")
 os.environ.setdefault("PIPELINE_RETRAINING_SCHEDULER_ENABLED", "false")
+os.environ.setdefault("PIPELINE_MONITOR_EVALUATION_SECONDS", "1")
 
 
 @pytest.fixture(scope="session")

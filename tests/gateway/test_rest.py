@@ -9,11 +9,11 @@ import pytest
 
 from ..support import call
 
-PIPELINE_PATHS = [  # not built yet (the two feature paths are: tests/pipeline)
-    ("POST", "/api/v1/ml/retraining/trigger", {}),
-    ("GET", "/api/v1/ml/retraining/status/run-1", None),
-    ("POST", "/api/v1/ml/monitoring/record", {}),
-    ("GET", "/api/v1/ml/monitoring/alerts", None),
+PIPELINE_PATHS = [  # the seed's retraining and monitoring paths, asked wrongly: a 400 naming the field
+    ("POST", "/api/v1/ml/retraining/trigger", {}, "model_name"),
+    ("GET", "/api/v1/ml/retraining/status/run-1", None, "run_id"),
+    ("POST", "/api/v1/ml/monitoring/record", {"modelName": "m", "metricName": "auc", "value": "NaN"}, "value"),
+    ("GET", "/api/v1/ml/monitoring/alerts?pageSize=5000", None, "page_size"),
 ]
 
 
@@ -55,12 +55,12 @@ def test_the_four_bandit_paths(stack, bandit):
     assert set(arms[arm]) >= {"posteriorMean", "credibleIntervalLower", "credibleIntervalUpper", "selectionShare"}
 
 
-@pytest.mark.parametrize("method, path, body", PIPELINE_PATHS)
-def test_pipeline_paths_answer_501(stack, method, path, body):
+@pytest.mark.parametrize("method, path, body, field", PIPELINE_PATHS)
+def test_pipeline_paths_name_a_bad_field(stack, method, path, body, field):
     reply = call(stack.front_door, method, path, body, token=stack.token)
-    assert reply.status == 501, reply.body
+    assert reply.status == 400, reply.body
     error = reply.json()
-    assert error["code"] == 12 and error["details"][0]["reason"] == "NOT_IMPLEMENTED"
+    assert error["code"] == 3 and error["details"][0]["metadata"]["field"] == field, error
 
 
 BAD_INPUTS = [

@@ -341,13 +341,14 @@ class FakeMetricStore:
     async def record(self, values):
         if self.down:
             raise StateStoreUnavailable()
-        seen = {v.event_id for v in self.values_ if v.event_id}
+        seen = {(v.model_name, v.metric_name, v.event_id) for v in self.values_ if v.event_id}
         new = duplicates = 0
         for value in values:
-            if value.event_id and value.event_id in seen:
+            key = (value.model_name, value.metric_name, value.event_id)
+            if value.event_id and key in seen:
                 duplicates += 1
                 continue
-            seen.add(value.event_id)
+            seen.add(key)
             self.values_.append(value)
             new += 1
         return new, duplicates

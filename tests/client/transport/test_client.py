@@ -8,6 +8,7 @@ import uuid
 import grpc
 import pytest
 from mnbara.mlserving.bandit.v1.error_reason_pb2 import ErrorReason
+from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb_pipeline
 from mnbara.mlserving.router.v1 import router_pb2 as pb
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -199,10 +200,19 @@ async def test_seed_ab_testing(address, token, monkeypatch, tmp_path):
             await admin.stop_experiment(pb.StopExperimentRequest(name=name))
 
 
-@pytest.mark.parametrize("client_type, call", [
-    (PipelineClient, lambda c: c.record_metric("recommendation-model", "auc", 0.5)),
-])
-async def test_unbuilt_services_are_unimplemented(address, client_type, call):
-    async with client_type(address=address) as client:
-        with pytest.raises(ml_serving.UnimplementedError):
-            await call(client)
+
+
+async def test_the_pipeline_client_retrains_and_monitors(address, token):
+    async with PipelineClient(address=address, token=token) as client:
+        queued = await client.trigger_retraining("recommendation-model", reason="client test",
+                                                 parameters={"epochs": 1})
+        assert queued.run.state == pb_pipeline.RUN_STATE_QUEUED and queued.run.parameters["epochs"] == 1
+        cancelled = (await client.cancel_retraining_run(queued.run_id)).run
+        assert cancelled.state == pb_pipeline.RUN_STATE_CANCELLED
+        ended = await client.wait_for_retraining(queued.run_id, poll_seconds=0.05, timeout=5)
+        assert ended.run_id == queued.run_id and ended.state == pb_pipeline.RUN_STATE_CANCELLED
+        with pytest.raises(ml_serving.NotFoundError):
+            await client.trigger_retraining("no-such-model")
+        assert not (await client.record_metric("recommendation-model", "auc", 0.8)).duplicate
+        with pytest.raises(ml_serving.InvalidArgumentError):
+            await client.record_metric("recommendation-model", "auc", float("nan"))

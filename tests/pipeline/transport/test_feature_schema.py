@@ -90,12 +90,6 @@ async def test_a_token_without_pipeline_read_is_permission_denied(mesh, dev_keys
     assert (info.reason, info.domain, info.metadata["scope"]) == ("SCOPE_REQUIRED", DOMAIN, "pipeline.read")
 
 
-async def test_rpcs_not_built_yet_stay_unimplemented(stub):
-    error = await failed(stub.RecordMetric(pb.RecordMetricRequest(model_name="m", metric_name="auc", value=0.5)))
-    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert (error_info(error).reason, error_info(error).domain) == ("NOT_IMPLEMENTED", DOMAIN)
-
-
 async def test_a_bad_declaration_stops_the_server_naming_file_line_and_field(tmp_path, redis_url, key_prefix):
     bad = tmp_path / "users.yaml"
     bad.write_text((ROOT / "features" / "users.yaml").read_text().replace("type: embedding", "type: vector", 1))

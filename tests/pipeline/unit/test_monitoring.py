@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -222,3 +223,15 @@ async def test_a_drift_rule_fires_on_a_shifted_distribution_only():
                                "time": clock.now - timedelta(seconds=second % 300)}], batch=True)
     assert await monitor.evaluate_round() == 1
     assert alerts.alerts[0].value > 0.2
+
+
+async def test_changing_what_a_rule_watches_resolves_its_alert_but_not_its_wording():
+    monitor, clock, metrics, alerts, runs, notifier = make()
+    created = await monitor.create_rule(rule())
+    await record(monitor, clock, 0.1)
+    await monitor.evaluate_round()
+    await monitor.update_rule(created.rule_id, lambda r: replace(r, description="reworded", webhook_url=""))
+    assert alerts.alerts[0].state is AlertState.FIRING
+    await monitor.update_rule(created.rule_id, lambda r: replace(r, condition=Threshold(Comparison.LESS_THAN, 0.05)))
+    assert alerts.alerts[0].state is AlertState.RESOLVED and "rule changed" in alerts.alerts[0].message
+    assert notifier.sent[-1][2] is AlertState.RESOLVED

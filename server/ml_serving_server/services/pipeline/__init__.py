@@ -1,5 +1,6 @@
 """The ML pipeline: the feature store (declared views, materialisation, online reads, training
-sets) and retraining runs (queued here, trained by workers: worker_main.py).
+sets), retraining runs and schedules (queued here, trained by workers: worker_main.py), and the
+model monitor (metric values, alert rules evaluated here, webhooks).
 
     domain/                feature views (rules, definition hash), the schema, typed values,
                            materialisation (on demand and on each view's schedule), online
@@ -31,19 +32,23 @@ from .settings import PipelineSettings
 
 async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     from ...runtime.periodic import PeriodicTask
+    from .alert_metrics import evaluate_and_export
     from .domain.materialization import Materializer
+    from .domain.monitor import Monitor
     from .domain.online import FeatureReader
     from .domain.runs import RetrainingRuns
     from .domain.schedules import RetrainingSchedules
     from .domain.scheduling import MaterializationScheduler
     from .domain.service import FeatureStore
     from .domain.training import TrainingSets
+    from .postgres_monitoring import PostgresAlertStore, PostgresMetricStore
     from .postgres_runs import PostgresRunStore, PostgresScheduleStore
     from .postgres_store import PostgresFeatureSource, PostgresMaterializationState
     from .postgres_training_set import PostgresTrainingSetSource
     from .redis_online_store import RedisOnlineStore
     from .servicer import PipelineServicer
     from .trainers import load_trainers
+    from .webhooks import WebhookNotifier
 
     schema = load_directory(settings.feature_views_path())
     trainers = load_trainers(settings.trainers)
@@ -77,6 +82,12 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
                                         settings.retraining_scheduler_tick_seconds)
     if settings.retraining_scheduler_enabled:
         retraining_scheduler.start()
+    notifier = WebhookNotifier()
+    monitor = Monitor(PostgresMetricStore(state.pool), PostgresAlertStore(state.pool), runs, notifier)
+    evaluator = PeriodicTask("alert evaluator", lambda: evaluate_and_export(monitor),
+                             settings.monitor_evaluation_seconds)
+    if settings.monitor_enabled:
+        evaluator.start()
     scheduler = MaterializationScheduler(schema, materializer, state,
                                          tick_s=settings.materialization_scheduler_tick_seconds)
     if settings.materialization_scheduler_enabled:
@@ -90,9 +101,9 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
         await store.close()
         await asyncio.gather(online.close(), source.close(), state.close(), return_exceptions=True)
 
-    return BuiltService(PipelineServicer(store, runs, schedules), probe=probe, probe_gates_server=False,
-                        closers=[close],
-                        stopping=[scheduler.close, materializer.close, sweeper.close, retraining_scheduler.close])
+    return BuiltService(PipelineServicer(store, runs, schedules, monitor), probe=probe, probe_gates_server=False,
+                        closers=[close], stopping=[scheduler.close, materializer.close, sweeper.close,
+                                                   retraining_scheduler.close, evaluator.close, notifier.close])
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

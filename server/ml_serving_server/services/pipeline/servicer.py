@@ -1,8 +1,8 @@
 """PipelineService over gRPC: map the request, call the domain, map the response.
 
 GetFeatureSchema, GetFeatures (by entity or by column, one view or several), MaterializeFeatures,
-GetMaterializationJob, GetTrainingSet (server streaming) and the retraining runs' RPCs
-(retraining_rpcs.py) are built; every other RPC falls through
+GetMaterializationJob, GetTrainingSet (server streaming), retraining runs and schedules
+(retraining_rpcs.py) and the monitor (monitoring_rpcs.py) are built; any other RPC falls through
 to the generated base, which the error interceptor answers with UNIMPLEMENTED (NOT_IMPLEMENTED).
 Domain errors become statuses in the runtime's one mapping (runtime/status.py).
 """
@@ -24,9 +24,11 @@ from .domain.materialization import FULL, INCREMENTAL
 from .domain.online import EntityResult, FeaturesResult, ValueSource, ViewSelection
 from .domain.ports import Job
 from .domain.service import FeatureStore
+from .domain.monitor import Monitor
 from .domain.runs import RetrainingRuns
 from .domain.schedules import RetrainingSchedules
 from .domain.training import ColumnKind, InlineRow
+from .monitoring_rpcs import MonitoringRpcs
 from .retraining_rpcs import ERROR_DOMAIN, RetrainingRpcs
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -159,9 +161,9 @@ def job_to_pb(job: Job) -> pb.MaterializationJob:
     return message
 
 
-class PipelineServicer(RetrainingRpcs, pipeline_pb2_grpc.PipelineServiceServicer):
-    def __init__(self, store: FeatureStore, runs: RetrainingRuns, schedules: RetrainingSchedules):
-        self._store, self._runs, self._schedules = store, runs, schedules
+class PipelineServicer(RetrainingRpcs, MonitoringRpcs, pipeline_pb2_grpc.PipelineServiceServicer):
+    def __init__(self, store: FeatureStore, runs: RetrainingRuns, schedules: RetrainingSchedules, monitor: Monitor):
+        self._store, self._runs, self._schedules, self._monitor = store, runs, schedules, monitor
         # Declarations are read once at start: their messages are built once too.
         self._views = {view.name: view_to_pb(view) for view in store.schema.views}
         self._fields = {view.name: {f.name: _VALUE_FIELDS[f.type] for f in view.features}

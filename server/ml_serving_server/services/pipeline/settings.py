@@ -66,6 +66,10 @@ class PipelineSettings(SettingsBase):
                           "many replicas look")
     retraining_scheduler_tick_seconds: float = Field(
         15.0, ge=0.05, le=3600, description="how often a replica looks for a retraining schedule that is due")
+    monitor_enabled: bool = Field(
+        True, description="evaluate the alert rules of the model monitor (every replica that has it on)")
+    monitor_evaluation_seconds: float = Field(
+        10.0, ge=0.05, le=3600, description="how often the alert rules are evaluated")
     retraining_registry_addr: str = Field(
         defaults.MESH_GRPC, description="gRPC address of the mesh serving the Registry, where workers register "
                                         "the versions they train")

@@ -342,7 +342,7 @@ class PipelineServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAlertRules(self, request, context):
-        """ListAlertRules lists alert rules in name order, filtered, paginated.
+        """ListAlertRules lists alert rules in creation order, filtered, paginated.
         Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_PAGE_TOKEN),
         UNAVAILABLE (STATE_STORE_UNAVAILABLE).
         """

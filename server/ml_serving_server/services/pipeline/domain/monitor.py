@@ -140,6 +140,14 @@ class Monitor:
         if not await self._alerts.update_rule(updated):
             raise NotFound(f"no alert rule {rule_id}", reason=ErrorReason.ALERT_RULE_NOT_FOUND,
                            metadata={"rule_id": rule_id})
+        firing = await self._alerts.firing_alert(rule_id)
+        if firing is not None and _watched(current) != _watched(updated):
+            # The alert stood for a condition the rule no longer has: the next rounds judge anew.
+            now = self._clock()
+            firing.state, firing.resolve_time, firing.last_evaluation_time = AlertState.RESOLVED, now, now
+            firing.message = f"{firing.message} (resolved: its rule changed)"[:1000]
+            await self._alerts.update_alert(firing)
+            await self._notifier.notify(updated, firing)
         return updated
 
     async def delete_rule(self, rule_id: str) -> None:
@@ -275,6 +283,12 @@ class Monitor:
         return await self._metrics.values(model_name=rule.model_name, metric_name=rule.metric_name,
                                           model_version=rule.model_version, label_filter=rule.label_filter,
                                           start=start, end=end, limit=MAX_VALUES_PER_WINDOW)
+
+
+def _watched(rule: AlertRule) -> tuple:
+    """What a rule's alerts are about: a change of any of it resolves the alert firing."""
+    return (rule.model_name, rule.model_version, rule.metric_name, rule.label_filter, rule.condition, rule.window,
+            rule.aggregation, rule.enabled)
 
 
 def _check_webhook(url: str) -> None:

@@ -20,7 +20,7 @@ class MetricValue:
     time: datetime
     model_version: str = ""  # "" when not version-specific
     labels: dict[str, str] = field(default_factory=dict)
-    event_id: str = ""  # idempotency key; "" when not deduplicated
+    event_id: str = ""  # idempotency key per model and metric; "" when not deduplicated
 
 
 class Comparison(enum.Enum):
@@ -149,7 +149,8 @@ class MetricStore(Protocol):
     """Recorded values in PostgreSQL; StateStoreUnavailable when it cannot be reached."""
 
     async def record(self, values: Sequence[MetricValue]) -> tuple[int, int]:
-        """Stores the values; (newly recorded, duplicates of an event id already recorded)."""
+        """Stores the values; (newly recorded, duplicates of an event id already recorded for the
+        same model and metric, in this call or before)."""
 
     async def values(self, *, model_name: str, metric_name: str, model_version: str, label_filter: dict[str, str],
                      start: datetime, end: datetime, limit: int) -> list[float]:
