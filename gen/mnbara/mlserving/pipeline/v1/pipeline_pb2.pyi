@@ -110,6 +110,12 @@ class DegradationDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DEGRADATION_DIRECTION_UNSPECIFIED: _ClassVar[DegradationDirection]
     DEGRADATION_DIRECTION_DECREASE: _ClassVar[DegradationDirection]
     DEGRADATION_DIRECTION_INCREASE: _ClassVar[DegradationDirection]
+
+class DriftReference(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DRIFT_REFERENCE_UNSPECIFIED: _ClassVar[DriftReference]
+    DRIFT_REFERENCE_WINDOW: _ClassVar[DriftReference]
+    DRIFT_REFERENCE_TRAINING: _ClassVar[DriftReference]
 FEATURE_TYPE_UNSPECIFIED: FeatureType
 FEATURE_TYPE_INT64: FeatureType
 FEATURE_TYPE_DOUBLE: FeatureType
@@ -169,6 +175,9 @@ AGGREGATION_P99: Aggregation
 DEGRADATION_DIRECTION_UNSPECIFIED: DegradationDirection
 DEGRADATION_DIRECTION_DECREASE: DegradationDirection
 DEGRADATION_DIRECTION_INCREASE: DegradationDirection
+DRIFT_REFERENCE_UNSPECIFIED: DriftReference
+DRIFT_REFERENCE_WINDOW: DriftReference
+DRIFT_REFERENCE_TRAINING: DriftReference
 
 class Int64List(_message.Message):
     __slots__ = ("values",)
@@ -835,14 +844,18 @@ class RelativeDegradationCondition(_message.Message):
     def __init__(self, baseline_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_relative_change: _Optional[float] = ..., direction: _Optional[_Union[DegradationDirection, str]] = ...) -> None: ...
 
 class DriftCondition(_message.Message):
-    __slots__ = ("reference_window", "bins", "psi_threshold")
+    __slots__ = ("reference_window", "bins", "psi_threshold", "reference", "feature")
     REFERENCE_WINDOW_FIELD_NUMBER: _ClassVar[int]
     BINS_FIELD_NUMBER: _ClassVar[int]
     PSI_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
     reference_window: _duration_pb2.Duration
     bins: int
     psi_threshold: float
-    def __init__(self, reference_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bins: _Optional[int] = ..., psi_threshold: _Optional[float] = ...) -> None: ...
+    reference: DriftReference
+    feature: str
+    def __init__(self, reference_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bins: _Optional[int] = ..., psi_threshold: _Optional[float] = ..., reference: _Optional[_Union[DriftReference, str]] = ..., feature: _Optional[str] = ...) -> None: ...
 
 class AlertRule(_message.Message):
     __slots__ = ("rule_id", "name", "description", "model_name", "model_version", "metric_name", "label_filter", "threshold", "degradation", "drift", "window", "aggregation", "for_duration", "min_samples", "severity", "webhook_url", "trigger_retraining", "retraining_parameters", "enabled", "create_time", "update_time")
