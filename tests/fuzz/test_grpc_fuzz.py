@@ -236,35 +236,3 @@ async def test_corrupted_requests(channel, known, caplog, method, data, start, n
 async def test_the_server_is_healthy_after_fuzzing(channel, known, caplog):
     await assert_healthy(channel, known)
     assert_quiet(caplog)
-
-
-BUILT_ELSEWHERE = {"pipeline": {"GetFeatureSchema", "GetFeatures", "MaterializeFeatures", "GetMaterializationJob",
-                                 "GetTrainingSet"}}
-"""RPCs of partly built services, fuzzed in their own files (test_pipeline_grpc_fuzz.py)."""
-
-
-def _other_methods():
-    for entry in SERVICES:
-        if entry.name not in ("bandit", "registry", "inference", "router"):  # built: fuzzed in their own files
-            service = entry.messages.DESCRIPTOR.services_by_name[entry.full_name.rsplit(".", 1)[1]]
-            for method in service.methods:
-                if method.name not in BUILT_ELSEWHERE.get(entry.name, ()):
-                    yield entry, method
-
-
-@pytest.mark.parametrize("entry, method", list(_other_methods()), ids=lambda v: getattr(v, "full_name", ""))
-@settings(max_examples=15, **SETTINGS)
-@given(garbage=st.binary(max_size=64))
-async def test_every_method_of_the_other_services_answers_precisely(channel, caplog, entry, method, garbage):
-    """Services not built yet: a valid (empty) request is UNIMPLEMENTED, random bytes are
-    INVALID_ARGUMENT or UNIMPLEMENTED, always with the service's own ErrorInfo."""
-    for body in (b"", garbage):
-        call = channel.unary_unary(f"/{entry.full_name}/{method.name}")
-        try:
-            await call(body, timeout=10)
-        except grpc.aio.AioRpcError as error:
-            assert error.code() in {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT}, error.code()
-            assert error_info(error).domain == entry.error_domain
-        else:
-            raise AssertionError(f"{method.full_name} answered a call")
-    assert_quiet(caplog)

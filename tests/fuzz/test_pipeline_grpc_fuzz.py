@@ -1,7 +1,7 @@
 """Random bytes and random view names as requests of the feature store's RPCs, to the in-process
 mesh: the answer is a reply or a status the pipeline means (never INTERNAL or UNKNOWN), with the
 pipeline's ErrorInfo, every INVALID_ARGUMENT naming its field, nothing logged as an error.
-(The pipeline's RPCs not built yet are fuzzed with the other services' in test_grpc_fuzz.py.)
+Retraining runs and schedules and the monitor's RPCs too.
 
 A request that would really materialise the declared views is not sent: the session mesh has
 their names but not their source tables, so its jobs would fail in the background, logging
@@ -69,6 +69,13 @@ OTHER_MEANT = {
     "GetMaterializationJob": {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND},
     "GetTrainingSet": {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                        grpc.StatusCode.FAILED_PRECONDITION},
+    # Retraining and the monitor: a random request is refused naming a field, or finds nothing.
+    **dict.fromkeys(["TriggerRetraining", "GetRetrainingStatus", "ListRetrainingRuns", "CancelRetrainingRun",
+                     "CreateRetrainingSchedule", "GetRetrainingSchedule", "ListRetrainingSchedules",
+                     "DeleteRetrainingSchedule", "RecordMetric", "BatchRecordMetrics", "ListAlerts",
+                     "CreateAlertRule", "GetAlertRule", "ListAlertRules", "UpdateAlertRule", "DeleteAlertRule"],
+                    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                     grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS}),
 }
 
 
@@ -108,7 +115,7 @@ def _check_error(error: grpc.aio.AioRpcError, meant: set) -> None:
 
 @settings(max_examples=60, **SETTINGS)
 @given(body=st.binary(max_size=96))
-async def test_random_bytes_to_the_other_feature_rpcs_get_a_meant_answer(channel, caplog, body):
+async def test_random_bytes_to_the_other_rpcs_get_a_meant_answer(channel, caplog, body):
     for method in OTHER_MEANT:
         if method == "MaterializeFeatures" and _would_materialise(body):
             continue
