@@ -261,6 +261,32 @@ def test_archive_holds_what_the_handler_serves(trained, tmp_path):
     assert handler.one({"user_id": 999, "item_id": 199})["score"] > 0  # the last ids are there too
 
 
+def test_the_run_keeps_the_raw_values_it_trained_on(trained):
+    samples = trained.model.feature_samples
+    assert tuple(samples) == retrain.SAMPLED_FEATURES  # numeric scalars: no bool, no vector
+    rows = trained.train_rows
+    assert all(len(values) == len(rows) == trained.model.metrics["train_rows"] for values in samples.values())
+    # Raw, before encoding, row for row as the rows trained (in time order), whoever they are.
+    np.testing.assert_array_equal(samples["user_profile:age_bucket"],
+                                  trained.examples.x[rows, :data.N_AGE_BUCKETS].argmax(axis=1))
+    np.testing.assert_allclose(samples["user_profile:activity"], trained.examples.x[rows, data.N_AGE_BUCKETS],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(samples["item_catalog:popularity"], trained.examples.popularity[rows])
+    assert set(samples["item_catalog:price_tier"]) <= {0.0, 1.0, 2.0}
+    assert all(type(v) is float for values in samples.values() for v in values)
+
+
+def test_a_large_training_set_keeps_ten_thousand_values_evenly():
+    examples = retrain.build_examples(FakeFeatureStore(n_events=30_000, null_every=0).events(30_000))
+    train, _ = retrain.split_by_time(examples.time, 0.2)
+    samples = retrain.training_samples(examples, train)
+    assert all(len(values) == 10_000 for values in samples.values())
+    assert samples == retrain.training_samples(examples, train)  # the same rows, the same sample
+    step = len(train) / 10_000
+    expected = examples.raw["user_profile:activity"][train][[int(i * step) for i in range(10_000)]]
+    np.testing.assert_array_equal(samples["user_profile:activity"], expected)
+
+
 async def test_same_seed_same_model():
     examples = retrain.build_examples(FakeFeatureStore(n_events=1500).events(1500))
     train, holdout = retrain.split_by_time(examples.time, 0.2)

@@ -54,6 +54,12 @@ class FakeSource:
     async def encoded_rows(self, view, keys):
         return None  # the typed path: what these fakes check
 
+    async def recent_values(self, view, feature, *, start, end, limit):
+        self._check()
+        rows = sorted((r for r in self.tables.get(view.name, {}).values() if start <= r.event_time <= end),
+                      key=lambda r: r.event_time, reverse=True)
+        return [float(r.values[feature]) for r in rows if r.values.get(feature) is not None][:limit]
+
     async def rows(self, view, keys, *, timeout_s=None):
         self._check()
         self.row_calls.append(list(keys))
@@ -445,3 +451,22 @@ class FakeNotifier:
 
     async def notify(self, rule, alert):
         self.sent.append((rule.name, alert.alert_id, alert.state))
+
+
+class FakeDistributions:
+    """The TrainingDistributions port in memory: runs' samples in the order they were saved."""
+
+    def __init__(self):
+        self.saved: list[tuple] = []  # (model, version, run id, {feature: values}, at)
+        self.down = False
+
+    async def save(self, model_name, registered_version, run_id, samples, at):
+        if self.down:
+            raise StateStoreUnavailable()
+        self.saved.append((model_name, registered_version, run_id, {k: list(v) for k, v in samples.items()}, at))
+
+    async def latest(self, model_name, feature):
+        if self.down:
+            raise StateStoreUnavailable()
+        runs = [samples for model, _, _, samples, _ in self.saved if model == model_name]
+        return list(runs[-1].get(feature, [])) if runs else []

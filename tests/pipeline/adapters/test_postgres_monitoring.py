@@ -6,6 +6,7 @@ database of its own: the session mesh's evaluator must not act on these rules.""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -23,6 +24,7 @@ from ml_serving_server.services.pipeline.domain.monitoring import (
     Degradation,
     Direction,
     Drift,
+    DriftReference,
     MetricValue,
     RuleState,
     Severity,
@@ -40,6 +42,7 @@ CONDITIONS = [
     Threshold(Comparison.LESS_THAN, 1e20),  # jsonb gives it back as an integer
     Degradation(timedelta(days=7, microseconds=3), 0.05, Direction.INCREASE),
     Drift(timedelta(hours=25, seconds=1), 12, 0.25),
+    Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, "user_profile:activity"),
 ]
 
 
@@ -97,6 +100,17 @@ async def test_a_rule_reads_back_as_written_with_each_condition_kind(rules, cond
     assert type(stored.condition) is type(condition) and all(
         type(getattr(stored.condition, f)) is type(getattr(condition, f)) for f in vars(condition))
     assert await rules.get_rule(str(uuid.uuid4())) is None
+
+
+async def test_a_drift_rule_stored_before_drift_against_training_reads_as_against_a_window(rules, pool):
+    rule = new_rule(condition=CONDITIONS[3])
+    await rules.create_rule(rule)
+    await pool.execute("UPDATE pipeline_alert_rules SET condition = condition - 'reference' - 'feature' "
+                       "WHERE rule_id = $1::uuid", rule.rule_id)
+    assert set(json.loads(await pool.fetchval("SELECT condition FROM pipeline_alert_rules"))) == {
+        "kind", "reference_window_us", "bins", "psi_threshold"}
+    stored = await rules.get_rule(rule.rule_id)
+    assert stored.condition == CONDITIONS[3] and stored.condition.reference is DriftReference.WINDOW
 
 
 async def test_a_taken_name_is_already_exists_on_create_and_on_rename(rules):

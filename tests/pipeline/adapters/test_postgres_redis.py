@@ -1,6 +1,7 @@
 """The feature store's adapters against the real PostgreSQL (the session's database) and Redis:
-source queries, the online store's hashes, the state (jobs, watermarks, view locks), and a
-materialisation stopped by cancelling after a batch, then resumed, equal to a run from scratch."""
+source queries (the monitor's recent values of a feature too), the online store's hashes, the
+state (jobs, watermarks, view locks), and a materialisation stopped by cancelling after a batch,
+then resumed, equal to a run from scratch."""
 
 from __future__ import annotations
 
@@ -159,10 +160,38 @@ async def test_records_not_of_the_stores_shape_read_as_missing(online, tables):
     await online.clear(view)
 
 
+async def test_recent_values_of_a_feature_are_its_window_s_rows_newest_first_without_nulls(source, database_url):
+    """The monitor's drift against training: every row of the window (bounds included), newest
+    first, up to the limit, as floats (an int column too), nulls and NaN left out."""
+    table = f"pl_drift_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"""
+            CREATE TABLE {table} (user_id bigint, value double precision, level int, t timestamptz NOT NULL);
+            INSERT INTO {table} SELECT i % 7, CASE WHEN i % 5 = 0 THEN NULL WHEN i = 13 THEN 'NaN' ELSE i * 1.5 END,
+                                       i % 4, TIMESTAMPTZ '2026-01-01 00:00+00' + i * interval '1 minute'
+                                FROM generate_series(1, 30) AS i;""")
+        view = FeatureView(name="drifting", entity=Entity("user", "user_id", ValueType.INT),
+                           features=(Feature("value", ValueType.FLOAT), Feature("level", ValueType.INT)),
+                           source=Source(f"SELECT user_id, value, level, t FROM {table}", "t"))
+        start, end = T0 + timedelta(minutes=10), T0 + timedelta(minutes=20)
+        values = await source.recent_values(view, "value", start=start, end=end, limit=100)
+        assert values == [i * 1.5 for i in (19, 18, 17, 16, 14, 12, 11)]  # 10, 15, 20 null; 13 NaN
+        assert await source.recent_values(view, "value", start=start, end=end, limit=3) == [28.5, 27.0, 25.5]
+        levels = await source.recent_values(view, "level", start=start, end=end, limit=100)
+        assert levels == [float(i % 4) for i in range(20, 9, -1)] and all(type(v) is float for v in levels)
+        assert await source.recent_values(view, "value", start=T0 + timedelta(hours=1), end=T0 + timedelta(hours=2),
+                                          limit=100) == []
+    finally:
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.close()
+
+
 async def test_a_source_query_the_database_refuses_is_a_failed_precondition_naming_why(source):
     view = profile_view(f"no_such_table_{uuid.uuid4().hex[:8]}")
     for call in (source.max_event_time(view), source.rows(view, [1]),
-                 source.changed_keys(view, after=None, since=None, until=None)):
+                 source.changed_keys(view, after=None, since=None, until=None),
+                 source.recent_values(view, "score", start=T0, end=T0, limit=1)):
         with pytest.raises(SourceQueryFailed) as failed:
             await call
         assert failed.value.reason.name == "SOURCE_QUERY_FAILED" and "does not exist" in failed.value.message

@@ -1,6 +1,7 @@
 """The monitor's rules, stores in memory: recorded values checked whole, aggregations and the PSI,
 rule checks, and rounds that fire (after for_duration), update, resolve (with the same
-hysteresis), notify once, and queue one retraining run per model however many alerts fire."""
+hysteresis), notify once, and queue one retraining run per model however many alerts fire; drift
+of a feature's source values against what the model's latest retraining run trained on."""
 
 from __future__ import annotations
 
@@ -22,13 +23,16 @@ from ml_serving_server.services.pipeline.domain.monitoring import (
     Degradation,
     Direction,
     Drift,
+    DriftReference,
     Severity,
     Threshold,
 )
 from ml_serving_server.services.pipeline.domain.retraining import Trigger
 from ml_serving_server.services.pipeline.domain.runs import RetrainingRuns
 
-from ..fakes import T0, FakeAlertStore, FakeMetricStore, FakeNotifier, FakeRunStore
+from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
+
+from ..fakes import T0, FakeAlertStore, FakeDistributions, FakeMetricStore, FakeNotifier, FakeRunStore, FakeSource, view
 from .test_retraining import Clock, Trainer
 
 
@@ -235,3 +239,85 @@ async def test_changing_what_a_rule_watches_resolves_its_alert_but_not_its_wordi
     await monitor.update_rule(created.rule_id, lambda r: replace(r, condition=Threshold(Comparison.LESS_THAN, 0.05)))
     assert alerts.alerts[0].state is AlertState.RESOLVED and "rule changed" in alerts.alerts[0].message
     assert notifier.sent[-1][2] is AlertState.RESOLVED
+
+
+# ----- drift against training -----
+
+def training_drift(feature="scores:score", **fields) -> AlertRule:
+    return rule(Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, feature), name="score-drift",
+                metric_name="score", window=timedelta(minutes=10), min_samples=200, **fields)
+
+
+def make_with_features():
+    """A monitor watching the features of the fake view `scores` (score: float, tags: string list)."""
+    clock, source, distributions = Clock(), FakeSource(), FakeDistributions()
+    metrics, alerts, notifier = FakeMetricStore(), FakeAlertStore(), FakeNotifier()
+    runs = RetrainingRuns(FakeRunStore(), {"rec": Trainer()}, max_attempts=2, worker_lost_after=timedelta(seconds=10),
+                          clock=clock)
+    monitor = Monitor(metrics, alerts, runs, notifier, schema=FeatureSchema((view(),)), source=source,
+                      distributions=distributions, clock=clock)
+    return monitor, clock, source, distributions, alerts
+
+
+def put_scores(source, clock, rng, mean, n, first_key, age=timedelta(0)):
+    for key in range(first_key, first_key + n):
+        source.put("scores", key, clock.now - age - timedelta(seconds=key % 300), score=rng.gauss(mean, 1), tags=[])
+
+
+async def test_a_drift_against_training_fires_on_shifted_feature_values_only():
+    monitor, clock, source, distributions, alerts = make_with_features()
+    rng = random.Random(11)
+    await distributions.save("rec", "3", "run-1", {"scores:score": [rng.gauss(0, 1) for _ in range(5000)]}, T0)
+    await distributions.save("other", "1", "run-2", {"scores:score": [rng.gauss(1.5, 1) for _ in range(5000)]}, T0)
+    await monitor.create_rule(training_drift())
+    put_scores(source, clock, rng, 0, 400, first_key=0)
+    put_scores(source, clock, rng, 3, 400, first_key=1000, age=timedelta(hours=1))  # before the window
+    assert await monitor.evaluate_round() == 0 and not alerts.alerts  # as trained on
+    clock.now += timedelta(minutes=11)  # the unshifted rows leave the window
+    put_scores(source, clock, rng, 1.5, 400, first_key=2000)
+    assert await monitor.evaluate_round() == 1
+    [alert] = alerts.alerts
+    assert alert.state is AlertState.FIRING and alert.value > 0.2 and alert.reference_value == 0.2
+    assert "PSI of scores:score" in alert.message and "latest retraining run" in alert.message
+
+
+async def test_without_a_training_sample_a_drift_against_training_changes_nothing():
+    monitor, clock, source, distributions, alerts = make_with_features()
+    rng = random.Random(12)
+    created = await monitor.create_rule(training_drift())
+    put_scores(source, clock, rng, 3, 400, first_key=0)
+    assert await monitor.evaluate_round() == 0 and not alerts.alerts  # no run kept a sample: too few values
+    assert (await alerts.rule_state(created.rule_id)).pending_since is None
+    await distributions.save("rec", "1", "run-1", {"scores:score": [rng.gauss(0, 1) for _ in range(150)]}, T0)
+    assert await monitor.evaluate_round() == 0  # min_samples applies to the training sample too
+    await distributions.save("rec", "2", "run-2", {"scores:score": [rng.gauss(0, 1) for _ in range(5000)]}, T0)
+    source.down = True
+    assert await monitor.evaluate_round() == 0  # the source down: not evaluated, the next round looks again
+    source.down = False
+    assert await monitor.evaluate_round() == 1
+
+
+@pytest.mark.parametrize("condition, words", [
+    (Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, "nope:score"), "no feature view named 'nope'"),
+    (Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, "scores:nope"), "has no feature 'nope'"),
+    (Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, "scores:tags"), "string_list feature"),
+    (Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, "score"), 'must be "view:feature"'),
+    (Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, ""), 'must be "view:feature"'),
+    (Drift(timedelta(days=7), 10, 0.2, DriftReference.WINDOW, "scores:score"), "only for a drift against training"),
+], ids=["unknown view", "unknown feature", "list feature", "no view", "empty", "window with a feature"])
+async def test_a_drift_feature_is_checked_naming_it(condition, words):
+    monitor, *_ = make_with_features()
+    with pytest.raises(InvalidArgument) as caught:
+        await monitor.create_rule(rule(condition))
+    assert (caught.value.field, caught.value.reason.name) == ("rule.drift.feature", "INVALID_CONDITION")
+    assert words in caught.value.message
+
+
+async def test_a_drift_against_training_ignores_the_reference_window_and_needs_the_feature_store():
+    monitor, *_ = make_with_features()
+    created = await monitor.create_rule(rule(Drift(timedelta(0), 10, 0.2, DriftReference.TRAINING, "scores:score")))
+    assert created.condition.reference is DriftReference.TRAINING
+    bare, *_ = make()  # a monitor given no feature schema watches no feature
+    with pytest.raises(InvalidArgument) as caught:
+        await bare.create_rule(rule(Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, "scores:score")))
+    assert caught.value.field == "rule.drift.feature"

@@ -1,9 +1,12 @@
 """Retraining runs' rules, with the run store in memory: triggers, cancels, the sweep of lost
-workers, and a worker's outcomes (succeeded, cancelled, lost, retried, failed, released)."""
+workers, a worker's outcomes (succeeded, cancelled, lost, retried, failed, released), and the
+training samples a succeeded run keeps."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -18,11 +21,12 @@ from ml_serving_server.services.pipeline.domain.retraining import (
     TrainedModel,
     TrainingFailed,
     Trigger,
+    even_sample,
 )
 from ml_serving_server.services.pipeline.domain.runs import RetrainingRuns
 from ml_serving_server.services.pipeline.domain.worker import RetrainingWorker
 
-from ..fakes import T0, FakeRunStore, StateStoreUnavailable
+from ..fakes import T0, FakeDistributions, FakeRunStore, StateStoreUnavailable
 
 
 class Clock:
@@ -42,6 +46,7 @@ class Trainer:
         self.go.set()
         self.started = asyncio.Event()
         self.calls = 0
+        self.samples: dict[str, list[float]] = {}  # the model's feature_samples
 
     def check_parameters(self, parameters):
         epochs = parameters.get("epochs", 4)
@@ -65,7 +70,8 @@ class Trainer:
             if self.fail is not None:
                 raise self.fail
             (workdir / "model.mar").write_bytes(b"m")
-            return TrainedModel(workdir / "model.mar", {"auc": 0.8, "rows": float(len(columns["v:f"]))})
+            return TrainedModel(workdir / "model.mar", {"auc": 0.8, "rows": float(len(columns["v:f"]))},
+                                feature_samples=self.samples)
 
         return await asyncio.to_thread(work)
 
@@ -86,7 +92,7 @@ async def training_set(features, query, timestamp_column):
     return {"v:f": [1.0, 2.0, 3.0]}
 
 
-def make(trainer=None, publisher=None, *, max_attempts=2, clock=None):
+def make(trainer=None, publisher=None, *, max_attempts=2, clock=None, distributions=None):
     store, clock = FakeRunStore(), clock or Clock()
     trainer, publisher = trainer or Trainer(), publisher or Publisher()
     runs = RetrainingRuns(store, {"rec": trainer}, max_attempts=max_attempts,
@@ -95,7 +101,7 @@ def make(trainer=None, publisher=None, *, max_attempts=2, clock=None):
     def worker(name="w1"):
         return RetrainingWorker(runs, store, {"rec": trainer}, publisher, training_set, worker_id=name,
                                 heartbeat_interval=timedelta(milliseconds=10), poll_interval=timedelta(milliseconds=10),
-                                clock=clock)
+                                distributions=distributions, clock=clock)
 
     return runs, store, trainer, publisher, worker
 
@@ -341,3 +347,37 @@ async def test_a_retryable_failure_of_a_run_cancelled_meanwhile_ends_it_cancelle
     await worker().run_once()
     ended = await runs.get(run.run_id)
     assert ended.state is RunState.CANCELLED and ended.error is None
+
+
+# ----- training samples -----
+
+async def test_a_succeeded_run_keeps_its_training_samples_bounded_and_finite():
+    kept = FakeDistributions()
+    runs, store, trainer, publisher, worker = make(distributions=kept)
+    trainer.samples = {"v:f": [float(v) for v in range(25_000)], "v:g": [1.0, math.nan, 2.0, math.inf]}
+    run, _ = await runs.trigger("rec")
+    assert await worker().run_once()
+    [(model, version, run_id, samples, at)] = kept.saved
+    assert (model, version, run_id, at) == ("rec", "1", run.run_id, T0)
+    assert len(samples["v:f"]) == 10_000 and samples["v:f"][:3] == [0.0, 2.0, 5.0]  # evenly, every 2.5th
+    assert samples["v:g"] == [1.0, 2.0]
+    assert even_sample([3, 1, 2], 10) == [3.0, 1.0, 2.0]
+
+    runs, store, trainer, publisher, worker = make(publisher=Publisher(fail=TrainingFailed("REGISTRY_REFUSED", "no")),
+                                                   distributions=(kept := FakeDistributions()))
+    trainer.samples = {"v:f": [1.0]}
+    await runs.trigger("rec")
+    await worker().run_once()
+    assert not kept.saved  # a failed run trained nothing that serves
+
+
+async def test_failing_to_keep_the_samples_leaves_the_run_succeeded(caplog):
+    kept = FakeDistributions()
+    kept.down = True
+    runs, store, trainer, publisher, worker = make(distributions=kept)
+    trainer.samples = {"v:f": [1.0, 2.0]}
+    run, _ = await runs.trigger("rec")
+    with caplog.at_level(logging.WARNING):
+        assert await worker().run_once()
+    assert (await runs.get(run.run_id)).state is RunState.SUCCEEDED and not kept.saved
+    assert "training samples were not kept" in caplog.text

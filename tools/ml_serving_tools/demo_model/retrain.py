@@ -14,6 +14,10 @@ the archive is served by the same `handler.py`. What changes is where the rows c
   than the view's ttl) is dropped and counted (`rows_dropped_null`).
 - Held out: the latest `holdout_fraction` of those events by time; every training event is
   strictly earlier than every held-out one, so nothing from the future trains.
+- Training samples: the raw values of the numeric scalar features (`SAMPLED_FEATURES`) of the
+  training rows, at most 10,000 per feature spread evenly over them in time order, handed over
+  with the model; the worker keeps them, and the monitor measures those features' drift
+  against them.
 - The handler's feature tables (every user and item, looked up by id): each entity's latest
   row, read as of that row's own time (`USERS_QUERY`, `ITEMS_QUERY`). Not "as of now": the
   views' ttl would then drop every entity whose profile has not changed lately, and the
@@ -31,7 +35,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -39,7 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ml_serving_server.services.pipeline.domain.retraining import (
-    Run, TrainedModel, TrainingContext, TrainingFailed, TrainingSetReader,
+    Run, TrainedModel, TrainingContext, TrainingFailed, TrainingSetReader, even_sample,
 )
 
 from . import archive, data
@@ -48,6 +52,10 @@ USER_FEATURES = ("user_profile:age_bucket", "user_profile:activity", "user_profi
                  "user_profile:taste")
 ITEM_FEATURES = ("item_catalog:category", "item_catalog:price_tier", "item_catalog:popularity",
                  "item_catalog:embedding")
+# The numeric scalar features read (ints and floats: neither a bool nor a vector), whose training
+# values the run keeps as its training sample.
+SAMPLED_FEATURES = ("user_profile:age_bucket", "user_profile:activity", "item_catalog:category",
+                    "item_catalog:price_tier", "item_catalog:popularity")
 EVENT_COLUMNS = ("user_id", "item_id", "device", "clicked", "event_time")
 # The most recent events, newest first (id breaks ties, so the same data gives the same rows).
 # A subquery, so the entity query stays a plain SELECT of the five columns.
@@ -249,6 +257,7 @@ class Examples:
     popularity: np.ndarray  # [n] the item's popularity feature: the baseline's score
     rows_read: int
     rows_dropped_null: int
+    raw: dict[str, np.ndarray] = field(default_factory=dict)  # SAMPLED_FEATURES' values, [n] float64 each
 
 
 def build_examples(columns: Columns) -> Examples:
@@ -275,7 +284,14 @@ def build_examples(columns: Columns) -> Examples:
                         np.array([index[d] for d in devices], dtype=np.float32)[:, None]], axis=1)
     popularity = _array(columns, ITEM_FEATURES[2], rows, np.float64)
     times = np.array([_micros(columns["event_time"][r]) for r in rows.tolist()], dtype=np.int64)
-    return Examples(x, label, times, popularity, n, int(null.sum()))
+    raw = {name: _array(columns, name, rows, np.float64) for name in SAMPLED_FEATURES}
+    return Examples(x, label, times, popularity, n, int(null.sum()), raw)
+
+
+def training_samples(examples: Examples, train_rows: np.ndarray) -> dict[str, list[float]]:
+    """The training rows' raw values of each sampled feature (at most 10,000, evenly over the rows
+    in time order: `split_by_time` gives them so)."""
+    return {name: even_sample(values[train_rows]) for name, values in examples.raw.items()}
 
 
 def split_by_time(times: np.ndarray, holdout_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -490,6 +506,7 @@ class RecommendationTrainer:
             signature=archive.signature({name: list(values) for name, values in CONTEXT_FEATURES.items()}),
             description=_description(params, examples, run),
             tags={"retraining.run_id": run.run_id},
+            feature_samples=training_samples(examples, train_rows),
         )
 
     @staticmethod

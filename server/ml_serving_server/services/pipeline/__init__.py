@@ -41,6 +41,7 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     from .domain.scheduling import MaterializationScheduler
     from .domain.service import FeatureStore
     from .domain.training import TrainingSets
+    from .postgres_distributions import PostgresTrainingDistributions
     from .postgres_monitoring import PostgresAlertStore, PostgresMetricStore
     from .postgres_runs import PostgresRunStore, PostgresScheduleStore
     from .postgres_store import PostgresFeatureSource, PostgresMaterializationState
@@ -83,7 +84,9 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     if settings.retraining_scheduler_enabled:
         retraining_scheduler.start()
     notifier = WebhookNotifier()
-    monitor = Monitor(PostgresMetricStore(state.pool), PostgresAlertStore(state.pool), runs, notifier)
+    # Drift against training: the views' source rows against the samples the workers kept.
+    monitor = Monitor(PostgresMetricStore(state.pool), PostgresAlertStore(state.pool), runs, notifier,
+                      schema=schema, source=source, distributions=PostgresTrainingDistributions(state.pool))
     evaluator = PeriodicTask("alert evaluator", lambda: evaluate_and_export(monitor),
                              settings.monitor_evaluation_seconds)
     if settings.monitor_enabled:

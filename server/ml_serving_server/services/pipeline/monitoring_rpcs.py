@@ -21,6 +21,7 @@ from .domain.monitoring import (
     Degradation,
     Direction,
     Drift,
+    DriftReference,
     Severity,
     Threshold,
 )
@@ -39,6 +40,9 @@ _DIRECTIONS = {pb.DEGRADATION_DIRECTION_UNSPECIFIED: Direction.DECREASE,
 _SEVERITIES = {pb.ALERT_SEVERITY_UNSPECIFIED: Severity.WARNING, pb.ALERT_SEVERITY_INFO: Severity.INFO,
                pb.ALERT_SEVERITY_WARNING: Severity.WARNING, pb.ALERT_SEVERITY_CRITICAL: Severity.CRITICAL}
 _STATES = {pb.ALERT_STATE_FIRING: AlertState.FIRING, pb.ALERT_STATE_RESOLVED: AlertState.RESOLVED}
+_DRIFT_REFERENCES = {pb.DRIFT_REFERENCE_UNSPECIFIED: DriftReference.WINDOW,
+                     pb.DRIFT_REFERENCE_WINDOW: DriftReference.WINDOW,
+                     pb.DRIFT_REFERENCE_TRAINING: DriftReference.TRAINING}
 
 
 def _out(table: dict) -> dict:
@@ -51,7 +55,7 @@ def _out(table: dict) -> dict:
 
 
 _COMPARISONS_PB, _AGGREGATIONS_PB, _DIRECTIONS_PB = _out(_COMPARISONS), _out(_AGGREGATIONS), _out(_DIRECTIONS)
-_SEVERITIES_PB, _STATES_PB = _out(_SEVERITIES), _out(_STATES)
+_SEVERITIES_PB, _STATES_PB, _DRIFT_REFERENCES_PB = _out(_SEVERITIES), _out(_STATES), _out(_DRIFT_REFERENCES)
 _CONDITION_FIELDS = {"threshold", "degradation", "drift"}
 # What UpdateAlertRule may change: everything but the id and the output-only times.
 _UPDATABLE = {"name", "description", "model_name", "model_version", "metric_name", "label_filter", "window",
@@ -100,7 +104,8 @@ def _condition(rule: pb.AlertRule):
     if which == "drift":
         given = rule.drift
         return Drift(_span(given.reference_window, given.HasField("reference_window"), timedelta(days=7),
-                           "drift.reference_window"), given.bins or 10, given.psi_threshold or 0.2)
+                           "drift.reference_window"), given.bins or 10, given.psi_threshold or 0.2,
+                     _enum(_DRIFT_REFERENCES, given.reference, "drift.reference"), given.feature)
     return None  # the domain names what is missing
 
 
@@ -138,7 +143,9 @@ def rule_to_pb(rule: AlertRule) -> pb.AlertRule:
             direction=_DIRECTIONS_PB[condition.direction]))
     else:
         message.drift.CopyFrom(pb.DriftCondition(reference_window=_duration(condition.reference_window),
-                                                 bins=condition.bins, psi_threshold=condition.psi_threshold))
+                                                 bins=condition.bins, psi_threshold=condition.psi_threshold,
+                                                 reference=_DRIFT_REFERENCES_PB[condition.reference],
+                                                 feature=condition.feature))
     return message
 
 

@@ -35,6 +35,7 @@ from .domain.monitoring import (
     Degradation,
     Direction,
     Drift,
+    DriftReference,
     MetricValue,
     RuleState,
     Severity,
@@ -142,7 +143,8 @@ def _condition_json(condition: Condition) -> str:
                     "max_relative_change": condition.max_relative_change, "direction": condition.direction.value}
         case Drift():
             body = {"kind": "drift", "reference_window_us": _us(condition.reference_window), "bins": condition.bins,
-                    "psi_threshold": condition.psi_threshold}
+                    "psi_threshold": condition.psi_threshold, "reference": condition.reference.value,
+                    "feature": condition.feature}
         case _:
             raise TypeError(f"not a condition: {condition!r}")
     return json.dumps(body)
@@ -157,8 +159,10 @@ def _condition(body: dict[str, Any]) -> Condition:
             return Degradation(timedelta(microseconds=body["baseline_window_us"]),
                                float(body["max_relative_change"]), Direction(body["direction"]))
         case "drift":
+            # Rules stored before drift against training have neither field: against a window.
             return Drift(timedelta(microseconds=body["reference_window_us"]), body["bins"],
-                         float(body["psi_threshold"]))
+                         float(body["psi_threshold"]), DriftReference(body.get("reference", "window")),
+                         body.get("feature", ""))
     raise ValueError(f"unknown condition kind {body['kind']!r}")
 
 

@@ -57,6 +57,11 @@ class PostgresRunStore:
         return cls(await _pool(url, timeout_seconds, StateStoreUnavailable, f"{_APPLICATION_NAME}-runs"),
                    timeout_seconds)
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """Shared with a worker's training samples store (postgres_distributions.py)."""
+        return self._pool
+
     async def close(self) -> None:
         await _close_pool(self._pool, self._timeout)
 

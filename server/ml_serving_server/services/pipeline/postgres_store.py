@@ -17,7 +17,7 @@ connection.
 Source queries wrap the view's own query: `SELECT ... FROM (<query>) AS q WHERE ...`, with the
 join key and event-time column (names the declaration checked) quoted as identifiers and every
 value a parameter. Several rows of one key (a view over an event table): the newest by event
-time.
+time, except for the monitor's recent values of a feature, which are every row's of a window.
 
 Every failure to reach PostgreSQL raises the port's Unavailable error (SourceUnavailable for
 source queries, StateStoreUnavailable for the state); no asyncpg exception leaves this module.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Sequence
@@ -233,6 +234,18 @@ class PostgresFeatureSource:
         join_key, event_time = view.entity.join_key, view.source.event_time_column
         return [EntityRow(_key(view, record[join_key]), utc(record[event_time]), values)
                 for record, values in zip(records, batch_values(view, records))]
+
+
+    @_source_errors
+    async def recent_values(self, view: FeatureView, feature: str, *, start: datetime, end: datetime,
+                            limit: int) -> list[float]:
+        column, time = _ident(feature), _ident(view.source.event_time_column)
+        # float8 in PostgreSQL: an int, numeric or real column reads as the double the monitor bins.
+        sql = (f"SELECT q.{column}::float8 AS v FROM ({view.source.query}) AS q "
+               f"WHERE q.{time} >= $1::timestamptz AND q.{time} <= $2::timestamptz AND q.{column} IS NOT NULL "
+               f"ORDER BY q.{time} DESC LIMIT $3")
+        records = await self._pool.fetch(sql, start, end, limit, timeout=self._scan_timeout)
+        return [value for value in (record["v"] for record in records) if math.isfinite(value)]
 
 
 # The source column types PostgreSQL's JSON writes exactly as Python's json writes the typed

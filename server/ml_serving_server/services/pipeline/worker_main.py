@@ -3,7 +3,8 @@
 It claims queued runs from PostgreSQL (DATABASE_URL), builds each training set through the
 feature store's point-in-time retrieval (the views of PIPELINE_FEATURE_VIEWS_DIR over
 PIPELINE_SOURCE_DATABASE_URL), trains with the model's trainer (PIPELINE_TRAINERS), logs the
-result to MLflow and registers it in the Registry (PIPELINE_RETRAINING_*). SIGTERM or SIGINT: the
+result to MLflow and registers it in the Registry (PIPELINE_RETRAINING_*), and keeps a succeeded
+run's training samples in PostgreSQL (the monitor's drift against training). SIGTERM or SIGINT: the
 run in progress stops at its trainer's next step and is queued again for another worker; the
 process exits once it is written.
 """
@@ -26,6 +27,7 @@ from .declarations import load_directory
 from .domain.runs import RetrainingRuns
 from .domain.training import TrainingSets
 from .domain.worker import RetrainingWorker
+from .postgres_distributions import PostgresTrainingDistributions
 from .postgres_runs import PostgresRunStore
 from .postgres_store import PostgresFeatureSource
 from .postgres_training_set import PostgresTrainingSetSource
@@ -72,7 +74,8 @@ async def serve(settings: PipelineSettings, database: DatabaseSettings, stopping
             runs, store, trainers, publisher, training.columns, worker_id=worker_id(),
             heartbeat_interval=timedelta(seconds=settings.retraining_heartbeat_seconds),
             poll_interval=timedelta(seconds=settings.retraining_poll_seconds),
-            workdir=Path(settings.retraining_workdir) if settings.retraining_workdir else None)
+            workdir=Path(settings.retraining_workdir) if settings.retraining_workdir else None,
+            distributions=PostgresTrainingDistributions(store.pool))  # what the monitor's drift reads
         log.info("retraining worker %s: models %s", worker.worker_id, ", ".join(sorted(trainers)) or "none")
         releasing = asyncio.create_task(_release_on(stopping, worker))
         try:

@@ -24,6 +24,7 @@ from .monitoring import (
     Degradation,
     Direction,
     Drift,
+    DriftReference,
     Evaluation,
     RuleState,
     Threshold,
@@ -73,7 +74,8 @@ _COMPARE = {Comparison.GREATER_THAN: lambda v, t: v > t, Comparison.GREATER_OR_E
 
 def evaluate(rule: AlertRule, current: Sequence[float], reference: Sequence[float] = ()) -> Evaluation:
     """Whether the rule's condition holds over `current` (the evaluation window's values) and, for
-    a degradation or drift, `reference` (the baseline or reference window's)."""
+    a degradation or drift, `reference` (the baseline window's, the reference window's or the training
+    sample's)."""
     need = max(1, rule.min_samples)
     if len(current) < need or (not isinstance(rule.condition, Threshold) and len(reference) < need):
         return Evaluation(None, samples=len(current), message=f"fewer than {need} values to evaluate")
@@ -89,9 +91,11 @@ def evaluate(rule: AlertRule, current: Sequence[float], reference: Sequence[floa
     if isinstance(condition, Drift):
         value = psi(reference, current, condition.bins)
         holds = value > condition.psi_threshold
+        against = f"the previous {condition.reference_window}" if condition.reference is DriftReference.WINDOW \
+            else f"what {rule.model_name}'s latest retraining run trained on"
         return Evaluation(holds, value, condition.psi_threshold, len(current),
-                          f"PSI of {rule.metric_name} over {_span(rule)} against the previous "
-                          f"{condition.reference_window} is {value:.4f} (threshold {condition.psi_threshold:.4g})")
+                          f"PSI of {condition.feature or rule.metric_name} over {_span(rule)} against {against} "
+                          f"is {value:.4f} (threshold {condition.psi_threshold:.4g})")
     raise ValueError(condition)
 
 

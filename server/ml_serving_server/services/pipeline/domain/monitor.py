@@ -2,7 +2,10 @@
 kept, and evaluation rounds that fire and resolve alerts, notify webhooks and trigger retraining.
 
 A round looks at every enabled rule: its window's values (and its baseline's or reference's),
-one evaluation (alerting.py), then the hysteresis decides. A firing rule that says
+one evaluation (alerting.py), then the hysteresis decides. A drift against training compares a
+feature instead of a metric: the values of its view's source rows whose event time falls in the
+window, against the sample of it that the model's newest successful retraining run kept; until
+a run has kept one, the reference has too few values and the rule neither fires nor resolves. A firing rule that says
 `trigger_retraining` queues a run of its model (trigger ALERT, the alert's id recorded on it); the
 run store keeps at most one such run per model queued or running, so an alert storm queues one.
 Several replicas may run rounds at once: the alert store keeps one firing alert per rule, and
@@ -23,6 +26,7 @@ from urllib.parse import urlsplit
 from ....errors import DomainError, InvalidArgument, NotFound, quoted
 from .alerting import Change, decide, evaluate
 from .errors import ErrorReason
+from .feature_views import FeatureView, ValueType
 from .monitoring import (
     Alert,
     AlertNotifier,
@@ -31,13 +35,16 @@ from .monitoring import (
     AlertStore,
     Degradation,
     Drift,
+    DriftReference,
     MetricStore,
     MetricValue,
     Severity,
     Threshold,
 )
-from .retraining import Trigger
+from .ports import FeatureSource
+from .retraining import TrainingDistributions, Trigger
 from .runs import RetrainingRuns
+from .schema import FeatureSchema
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ MAX_VALUES_PER_WINDOW = 100_000  # the newest ones, when a window holds more
 FUTURE_SLACK = timedelta(minutes=5)  # a value stamped later than this after now is refused
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 _RULE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_NUMERIC = (ValueType.INT, ValueType.FLOAT)  # what a drift against training can bin
 _TICK = timedelta(microseconds=1)
 
 
@@ -62,8 +70,14 @@ def _now() -> datetime:
 
 class Monitor:
     def __init__(self, metrics: MetricStore, alerts: AlertStore, runs: RetrainingRuns, notifier: AlertNotifier, *,
-                 clock: Callable[[], datetime] = _now):
+                 schema: FeatureSchema | None = None, source: FeatureSource | None = None,
+                 distributions: TrainingDistributions | None = None, clock: Callable[[], datetime] = _now):
+        """`schema`, `source` and `distributions` serve drift against training: without all three, no
+        feature can be watched (such a rule is refused)."""
         self._metrics, self._alerts, self._runs, self._notifier = metrics, alerts, runs, notifier
+        self._source, self._distributions = source, distributions
+        watchable = schema is not None and source is not None and distributions is not None
+        self._views = {view.name: view for view in schema.views} if watchable else {}
         self._clock = clock
 
     # ----- values -----
@@ -182,8 +196,7 @@ class Monitor:
             rule.retraining_parameters = self._runs.check_trigger(
                 rule.model_name, reason="", parameters=rule.retraining_parameters, field_prefix="rule.retraining_")
 
-    @staticmethod
-    def _check_condition(rule: AlertRule, bad) -> None:
+    def _check_condition(self, rule: AlertRule, bad) -> None:
         condition = rule.condition
         if isinstance(condition, Threshold):
             if not math.isfinite(condition.threshold):
@@ -195,7 +208,12 @@ class Monitor:
                 raise bad("degradation.max_relative_change", "must be a positive number",
                           ErrorReason.INVALID_CONDITION)
         elif isinstance(condition, Drift):
-            if not timedelta(seconds=1) <= condition.reference_window <= timedelta(days=90):
+            if condition.reference is DriftReference.TRAINING:
+                self._feature(condition.feature)
+            elif condition.feature:
+                raise bad("drift.feature", "is only for a drift against training (DRIFT_REFERENCE_TRAINING)",
+                          ErrorReason.INVALID_CONDITION)
+            elif not timedelta(seconds=1) <= condition.reference_window <= timedelta(days=90):
                 raise bad("drift.reference_window", "must be 1 s to 90 days", ErrorReason.INVALID_CONDITION)
             if not 2 <= condition.bins <= 100:
                 raise bad("drift.bins", "must be 2 to 100", ErrorReason.INVALID_CONDITION)
@@ -232,12 +250,7 @@ class Monitor:
 
     async def evaluate_rule(self, rule: AlertRule) -> int:
         now = self._clock()
-        current = await self._window(rule, now - rule.window, now + _TICK)  # a value stamped now counts
-        reference: list[float] = []
-        if isinstance(rule.condition, (Degradation, Drift)):
-            span = rule.condition.baseline_window if isinstance(rule.condition, Degradation) \
-                else rule.condition.reference_window
-            reference = await self._window(rule, now - rule.window - span, now - rule.window)
+        current, reference = await self._values(rule, now)
         evaluation = evaluate(rule, current, reference)
         firing = await self._alerts.firing_alert(rule.rule_id)
         decision = decide(rule, await self._alerts.rule_state(rule.rule_id), evaluation, firing, now)
@@ -278,6 +291,42 @@ class Monitor:
                 log.warning("alert %s: retraining of %s not queued: %s", alert.alert_id, rule.model_name,
                             error.message)
         await self._notifier.notify(rule, alert)
+
+    async def _values(self, rule: AlertRule, now: datetime) -> tuple[list[float], list[float]]:
+        """The window's values and the reference's: the baseline window's, the reference window's or
+        the training sample's; none for a threshold."""
+        condition = rule.condition
+        if isinstance(condition, Drift) and condition.reference is DriftReference.TRAINING:
+            view, name = self._feature(condition.feature)  # a view gone since the rule was made: logged
+            current = await self._source.recent_values(view, name, start=now - rule.window, end=now,
+                                                       limit=MAX_VALUES_PER_WINDOW)
+            # Empty until a run of the model kept a sample: too few values, the rule's state stays.
+            return current, await self._distributions.latest(rule.model_name, condition.feature)
+        current = await self._window(rule, now - rule.window, now + _TICK)  # a value stamped now counts
+        if isinstance(condition, (Degradation, Drift)):
+            span = condition.baseline_window if isinstance(condition, Degradation) else condition.reference_window
+            return current, await self._window(rule, now - rule.window - span, now - rule.window)
+        return current, []
+
+    def _feature(self, reference: str) -> tuple[FeatureView, str]:
+        """The view and the feature of a drift against training ("view:feature"): a numeric scalar
+        feature of a declared view, else InvalidArgument naming rule.drift.feature."""
+        def bad(why: str) -> InvalidArgument:
+            return InvalidArgument("rule.drift.feature", why, reason=ErrorReason.INVALID_CONDITION)
+
+        view_name, _, name = reference.partition(":")
+        if not view_name or not name:
+            raise bad(f'must be "view:feature", got {quoted(reference)}')
+        view = self._views.get(view_name)
+        if view is None:
+            raise bad(f"no feature view named {quoted(view_name)}")
+        feature = next((f for f in view.features if f.name == name), None)
+        if feature is None:
+            raise bad(f"feature view {view_name} has no feature {quoted(name)}")
+        if feature.type not in _NUMERIC:
+            raise bad(f"{view_name}:{name} is a {feature.type.value} feature: drift is measured on an int or "
+                      f"float one")
+        return view, name
 
     async def _window(self, rule: AlertRule, start: datetime, end: datetime) -> list[float]:
         return await self._metrics.values(model_name=rule.model_name, metric_name=rule.metric_name,

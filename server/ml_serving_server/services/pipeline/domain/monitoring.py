@@ -59,11 +59,20 @@ class Degradation:
     direction: Direction
 
 
+class DriftReference(enum.Enum):
+    WINDOW = "window"  # the metric's own values in the reference window
+    TRAINING = "training"  # what the model's latest successful retraining run trained on
+
+
 @dataclass(frozen=True)
 class Drift:
-    reference_window: timedelta  # ends where the evaluation window starts
+    reference_window: timedelta  # ends where the evaluation window starts (WINDOW only)
     bins: int  # histogram bins, at the reference's quantiles
     psi_threshold: float
+    reference: DriftReference = DriftReference.WINDOW
+    # TRAINING only: the feature watched, "view:feature" (a numeric scalar feature of a declared view),
+    # its source rows of the evaluation window against the run's training sample of it.
+    feature: str = ""
 
 
 Condition = Threshold | Degradation | Drift

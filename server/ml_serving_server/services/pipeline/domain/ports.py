@@ -91,6 +91,12 @@ class FeatureSource(Protocol):
         """As rows, encoded by the source itself; None when it cannot encode them exactly as the
         typed rows would be (the caller then reads `rows`)."""
 
+    async def recent_values(self, view: FeatureView, feature: str, *, start: datetime, end: datetime,
+                            limit: int) -> list[float]:
+        """The values of the numeric feature `feature` in the view's rows whose event time is >= start
+        and <= end, newest first, at most `limit`; nulls (and values that are not finite) left out.
+        Every row counts, not only each key's newest (the monitor's feature drift)."""
+
 
 class OnlineStore(Protocol):
     """One record per (view, entity): the features, their event time and when they were written."""

@@ -14,7 +14,9 @@ stalled past the heartbeat bound and the run was claimed again) can neither fini
 
 Trainers are plugins, one per model: they check a trigger's parameters, build their training set
 through the feature store's point-in-time retrieval and train; a publisher logs the result to
-MLflow and registers it in the Registry.
+MLflow and registers it in the Registry. A successful run keeps a sample of the values of each
+numeric feature it trained on (TrainingDistributions): what the monitor measures a feature's
+drift against.
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ class TrainingContext(Protocol):
 TrainingSetReader = Callable[[Sequence[str], str, str], Awaitable[dict[str, list]]]
 
 
+MAX_FEATURE_SAMPLES = 10_000
+"""Values kept per feature of a run's training sample (what feature drift is measured against)."""
+
+
 @dataclass(frozen=True)
 class TrainedModel:
     """What a trainer hands to the publisher: an artifact on local disk and what describes it."""
@@ -124,6 +130,18 @@ class TrainedModel:
     signature: dict[str, Any] = field(default_factory=dict)  # {"inputs": [...], "outputs": [...]}
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    # "view:feature" -> the values of that numeric scalar feature the model trained on, before any
+    # encoding; at most MAX_FEATURE_SAMPLES each (even_sample). List features are left out.
+    feature_samples: dict[str, list[float]] = field(default_factory=dict)
+
+
+def even_sample(values: Sequence[float], limit: int = MAX_FEATURE_SAMPLES) -> list[float]:
+    """At most `limit` of the values, evenly spaced over them, as floats: the same values give the
+    same sample (no randomness), and values in time order give a sample spread over that time."""
+    if len(values) <= limit:
+        return [float(value) for value in values]
+    step = len(values) / limit
+    return [float(values[int(index * step)]) for index in range(limit)]
 
 
 class Trainer(Protocol):
@@ -209,3 +227,16 @@ class RunStore(Protocol):
         """Running runs whose heartbeat is older than `stale_before` (their worker died or stalled):
         CANCELLED when a cancel was asked, QUEUED again while attempts remain, else FAILED
         (WORKER_LOST). Returns the runs changed, as they are now."""
+
+
+class TrainingDistributions(Protocol):
+    """The training samples of successful runs (TrainedModel.feature_samples), in PostgreSQL; the
+    monitor's drift against training reads the newest run's. StateStoreUnavailable when unreachable."""
+
+    async def save(self, model_name: str, registered_version: str, run_id: str,
+                   samples: Mapping[str, Sequence[float]], at: datetime) -> None:
+        """Keeps the run's samples (saving a run's again replaces them, and it stays as old as it was)."""
+
+    async def latest(self, model_name: str, feature: str) -> list[float]:
+        """The sample of `feature` ("view:feature") kept by the model's newest run that kept any;
+        empty when there is none, or that run did not train on the feature."""

@@ -9,7 +9,9 @@ does its heavy part in a thread), so heartbeats keep their pace.
 
 Outcomes: SUCCEEDED with the metrics, the MLflow run and the registered version; CANCELLED; a
 retryable failure (a dependency down) queues the run again while attempts remain; anything else
-FAILED with its reason.
+FAILED with its reason. A succeeded run's training samples (what the monitor measures feature
+drift against) are kept once it is written SUCCEEDED; failing to keep them is logged, and the run
+stays SUCCEEDED (its model is registered: the next run's samples will do).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -29,14 +32,18 @@ from .retraining import (
     Attempt,
     Heartbeat,
     ModelPublisher,
+    Published,
     Run,
     RunCancelled,
     RunError,
     RunState,
     RunStore,
+    TrainedModel,
     Trainer,
+    TrainingDistributions,
     TrainingFailed,
     TrainingSetReader,
+    even_sample,
 )
 from .runs import RetrainingRuns
 
@@ -81,9 +88,10 @@ class RetrainingWorker:
     def __init__(self, runs: RetrainingRuns, store: RunStore, trainers: Mapping[str, Trainer],
                  publisher: ModelPublisher, training_set: TrainingSetReader, *, worker_id: str,
                  heartbeat_interval: timedelta, poll_interval: timedelta, workdir: Path | None = None,
-                 clock: Callable[[], datetime] = _now):
+                 distributions: TrainingDistributions | None = None, clock: Callable[[], datetime] = _now):
         self._runs, self._store, self._trainers = runs, store, dict(trainers)
         self._publisher, self._training_set = publisher, training_set
+        self._distributions = distributions  # None: training samples are not kept
         self.worker_id = worker_id
         self._heartbeat_s = heartbeat_interval.total_seconds()
         self._poll_s = poll_interval.total_seconds()
@@ -142,7 +150,7 @@ class RetrainingWorker:
         await self._end(run, attempt, outcome)
 
     async def _train_and_publish(self, run: Run, attempt: Attempt, context: _Context, workdir: Path):
-        """The attempt's outcome: (metrics, Published), RunCancelled, or (RunError, whether to retry).
+        """The attempt's outcome: (TrainedModel, Published), RunCancelled, or (RunError, whether to retry).
         Nothing is published for a run that was cancelled or taken back meanwhile: the store is
         asked once more right before."""
         try:
@@ -154,7 +162,7 @@ class RetrainingWorker:
             context.report(0.95, "publishing")
             await self._beat(attempt, context)
             context.check_cancelled()
-            return model.metrics, await self._publisher.publish(run, model)
+            return model, await self._publisher.publish(run, model)
         except RunCancelled as cancelled:
             return cancelled
         except TrainingFailed as failure:
@@ -181,12 +189,27 @@ class RetrainingWorker:
                 await self._store.finish(attempt, now, RunState.FAILED, error=error)
                 log.warning("retraining run %s failed: %s: %s", run.run_id, error.reason, error.message)
         else:
-            metrics, published = outcome
-            await self._store.finish(attempt, now, RunState.SUCCEEDED, metrics=metrics,
-                                     mlflow_run_id=published.mlflow_run_id,
-                                     registered_version=published.registered_version)
+            model, published = outcome
+            finished = await self._store.finish(attempt, now, RunState.SUCCEEDED, metrics=model.metrics,
+                                                mlflow_run_id=published.mlflow_run_id,
+                                                registered_version=published.registered_version)
             log.info("retraining run %s succeeded: %s version %s", run.run_id, run.model_name,
                      published.registered_version)
+            if finished:  # only a run that is SUCCEEDED: a lost attempt's next one keeps them
+                await self._keep_samples(run, model, published, now)
+
+    async def _keep_samples(self, run: Run, model: TrainedModel, published: Published, now: datetime) -> None:
+        if self._distributions is None or not model.feature_samples:
+            return
+        try:
+            # Bounded and finite whatever the trainer handed over: the monitor bins these.
+            samples = {name: even_sample([v for v in values if math.isfinite(v)])
+                       for name, values in model.feature_samples.items()}
+            await self._distributions.save(run.model_name, published.registered_version, run.run_id, samples, now)
+        except DomainError as error:  # PostgreSQL down: the model is registered, the run stands without them
+            log.warning("retraining run %s: its training samples were not kept: %s", run.run_id, error.message)
+        except Exception:  # noqa: BLE001 - a trainer's malformed samples fail no run either
+            log.exception("retraining run %s: its training samples were not kept", run.run_id)
 
     async def _heartbeats(self, attempt: Attempt, context: _Context) -> None:
         while True:
