@@ -24,12 +24,12 @@ from ml_serving_server.services.pipeline.domain.monitoring import (
     Direction,
     Drift,
     DriftReference,
+    MetricValue,
     Severity,
     Threshold,
 )
 from ml_serving_server.services.pipeline.domain.retraining import Trigger
 from ml_serving_server.services.pipeline.domain.runs import RetrainingRuns
-
 from ml_serving_server.services.pipeline.domain.schema import FeatureSchema
 
 from ..fakes import T0, FakeAlertStore, FakeDistributions, FakeMetricStore, FakeNotifier, FakeRunStore, FakeSource, view
@@ -51,8 +51,15 @@ def rule(condition=None, **fields) -> AlertRule:
                      **fields)
 
 
+async def rec(monitor, values, **options):
+    """Monitor.record of values written as dicts (the fields of MetricValue)."""
+    return await monitor.record([MetricValue(v.get("model_name", ""), v.get("metric_name", ""), v.get("value"),
+                                             v.get("time"), v.get("model_version", ""), v.get("labels") or {},
+                                             v.get("event_id", "")) for v in values], **options)
+
+
 async def record(monitor, clock, value, n=1, metric="auc", **extra):
-    await monitor.record([{"model_name": "rec", "metric_name": metric, "value": value, "time": clock.now, **extra}
+    await rec(monitor, [{"model_name": "rec", "metric_name": metric, "value": value, "time": clock.now, **extra}
                           for _ in range(n)], batch=True)
 
 
@@ -89,19 +96,19 @@ async def test_a_batch_is_checked_whole_and_an_offending_value_named():
                                ({"labels": {f"k{i}": "v" for i in range(17)}}, "labels", "INVALID_FIELD"),
                                ({"time": clock.now + timedelta(hours=1)}, "time", "INVALID_FIELD")):
         with pytest.raises(InvalidArgument) as caught:
-            await monitor.record([good, good, {**good, **bad}], batch=True)
+            await rec(monitor, [good, good, {**good, **bad}], batch=True)
         assert (caught.value.field, caught.value.reason.name) == (f"metrics[2].{field}", reason)
         assert caught.value.metadata["index"] == "2"
     assert not metrics.values_
     with pytest.raises(InvalidArgument, match="metrics"):
-        await monitor.record([], batch=True)
+        await rec(monitor, [], batch=True)
 
 
 async def test_event_ids_make_recording_idempotent():
     monitor, clock, metrics, *_ = make()
     value = {"model_name": "rec", "metric_name": "auc", "value": 0.8, "event_id": "e1"}
-    assert await monitor.record([value]) == (1, 0)
-    assert await monitor.record([value, {**value, "event_id": "e2"}], batch=True) == (1, 1)
+    assert await rec(monitor, [value]) == (1, 0)
+    assert await rec(monitor, [value, {**value, "event_id": "e2"}], batch=True) == (1, 1)
 
 
 # ----- rules -----
@@ -219,11 +226,11 @@ async def test_a_drift_rule_fires_on_a_shifted_distribution_only():
     rng = random.Random(5)
     for minute in range(70):
         clock.now = T0 + timedelta(minutes=minute)
-        await monitor.record([{"model_name": "rec", "metric_name": "score", "value": rng.gauss(0, 1),
+        await rec(monitor, [{"model_name": "rec", "metric_name": "score", "value": rng.gauss(0, 1),
                                "time": clock.now} for _ in range(40)], batch=True)
     assert await monitor.evaluate_round() == 0  # the same distribution
     for second in range(400):
-        await monitor.record([{"model_name": "rec", "metric_name": "score", "value": rng.gauss(1.5, 1),
+        await rec(monitor, [{"model_name": "rec", "metric_name": "score", "value": rng.gauss(1.5, 1),
                                "time": clock.now - timedelta(seconds=second % 300)}], batch=True)
     assert await monitor.evaluate_round() == 1
     assert alerts.alerts[0].value > 0.2

@@ -21,6 +21,7 @@ from .domain.monitoring import (
     Degradation,
     Direction,
     Drift,
+    MetricValue,
     DriftReference,
     Severity,
     Threshold,
@@ -158,10 +159,18 @@ def alert_to_pb(alert: Alert) -> pb.Alert:
         last_evaluation_time=_stamp(alert.last_evaluation_time), retraining_run_id=alert.retraining_run_id)
 
 
-def _value(item: pb.RecordMetricRequest) -> dict:
-    return {"model_name": item.model_name, "model_version": item.model_version, "metric_name": item.metric_name,
-            "value": item.value, "time": item.time.ToDatetime(tzinfo=timezone.utc) if item.HasField("time") else None,
-            "labels": item.labels, "event_id": item.event_id}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _value(item: pb.RecordMetricRequest) -> MetricValue:
+    # Field by field into a named tuple, the time by arithmetic: a batch holds ten thousand of these.
+    time = None
+    if item.HasField("time"):
+        stamp = item.time
+        time = _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
+    labels = item.labels
+    return MetricValue(item.model_name, item.metric_name, item.value, time, item.model_version,
+                       dict(labels) if labels else {}, item.event_id)
 
 
 def _masked(current: AlertRule, given: pb.AlertRule, paths: list[str]) -> AlertRule:

@@ -7,19 +7,18 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol, Sequence
+from typing import Any, NamedTuple, Protocol, Sequence
 
 
-@dataclass(frozen=True)
-class MetricValue:
-    """One recorded value of a model's metric."""
+class MetricValue(NamedTuple):
+    """One recorded value of a model's metric. (A named tuple: a batch makes ten thousand.)"""
 
     model_name: str
     metric_name: str
     value: float  # finite
-    time: datetime
+    time: datetime | None  # None: when it is recorded
     model_version: str = ""  # "" when not version-specific
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = {}  # noqa: RUF012 - never mutated
     event_id: str = ""  # idempotency key per model and metric; "" when not deduplicated
 
 
