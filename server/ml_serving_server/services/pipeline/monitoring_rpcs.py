@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
 
 from ...errors import InvalidArgument
@@ -21,11 +20,12 @@ from .domain.monitoring import (
     Degradation,
     Direction,
     Drift,
-    MetricValue,
     DriftReference,
+    MetricValue,
     Severity,
     Threshold,
 )
+from .wire import timestamp
 
 _COMPARISONS = {pb.COMPARISON_GREATER_THAN: Comparison.GREATER_THAN,
                 pb.COMPARISON_GREATER_OR_EQUAL: Comparison.GREATER_OR_EQUAL,
@@ -62,14 +62,6 @@ _CONDITION_FIELDS = {"threshold", "degradation", "drift"}
 _UPDATABLE = {"name", "description", "model_name", "model_version", "metric_name", "label_filter", "window",
               "aggregation", "for_duration", "min_samples", "severity", "webhook_url", "trigger_retraining",
               "retraining_parameters", "enabled", *_CONDITION_FIELDS}
-
-
-def _stamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _duration(value: timedelta) -> Duration:
@@ -131,8 +123,8 @@ def rule_to_pb(rule: AlertRule) -> pb.AlertRule:
         window=_duration(rule.window), aggregation=_AGGREGATIONS_PB[rule.aggregation],
         for_duration=_duration(rule.for_duration), min_samples=rule.min_samples,
         severity=_SEVERITIES_PB[rule.severity], webhook_url=rule.webhook_url,
-        trigger_retraining=rule.trigger_retraining, enabled=rule.enabled, create_time=_stamp(rule.create_time),
-        update_time=_stamp(rule.update_time))
+        trigger_retraining=rule.trigger_retraining, enabled=rule.enabled, create_time=timestamp(rule.create_time),
+        update_time=timestamp(rule.update_time))
     message.retraining_parameters.update(rule.retraining_parameters)
     condition = rule.condition
     if isinstance(condition, Threshold):
@@ -155,8 +147,8 @@ def alert_to_pb(alert: Alert) -> pb.Alert:
         alert_id=alert.alert_id, rule_id=alert.rule_id, rule_name=alert.rule_name, model_name=alert.model_name,
         model_version=alert.model_version, metric_name=alert.metric_name, state=_STATES_PB[alert.state],
         severity=_SEVERITIES_PB[alert.severity], value=alert.value, reference_value=alert.reference_value,
-        message=alert.message, fire_time=_stamp(alert.fire_time), resolve_time=_stamp(alert.resolve_time),
-        last_evaluation_time=_stamp(alert.last_evaluation_time), retraining_run_id=alert.retraining_run_id)
+        message=alert.message, fire_time=timestamp(alert.fire_time), resolve_time=timestamp(alert.resolve_time),
+        last_evaluation_time=timestamp(alert.last_evaluation_time), retraining_run_id=alert.retraining_run_id)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

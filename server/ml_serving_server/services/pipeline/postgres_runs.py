@@ -15,11 +15,10 @@ from typing import Mapping, Sequence
 
 import asyncpg
 
-from ...runtime import postgres_migrations as migrations
 from .domain.ports import StateStoreUnavailable
 from .domain.retraining import Attempt, Heartbeat, Run, RunError, RunState, Trigger
 from .domain.schedules import Schedule
-from .postgres_store import _APPLICATION_NAME, SCHEMA, _close_pool, _ping, _pool, _state_errors
+from .postgres_store import _APPLICATION_NAME, _close_pool, _ping, _state_errors, migrated_pool
 
 _COLUMNS = """run_id::text AS run_id, seq, model_name, state, trigger, reason, parameters, schedule_id, alert_id,
               idempotency_key, attempt, max_attempts, worker_id, create_time, start_time, end_time,
@@ -50,12 +49,7 @@ class PostgresRunStore:
     @classmethod
     async def connect(cls, url: str, *, timeout_seconds: float = 5.0) -> "PostgresRunStore":
         """Migrate (the pipeline's schema) and open a pool; StateStoreUnavailable when unreachable."""
-        try:
-            await migrations.upgrade(SCHEMA, url, timeout_seconds)
-        except migrations.UNREACHABLE as exc:
-            raise StateStoreUnavailable() from exc
-        return cls(await _pool(url, timeout_seconds, StateStoreUnavailable, f"{_APPLICATION_NAME}-runs"),
-                   timeout_seconds)
+        return cls(await migrated_pool(url, timeout_seconds, f"{_APPLICATION_NAME}-runs"), timeout_seconds)
 
     @property
     def pool(self) -> asyncpg.Pool:

@@ -113,6 +113,17 @@ async def _pool(url: str, timeout_s: float, unavailable: type[Unavailable], name
         raise (_translated(exc, unavailable, name) or exc) from exc
 
 
+async def migrated_pool(url: str, timeout_s: float, name: str) -> asyncpg.Pool:
+    """The pipeline's schema migrated (alembic, under an advisory lock), then a pool on it;
+    StateStoreUnavailable if PostgreSQL cannot be reached."""
+    try:
+        await migrations.upgrade(SCHEMA, url, timeout_s)
+    except migrations.UNREACHABLE as exc:
+        log.warning("cannot migrate the pipeline's state store: %s", exc)
+        raise StateStoreUnavailable() from exc
+    return await _pool(url, timeout_s, StateStoreUnavailable, name)
+
+
 async def _close_pool(pool: asyncpg.Pool, timeout_s: float) -> None:
     try:
         await asyncio.wait_for(pool.close(), timeout_s)
@@ -344,13 +355,7 @@ class PostgresMaterializationState:
     @classmethod
     async def connect(cls, url: str, *, timeout_seconds: float = 5.0) -> "PostgresMaterializationState":
         """Migrate and open the pool; StateStoreUnavailable if PostgreSQL cannot be reached."""
-        try:
-            await migrations.upgrade(SCHEMA, url, timeout_seconds)
-        except migrations.UNREACHABLE as exc:
-            log.warning("cannot migrate the pipeline's state store: %s", exc)
-            raise StateStoreUnavailable() from exc
-        pool = await _pool(url, timeout_seconds, StateStoreUnavailable, _APPLICATION_NAME)
-        return cls(url, pool, timeout_seconds)
+        return cls(url, await migrated_pool(url, timeout_seconds, _APPLICATION_NAME), timeout_seconds)
 
     @property
     def pool(self) -> asyncpg.Pool:

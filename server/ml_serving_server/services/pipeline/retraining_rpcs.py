@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from mnbara.mlserving.catalog import BY_NAME
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as pb
@@ -15,6 +14,7 @@ from ...runtime.auth import caller
 from .domain.retraining import Run, RunState, Trigger
 from .domain.runs import RetrainingRuns
 from .domain.schedules import RetrainingSchedules, Schedule
+from .wire import timestamp
 
 ERROR_DOMAIN = BY_NAME["pipeline"].error_domain
 _STATES = {RunState.QUEUED: pb.RUN_STATE_QUEUED, RunState.RUNNING: pb.RUN_STATE_RUNNING,
@@ -25,20 +25,12 @@ _TRIGGERS = {Trigger.MANUAL: pb.RUN_TRIGGER_MANUAL, Trigger.SCHEDULE: pb.RUN_TRI
              Trigger.ALERT: pb.RUN_TRIGGER_ALERT}
 
 
-def _stamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def run_to_pb(run: Run) -> pb.RetrainingRun:
     message = pb.RetrainingRun(
         run_id=run.run_id, model_name=run.model_name, state=_STATES[run.state], trigger=_TRIGGERS[run.trigger],
         reason=run.reason, schedule_id=run.schedule_id, alert_id=run.alert_id,
-        create_time=_stamp(run.create_time), start_time=_stamp(run.start_time), end_time=_stamp(run.end_time),
-        heartbeat_time=_stamp(run.heartbeat_time), metrics=run.metrics, mlflow_run_id=run.mlflow_run_id,
+        create_time=timestamp(run.create_time), start_time=timestamp(run.start_time), end_time=timestamp(run.end_time),
+        heartbeat_time=timestamp(run.heartbeat_time), metrics=run.metrics, mlflow_run_id=run.mlflow_run_id,
         registered_version=run.registered_version, attempt=run.attempt, max_attempts=run.max_attempts,
         worker_id=run.worker_id, idempotency_key=run.idempotency_key, progress=run.progress, stage=run.stage,
         cancel_requested=run.cancel_requested)
@@ -55,8 +47,8 @@ def schedule_to_pb(schedule: Schedule) -> pb.RetrainingSchedule:
     message = pb.RetrainingSchedule(
         schedule_id=schedule.schedule_id, model_name=schedule.model_name, cron=schedule.cron,
         time_zone=schedule.time_zone, reason=schedule.reason, enabled=schedule.enabled,
-        next_run_time=_stamp(schedule.next_run_time), last_run_time=_stamp(schedule.last_run_time),
-        last_run_id=schedule.last_run_id, created_by=schedule.created_by, create_time=_stamp(schedule.create_time),
+        next_run_time=timestamp(schedule.next_run_time), last_run_time=timestamp(schedule.last_run_time),
+        last_run_id=schedule.last_run_id, created_by=schedule.created_by, create_time=timestamp(schedule.create_time),
         jitter_seconds=schedule.jitter_seconds)
     message.parameters.update(schedule.parameters)
     return message

@@ -21,15 +21,16 @@ from mnbara.mlserving.pipeline.v1 import pipeline_pb2_grpc
 from ...errors import InvalidArgument
 from .domain.feature_views import FeatureView, ValueType
 from .domain.materialization import FULL, INCREMENTAL
+from .domain.monitor import Monitor
 from .domain.online import EntityResult, FeaturesResult, ValueSource, ViewSelection
 from .domain.ports import Job
-from .domain.service import FeatureStore
-from .domain.monitor import Monitor
 from .domain.runs import RetrainingRuns
 from .domain.schedules import RetrainingSchedules
+from .domain.service import FeatureStore
 from .domain.training import ColumnKind, InlineRow
 from .monitoring_rpcs import MonitoringRpcs
 from .retraining_rpcs import ERROR_DOMAIN, RetrainingRpcs
+from .wire import timestamp
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROSECOND = timedelta(microseconds=1)
@@ -70,14 +71,6 @@ def view_to_pb(view: FeatureView) -> pb.FeatureView:
     return message
 
 
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(timezone.utc))
-    return stamp
-
-
 def _time(stamp: Timestamp, present: bool) -> datetime | None:
     return stamp.ToDatetime(tzinfo=timezone.utc) if present else None
 
@@ -96,7 +89,7 @@ class _Stamps(dict):
     def __missing__(self, value: datetime) -> Timestamp:
         micros = (value - _EPOCH) // _MICROSECOND if value.tzinfo else None
         stamp = Timestamp(seconds=micros // 1_000_000, nanos=micros % 1_000_000 * 1000) if micros is not None \
-            else _timestamp(value)
+            else timestamp(value)
         self[value] = stamp
         return stamp
 
@@ -148,10 +141,10 @@ def _micros(value: datetime | None) -> int | None:
 def job_to_pb(job: Job) -> pb.MaterializationJob:
     message = pb.MaterializationJob(
         job_id=job.job_id, feature_view=job.feature_view, mode=_MODES_PB[job.mode], state=_STATES_PB[job.state],
-        window_start=_timestamp(job.window_start), window_end=_timestamp(job.window_end),
+        window_start=timestamp(job.window_start), window_end=timestamp(job.window_end),
         entities_written=job.entities_written, entities_total=job.entities_total,
-        create_time=_timestamp(job.create_time), start_time=_timestamp(job.start_time),
-        end_time=_timestamp(job.end_time), resumed_job_id=job.resumed_job_id,
+        create_time=timestamp(job.create_time), start_time=timestamp(job.start_time),
+        end_time=timestamp(job.end_time), resumed_job_id=job.resumed_job_id,
         entities_deleted=job.entities_deleted)
     if job.error is not None:
         status = status_pb2.Status(code=code_pb2.Code.Value(job.error.code) if job.error.code in code_pb2.Code.keys()
@@ -180,9 +173,9 @@ class PipelineServicer(RetrainingRpcs, MonitoringRpcs, pipeline_pb2_grpc.Pipelin
                 message = pb.FeatureView()
                 message.CopyFrom(self._views[item.view.name])
                 if item.state.materialized_until is not None:
-                    message.materialized_until.CopyFrom(_timestamp(item.state.materialized_until))
+                    message.materialized_until.CopyFrom(timestamp(item.state.materialized_until))
                 if item.state.last_materialization_time is not None:
-                    message.last_materialization_time.CopyFrom(_timestamp(item.state.last_materialization_time))
+                    message.last_materialization_time.CopyFrom(timestamp(item.state.last_materialization_time))
             views.append(message)
         return pb.GetFeatureSchemaResponse(feature_views=views, version=self._store.schema.version)
 

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 from ....errors import DomainError, InvalidArgument, NotFound, quoted
+from . import paging
 from .alerting import Change, decide, evaluate
 from .errors import ErrorReason
 from .feature_views import FeatureView, ValueType
@@ -58,7 +59,6 @@ MAX_WINDOW = timedelta(days=30)
 MAX_FOR_DURATION = timedelta(days=7)
 MAX_VALUES_PER_WINDOW = 100_000  # the newest ones, when a window holds more
 FUTURE_SLACK = timedelta(minutes=5)  # a value stamped later than this after now is refused
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 _RULE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _NUMERIC = (ValueType.INT, ValueType.FLOAT)  # what a drift against training can bin
 _TICK = timedelta(microseconds=1)
@@ -120,8 +120,9 @@ class Monitor:
     async def list_rules(self, *, model_name: str = "", page_size: int = 0, page_token: str = ""
                          ) -> tuple[list[AlertRule], str]:
         rules, after = await self._alerts.list_rules(model_name=model_name, enabled_only=False,
-                                                     limit=_page_size(page_size), after_seq=_position(page_token))
-        return rules, "" if after is None else str(after)
+                                                     limit=paging.page_size(page_size),
+                                                     after_seq=paging.position(page_token))
+        return rules, paging.token(after)
 
     async def update_rule(self, rule_id: str, change: Callable[[AlertRule], AlertRule]) -> AlertRule:
         """`change` gives the rule's new version from the stored one (the caller applies a field mask)."""
@@ -209,8 +210,8 @@ class Monitor:
             _check_id(rule_id, "rule_id")
         alerts, after = await self._alerts.list_alerts(
             model_name=model_name, states=list(states) or [AlertState.FIRING], rule_id=rule_id,
-            min_severity=min_severity, limit=_page_size(page_size), after_seq=_position(page_token))
-        return alerts, "" if after is None else str(after)
+            min_severity=min_severity, limit=paging.page_size(page_size), after_seq=paging.position(page_token))
+        return alerts, paging.token(after)
 
     async def evaluate_round(self) -> int:
         """Evaluates every enabled rule once; the number of alerts that fired or resolved."""
@@ -358,18 +359,4 @@ def _check_id(value: str, field: str) -> str:
     except ValueError:
         raise InvalidArgument(field, f"must be an id (a lowercase UUID), got {quoted(value)}") from None
     return value
-
-
-def _page_size(value: int) -> int:
-    if not 0 <= value <= MAX_PAGE_SIZE:
-        raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE_SIZE}, got {value}")
-    return value or DEFAULT_PAGE_SIZE
-
-
-def _position(token: str) -> int:
-    if not token:
-        return 0
-    if len(token) > 20 or not token.isdigit():
-        raise InvalidArgument("page_token", "is not a token this service issued", reason=ErrorReason.INVALID_PAGE_TOKEN)
-    return int(token)
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Sequence
 
 from ....errors import FailedPrecondition, InvalidArgument, NotFound, quoted
+from . import paging
 from .errors import ErrorReason
 from .retraining import Run, RunState, RunStore, Trainer, Trigger
 
@@ -23,7 +24,6 @@ MAX_REASON_CHARS = 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 128
 MAX_MODEL_NAME_CHARS = 256
 MAX_PARAMETERS_BYTES = 16 * 1024
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 _RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -86,11 +86,10 @@ class RetrainingRuns:
                    page_token: str = "") -> tuple[list[Run], str]:
         if len(model_name) > MAX_MODEL_NAME_CHARS:
             raise InvalidArgument("model_name", f"must be at most {MAX_MODEL_NAME_CHARS} characters")
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE_SIZE}, got {page_size}")
         runs, after = await self._store.list(model_name=model_name, states=list(dict.fromkeys(states)),
-                                             limit=page_size or DEFAULT_PAGE_SIZE, after_seq=_position(page_token))
-        return runs, "" if after is None else str(after)
+                                             limit=paging.page_size(page_size),
+                                             after_seq=paging.position(page_token))
+        return runs, paging.token(after)
 
     async def cancel(self, run_id: str) -> Run:
         run = await self._store.cancel(check_run_id(run_id), self._clock())
@@ -135,11 +134,3 @@ class RetrainingRuns:
             name, _, why = str(error).partition(": ")
             field = f"parameters.{name}" if why and name.isidentifier() else "parameters"
             raise InvalidArgument(f"{field_prefix}{field}", (why or str(error))[:200]) from None
-
-
-def _position(token: str) -> int:
-    if not token:
-        return 0
-    if len(token) > 20 or not token.isdigit():
-        raise InvalidArgument("page_token", "is not a token this service issued", reason=ErrorReason.INVALID_PAGE_TOKEN)
-    return int(token)

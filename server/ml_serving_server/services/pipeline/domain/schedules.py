@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from ....errors import DomainError, InvalidArgument, NotFound, quoted
+from . import paging
 from .errors import ErrorReason
 from .retraining import Trigger
 from .runs import MAX_MODEL_NAME_CHARS, RetrainingRuns
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 MAX_JITTER_SECONDS = 3600
 MAX_CRON_CHARS = 128
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000
 
 
 def _now() -> datetime:
@@ -114,17 +114,9 @@ class RetrainingSchedules:
     async def list(self, *, model_name: str = "", page_size: int = 0, page_token: str = "") -> tuple[list[Schedule], str]:
         if len(model_name) > MAX_MODEL_NAME_CHARS:
             raise InvalidArgument("model_name", f"must be at most {MAX_MODEL_NAME_CHARS} characters")
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be 0 to {MAX_PAGE_SIZE}, got {page_size}")
-        after = 0
-        if page_token:
-            if len(page_token) > 20 or not page_token.isdigit():
-                raise InvalidArgument("page_token", "is not a token this service issued",
-                                      reason=ErrorReason.INVALID_PAGE_TOKEN)
-            after = int(page_token)
-        found, next_after = await self._store.list(model_name=model_name, limit=page_size or DEFAULT_PAGE_SIZE,
-                                                   after_seq=after)
-        return found, "" if next_after is None else str(next_after)
+        found, after = await self._store.list(model_name=model_name, limit=paging.page_size(page_size),
+                                              after_seq=paging.position(page_token))
+        return found, paging.token(after)
 
     async def delete(self, schedule_id: str) -> None:
         if not await self._store.delete(_check_id(schedule_id)):
