@@ -97,6 +97,10 @@ Try (after the export above; the Python client reads ML_SERVING_TOKEN too):
   curl -s 'http://{front}/api/v1/bandits/stats?bandit=demo' {auth}
   curl -s -X POST http://{front}/api/v1/registry/models {auth} {json} -d '{{"name": "fraud", "description": "demo"}}'
   curl -s http://{front}/api/v1/registry/models {auth}
+  curl -s -X POST http://{front}/api/v1/ml/retraining/trigger {auth} {json} -d '{{"modelName": "recommendation-model", "parameters": {{"epochs": 2}}}}'
+  curl -s http://{front}/api/v1/ml/retraining/status/RUN_ID {auth}   (the runId above: a worker trains it in about 15 s)
+  curl -s -X POST http://{front}/api/v1/ml/monitoring/record {auth} {json} -d '{{"modelName": "recommendation-model", "metricName": "ctr", "value": 0.03}}'
+  curl -s http://{front}/api/v1/ml/monitoring/alerts {auth}
   .venv/bin/grpcurl -plaintext {front} list
   .venv/bin/grpcurl -plaintext {auth} -d '{{"bandit": "demo"}}' {front} mnbara.mlserving.bandit.v1.BanditService/Select
 {demo_text}
