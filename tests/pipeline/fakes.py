@@ -359,6 +359,11 @@ class FakeMetricStore:
             new += 1
         return new, duplicates
 
+    async def delete_before(self, cutoff):
+        kept = [v for v in self.values_ if v.time >= cutoff]
+        deleted, self.values_ = len(self.values_) - len(kept), kept
+        return deleted
+
     async def values(self, *, model_name, metric_name, model_version, label_filter, start, end, limit):
         if self.down:
             raise StateStoreUnavailable()

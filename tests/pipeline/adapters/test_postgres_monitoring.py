@@ -332,3 +332,12 @@ async def test_an_unreachable_database_is_state_store_unavailable():
                                                        limit=1, after_seq=0)
     finally:
         pool.terminate()
+
+
+async def test_retention_deletes_values_before_the_cutoff_in_batches(metrics, pool):
+    await metrics.record([value(float(i), at=T0 + timedelta(minutes=i)) for i in range(10)])
+    assert await metrics.delete_before(T0 + timedelta(minutes=5), batch=2) == 5  # three statements
+    left = await metrics.values(model_name="rec", metric_name="latency", model_version="", label_filter={},
+                                start=T0, end=T0 + timedelta(hours=1), limit=100)
+    assert sorted(left) == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert await metrics.delete_before(T0) == 0

@@ -328,3 +328,12 @@ async def test_a_drift_against_training_ignores_the_reference_window_and_needs_t
     with pytest.raises(InvalidArgument) as caught:
         await bare.create_rule(rule(Drift(timedelta(days=7), 10, 0.2, DriftReference.TRAINING, "scores:score")))
     assert caught.value.field == "rule.drift.feature"
+
+
+async def test_retention_forgets_values_older_than_it_keeps():
+    monitor, clock, metrics, *_ = make()
+    await record(monitor, clock, 0.5, n=3)
+    clock.now += timedelta(days=31)
+    await record(monitor, clock, 0.6, n=2)
+    assert await monitor.forget_before(timedelta(days=30)) == 3
+    assert [v.value for v in metrics.values_] == [0.6, 0.6]

@@ -23,10 +23,12 @@ LISTS = st.one_of(st.none(), st.lists(ANY, max_size=3), st.lists(st.floats(allow
 ROW = st.fixed_dictionaries({"n": ANY, "x": ANY, "s": ANY, "b": ANY, "ns": LISTS, "xs": LISTS, "ss": LISTS})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(st.lists(ROW, min_size=1, max_size=8))
 def test_a_batch_converts_as_each_row_does(rows):
-    assert batch_values(VIEW, rows) == [row_values(VIEW, row) for row in rows]
+    # Compared as text: a value that converts to NaN (an infinity in a float list) is NaN on both
+    # sides, and NaN is never equal to another NaN object.
+    assert repr(batch_values(VIEW, rows)) == repr([row_values(VIEW, row) for row in rows])
 
 
 def test_typed_columns_are_kept_and_the_others_converted():

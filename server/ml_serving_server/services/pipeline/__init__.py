@@ -91,6 +91,10 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
                              settings.monitor_evaluation_seconds)
     if settings.monitor_enabled:
         evaluator.start()
+    retention = PeriodicTask("monitor retention",
+                             lambda: monitor.forget_before(timedelta(days=settings.monitor_retention_days)), 3600.0)
+    if settings.monitor_retention_days > 0:
+        retention.start()
     scheduler = MaterializationScheduler(schema, materializer, state,
                                          tick_s=settings.materialization_scheduler_tick_seconds)
     if settings.materialization_scheduler_enabled:
@@ -106,7 +110,8 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
 
     return BuiltService(PipelineServicer(store, runs, schedules, monitor), probe=probe, probe_gates_server=False,
                         closers=[close], stopping=[scheduler.close, materializer.close, sweeper.close,
-                                                   retraining_scheduler.close, evaluator.close, notifier.close])
+                                                   retraining_scheduler.close, evaluator.close, retention.close,
+                                                   notifier.close])
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

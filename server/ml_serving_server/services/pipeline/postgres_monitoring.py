@@ -98,6 +98,20 @@ class PostgresMetricStore:
             f"SELECT value FROM {_VALUES} WHERE {where} ORDER BY time DESC LIMIT {where.param(limit)}", *where.params)
         return [record["value"] for record in records]
 
+    @_state_errors
+    async def delete_before(self, cutoff: datetime, batch: int = 50_000) -> int:
+        """Deletes the values recorded before `cutoff`, `batch` rows per statement (no long lock,
+        no huge transaction; the BRIN index on time finds them); how many were deleted."""
+        deleted = 0
+        while True:
+            status = await self._pool.execute(f"""
+                DELETE FROM {_VALUES} WHERE ctid = ANY(ARRAY(
+                    SELECT ctid FROM {_VALUES} WHERE time < $1 LIMIT $2))""", cutoff, batch)
+            count = int(status.rsplit(" ", 1)[1])
+            deleted += count
+            if count < batch:
+                return deleted
+
 
 async def _insert_keyed(conn: asyncpg.Connection, rows: list[tuple]) -> int:
     """Stages the rows and inserts those whose event id is new; how many were."""

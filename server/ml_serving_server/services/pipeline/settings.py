@@ -70,6 +70,9 @@ class PipelineSettings(SettingsBase):
         True, description="evaluate the alert rules of the model monitor (every replica that has it on)")
     monitor_evaluation_seconds: float = Field(
         10.0, ge=0.05, le=3600, description="how often the alert rules are evaluated")
+    monitor_retention_days: float = Field(
+        30.0, ge=0, le=3650, description="recorded metric values older than this are deleted (hourly); 0 keeps "
+                                         "them all. Keep it longer than every rule's window plus baseline")
     retraining_registry_addr: str = Field(
         defaults.MESH_GRPC, description="gRPC address of the mesh serving the Registry, where workers register "
                                         "the versions they train")

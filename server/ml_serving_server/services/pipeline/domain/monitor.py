@@ -101,6 +101,13 @@ class Monitor:
                 checked[index] = value._replace(time=now)
         return await self._metrics.record(checked)
 
+    async def forget_before(self, keep: timedelta) -> int:
+        """Retention: deletes the values recorded longer than `keep` ago; how many."""
+        deleted = await self._metrics.delete_before(self._clock() - keep)
+        if deleted:
+            log.info("monitor retention: %d metric values older than %s deleted", deleted, keep)
+        return deleted
+
     # ----- rules -----
 
     async def create_rule(self, rule: AlertRule) -> AlertRule:

@@ -165,6 +165,9 @@ class MetricStore(Protocol):
         """The values recorded for start <= time < end (every version's when model_version is ""),
         carrying all of label_filter's labels; at most `limit`, the newest."""
 
+    async def delete_before(self, cutoff: datetime) -> int:
+        """Deletes the values recorded before `cutoff` (retention); how many."""
+
 
 class AlertStore(Protocol):
     """Rules, their evaluation state and alerts in PostgreSQL."""
