@@ -156,7 +156,9 @@ async def mesh(redis_url, key_prefix, dev_keys, database_url, mlflow_uri, s3_end
         "registry": registry_settings_for(mlflow_uri, s3_endpoint),
         "inference": inference_settings_for(torchserve_endpoints, s3_endpoint, token_file),
         "router": router_settings_for(torchserve_endpoints, str(stack_module.service_token_file(
-            dev_keys, subject="router", scopes=stack_module.ROUTER_SCOPES)))})
+            dev_keys, subject="router", scopes=stack_module.ROUTER_SCOPES)), monitor_feed_seconds=0.5,
+            pipeline_token_file=str(stack_module.service_token_file(dev_keys, subject="router-monitor-feed",
+                                                                   scopes=("pipeline.write",))))})
     yield server
     await server.stop(1.0)
 

@@ -88,12 +88,15 @@ def gateway_auth(keys: devauth.DevKeys) -> generate.JwtAuth:
 def mesh_auth_env(keys: devauth.DevKeys) -> dict[str, str]:
     """The mesh's settings (AUTH_*) for tokens signed with ``keys``, and the tokens the Inference
     service (registry.read) and the Router (registry.read, registry.write and registry.promote: its
-    canaries promote and archive versions) show the Registry, in files beside the keys."""
+    canaries promote and archive versions) show the Registry, the retraining workers show the
+    Registry and the Router's monitor feed shows the Pipeline, in files beside the keys."""
     return {"AUTH_ENABLED": "true", "AUTH_JWKS_FILE": str(keys.jwks), "AUTH_ISSUER": keys.issuer,
             "AUTH_AUDIENCE": keys.audience, "INFERENCE_REGISTRY_TOKEN_FILE": str(service_token_file(keys)),
             "ROUTER_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="router", scopes=ROUTER_SCOPES)),
             "PIPELINE_RETRAINING_REGISTRY_TOKEN_FILE": str(service_token_file(keys, subject="retraining",
-                                                                             scopes=RETRAINING_SCOPES))}
+                                                                             scopes=RETRAINING_SCOPES)),
+            "ROUTER_PIPELINE_TOKEN_FILE": str(service_token_file(keys, subject="router-monitor-feed",
+                                                                 scopes=("pipeline.write",)))}
 
 
 ROUTER_SCOPES = ("registry.read", "registry.write", "registry.promote")

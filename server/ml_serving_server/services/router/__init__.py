@@ -7,6 +7,7 @@ assigned version, outcomes and always-valid results.
     postgres_store.py       the ExperimentStore port over PostgreSQL (migrations/: alembic)
     redis_measurements.py   the Measurements port over Redis (exposures, Predict samples, outcomes)
     registry_writer.py      the canaries' Registry changes (promote, archive) over its gRPC API
+    monitor_sink.py         per-variant Predict figures to the Pipeline's model monitor (its gRPC API)
     convert.py              messages <-> domain values (also used by the client library)
     servicer.py             gRPC <-> domain
     settings.py             ROUTER_* settings
@@ -29,10 +30,13 @@ from .settings import RouterSettings
 
 
 async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
+    from ...runtime.periodic import PeriodicTask
     from ..inference.domain.service import InferenceService
     from ..inference.registry_resolver import RegistryResolver
     from ..inference.torchserve_backend import TorchServeBackend
-    from .domain.service import RouterService
+    from .domain.monitor_feed import MonitorFeed
+    from .domain.service import RouterService, now
+    from .monitor_sink import GrpcMonitorSink
     from .postgres_store import PostgresExperimentStore
     from .redis_measurements import RedisMeasurements
     from .registry_writer import GrpcRegistryWriter
@@ -40,7 +44,7 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
 
     if not runtime.database.url:
         raise ValueError("the router needs PostgreSQL: set DATABASE_URL (make up finds or starts one)")
-    token = Path(settings.registry_token_file).read_text().strip() if settings.registry_token_file else ""
+    token = _token(settings.registry_token_file)
     registry_addr = (lambda: settings.registry_addr) if settings.registry_addr else runtime.listening.addr
     resolver = RegistryResolver(registry_addr, token, settings.registry_timeout_seconds,
                                 settings.resolve_cache_entries, None)
@@ -52,16 +56,22 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
     measurements = RedisMeasurements.from_url(runtime.redis.url, runtime.mesh.key_prefix,
                                               runtime.redis.timeout_seconds, runtime.redis.max_connections)
     registry = GrpcRegistryWriter(registry_addr, token, settings.registry_timeout_seconds)
+    sink = GrpcMonitorSink((lambda: settings.pipeline_addr) if settings.pipeline_addr else runtime.listening.addr,
+                           _token(settings.pipeline_token_file), settings.registry_timeout_seconds)
+    feed = MonitorFeed(sink, now) if settings.monitor_feed_seconds > 0 else None
+    feeding = PeriodicTask("router monitor feed", feed.flush, settings.monitor_feed_seconds) if feed else None
     service = RouterService(store, measurements, serving, registry=registry,
                             catalog_poll_s=settings.catalog_poll_seconds,
                             tally_interval_s=settings.flush_interval_seconds,
                             canary_tick_s=settings.canary_tick_seconds,
                             allocation_tick_s=settings.allocation_tick_seconds,
-                            outcome_dedupe_s=settings.outcome_dedupe_days * 86_400)
-    closing = (service, resolver, backend, store, measurements, registry)
+                            outcome_dedupe_s=settings.outcome_dedupe_days * 86_400, feed=feed)
+    closing = (service, resolver, backend, store, measurements, registry, sink)
     try:
         await service.start()
         resolver.start()
+        if feeding is not None:
+            feeding.start()
     except BaseException:
         await _close(*closing)
         raise
@@ -78,17 +88,24 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
         """The canary driver and the Registry event stream call this very server: they end first."""
         await service.canaries.stop_driving()
         await resolver.stop_watching()
+        if feeding is not None:  # its last interval goes out before this server stops answering
+            await feeding.close()
+            await feed.flush()
 
     return BuiltService(RouterServicer(service), probe=probe, closers=[close], stopping=[stop_background])
 
 
-async def _close(service, resolver, backend, store, measurements, registry) -> None:
+def _token(path: str) -> str:
+    return Path(path).read_text().strip() if path else ""
+
+
+async def _close(service, resolver, backend, store, measurements, registry, sink) -> None:
     import asyncio
 
     await service.close()
     await resolver.stop_watching()
     await asyncio.gather(resolver.close(), backend.close(), store.close(), measurements.close(), registry.close(),
-                         return_exceptions=True)
+                         sink.close(), return_exceptions=True)
 
 
 SERVICE = ServicePackage(BY_NAME["router"], RouterSettings, build, ErrorReason)

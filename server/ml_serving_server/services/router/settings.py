@@ -25,6 +25,14 @@ class RouterSettings(SettingsBase):
                         "registry.promote: canaries promote and archive versions) this service shows the Registry; "
                         "empty: none (auth off)")
     registry_timeout_seconds: float = Field(2.0, gt=0, description="longest wait for one Registry call")
+    monitor_feed_seconds: float = Field(
+        10.0, ge=0, le=3600, description="how often per-variant Predict figures (requests, error rate, latency "
+                                         "p50/p95) go to the Pipeline's model monitor; 0: never")
+    pipeline_addr: str = Field(
+        "", description="gRPC address of the Pipeline service (the model monitor); empty: this mesh server's own")
+    pipeline_token_file: str = Field(
+        "", description="file holding the bearer token (scope pipeline.write) the monitor feed shows the Pipeline; "
+                        "empty: none (auth off)")
     resolve_cache_entries: int = Field(10_000, gt=0, description="selectors whose resolved version is kept in memory")
     max_predict_seconds: float = Field(60.0, gt=0, description="longest a prediction may take when its caller set "
                                                                "no deadline (a shorter deadline always applies)")

@@ -59,6 +59,7 @@ from .model import (
     ShadowConfig,
     experiment_scope,
 )
+from .monitor_feed import MonitorFeed
 from .ports import ExperimentExists, ExperimentStore, Measurements, ModelBusy
 from .statistics import (
     DEFAULT_CONFIDENCE_LEVEL,
@@ -143,8 +144,10 @@ class RouterService:
                  registry: RegistryWriter | None = None, catalog_poll_s: float = 5.0,
                  tally_interval_s: float = 0.05, canary_tick_s: float = 1.0, allocation_tick_s: float = 1.0,
                  outcome_dedupe_s: int = 30 * 86_400, clock: Callable[[], datetime] = now,
-                 shadow_draw: Callable[[], float] = random.random, allocation_rng: Any = None):
+                 shadow_draw: Callable[[], float] = random.random, allocation_rng: Any = None,
+                 feed: MonitorFeed | None = None):
         self.store = store
+        self.feed = feed  # per-variant figures for the model monitor (None: not fed)
         self.measurements = measurements
         self.serving = serving
         self.catalog = ExperimentCatalog(store, catalog_poll_s)
@@ -453,9 +456,15 @@ class RouterService:
             if error.reason in _VARIANT_FAILURES:
                 for scope in scopes:
                     self.tally.sample(RequestSample(scope, routed.variant, 0.0, True))
+                if self.feed is not None:
+                    self.feed.observe(routed.model_name, routed.model_version, routed.experiment, routed.variant,
+                                      0.0, True)
             raise error from None
         for scope in scopes:
             self.tally.sample(RequestSample(scope, routed.variant, prediction.latency_ms, False))
+        if self.feed is not None:
+            self.feed.observe(routed.model_name, prediction.model.version, routed.experiment, routed.variant,
+                              prediction.latency_ms, False)
         shadowed = owner is not None and self._shadow(owner, payload, timeout_s)
         return routed, prediction, shadowed
 
