@@ -89,19 +89,25 @@ def test_the_examples_make_up_prints_work_as_printed(secured):
     (export,) = [line for line in banner.splitlines() if line.startswith("export ML_SERVING_TOKEN=")]
     assert export == f"export ML_SERVING_TOKEN={secured.token}"
     examples = [line.strip() for line in banner.splitlines() if line.strip().startswith(("curl ", ".venv/bin/grpcurl "))]
-    assert len(examples) == 6
+    assert len(examples) == 10
     outputs = []
     for example in examples:
         done = subprocess.run(["bash", "-c", f"{export}\n{example}"], cwd=ROOT, capture_output=True, text=True,
                               timeout=30, check=False)
         assert done.returncode == 0, (example, done.stderr)
         outputs.append(done.stdout)
-    select, stats, create_model, list_models, grpc_list, grpc_select = outputs
+    select, stats, create_model, list_models, trigger, runs, record, alerts, grpc_list, grpc_select = outputs
     assert json.loads(select)["choices"] and json.loads(stats)["bandit"] == "demo"
     created = json.loads(create_model)  # a second run of the example meets the model the first made
     assert created.get("registeredModel", {}).get("name") == "fraud" or \
         created["details"][0]["reason"] == "MODEL_ALREADY_EXISTS", created
     assert json.loads(list_models)["registeredModels"]  # one page, in name order
+    run_id = json.loads(trigger)["runId"]  # queued (no worker here), then cancelled below
+    assert json.loads(runs)["runs"][0]["runId"] == run_id
+    assert json.loads(record) == {"duplicate": False} and isinstance(json.loads(alerts)["alerts"], list)
+    subprocess.run(["bash", "-c", f"{export}\ncurl -s -X POST http://{secured.front_door}/api/v1/ml/retraining/runs/"
+                    f"{run_id}:cancel -H \"authorization: Bearer $ML_SERVING_TOKEN\" -d '{{}}'"],
+                   cwd=ROOT, capture_output=True, text=True, timeout=30, check=True)
     assert "mnbara.mlserving.bandit.v1.BanditService" in grpc_list.split()
     assert json.loads(grpc_select)["decision_id"]
 

@@ -98,7 +98,7 @@ Try (after the export above; the Python client reads ML_SERVING_TOKEN too):
   curl -s -X POST http://{front}/api/v1/registry/models {auth} {json} -d '{{"name": "fraud", "description": "demo"}}'
   curl -s http://{front}/api/v1/registry/models {auth}
   curl -s -X POST http://{front}/api/v1/ml/retraining/trigger {auth} {json} -d '{{"modelName": "recommendation-model", "parameters": {{"epochs": 2}}}}'
-  curl -s http://{front}/api/v1/ml/retraining/status/RUN_ID {auth}   (the runId above: a worker trains it in about 15 s)
+  curl -s 'http://{front}/api/v1/ml/retraining/runs?pageSize=1' {auth}
   curl -s -X POST http://{front}/api/v1/ml/monitoring/record {auth} {json} -d '{{"modelName": "recommendation-model", "metricName": "ctr", "value": 0.03}}'
   curl -s http://{front}/api/v1/ml/monitoring/alerts {auth}
   .venv/bin/grpcurl -plaintext {front} list
