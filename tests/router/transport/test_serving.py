@@ -134,3 +134,20 @@ async def test_predict_figures_reach_the_model_monitor_per_variant(router, runni
             assert alert is not None and alert.value == 6.0, "the Predict figures never reached the monitor"
         finally:
             await pipeline.delete_alert_rule(ppb.DeleteAlertRuleRequest(rule_id=rule.rule_id))
+        await router.record_outcome(experiment=running.name, user_id="feed-0", metric="click", converted=True,
+                                    event_id=f"feed-{running.name}")
+        rule = (await pipeline.create_alert_rule(ppb.CreateAlertRuleRequest(rule=ppb.AlertRule(
+            name=f"fed-outcomes-{running.name}", model_name=two_versions, metric_name="router_outcome_mean",
+            label_filter={"experiment": running.name, "outcome": "click"}, enabled=True,
+            threshold=ppb.ThresholdCondition(comparison=ppb.COMPARISON_GREATER_OR_EQUAL, threshold=1.0))))).rule
+        try:
+            alert = None
+            for _ in range(100):
+                alerts = (await pipeline.list_alerts(rule_id=rule.rule_id)).alerts
+                if alerts:
+                    alert = alerts[0]
+                    break
+                await asyncio.sleep(0.1)
+            assert alert is not None and alert.value == 1.0, "the outcome never reached the monitor"
+        finally:
+            await pipeline.delete_alert_rule(ppb.DeleteAlertRuleRequest(rule_id=rule.rule_id))

@@ -59,3 +59,16 @@ async def test_the_monitor_down_drops_the_interval_and_counts_it(fail):
     feed.observe("rec", "3", "exp", "a", 1.0, False)
     assert await feed.flush() == 0 and feed.dropped == 4
     assert feed.drain() == []  # nothing kept for later
+
+
+async def test_counted_outcomes_become_a_count_and_a_mean_per_variant_and_metric():
+    sink = Sink()
+    feed = MonitorFeed(sink, lambda: T0)
+    for value in (1.0, 0.0, 1.0, 1.0):
+        feed.outcome("rec", "3", "exp", "control", "click", value)
+    feed.outcome("rec", "4", "exp", "treatment", "revenue", 12.5)
+    await feed.flush()
+    got = {(v.labels["variant"], v.labels["outcome"], v.metric_name): v.value for v in sink.sent}
+    assert got == {("control", "click", "router_outcomes"): 4.0, ("control", "click", "router_outcome_mean"): 0.75,
+                   ("treatment", "revenue", "router_outcomes"): 1.0,
+                   ("treatment", "revenue", "router_outcome_mean"): 12.5}

@@ -522,6 +522,17 @@ class RouterService:
 
     # --- outcomes and results ------------------------------------------------------------
 
+    def _feed_outcomes(self, events: Sequence[OutcomeEvent], results: Sequence[OutcomeResult]) -> None:
+        """The counted outcomes to the monitor feed, under the model version their variant serves."""
+        for event, result in zip(events, results):
+            experiment = self.catalog.get(event.experiment) if result is OutcomeResult.COUNTED else None
+            if experiment is None:
+                continue
+            for variant in experiment.definition.variants:
+                if variant.name == event.variant:
+                    self.feed.outcome(variant.model_name, variant.model_version, event.experiment, event.variant,
+                                      event.metric, event.value)
+
     async def record_outcomes(self, inputs: Sequence[OutcomeInput]) -> list[tuple[OutcomeResult, str]]:
         """Check the whole batch first (nothing applied if an item is invalid: the error's
         metadata "index" names it), then apply each event once. (result, variant) per item."""
@@ -543,6 +554,8 @@ class RouterService:
         if counted:
             await self.tally.flush_exposures()
             results = await self.measurements.record_outcomes(counted, self._dedupe_s)
+        if self.feed is not None:
+            self._feed_outcomes(counted, results)
         applied = iter(results)
         return [(next(applied) if event is not None else OutcomeResult.NOT_COUNTED, variant)
                 for event, variant in zip(events, variants)]
