@@ -19,7 +19,6 @@ from ml_serving import (
     MLflowModelRegistry,
     ModelServer,
     PipelineClient,
-    RegistryClient,
     RouterClient,
     _base,
 )

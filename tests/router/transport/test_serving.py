@@ -109,9 +109,26 @@ async def test_paused_experiments_serve_control_and_count_nothing(router, runnin
     assert sum(v.exposures for v in results.variants) == 0
 
 
+async def _fired(pipeline, rule):
+    """The alert a new rule fires within 10 s (its value is what it saw), the rule deleted after."""
+    from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as ppb
+
+    created = (await pipeline.create_alert_rule(ppb.CreateAlertRuleRequest(rule=rule))).rule
+    try:
+        for _ in range(100):
+            alerts = (await pipeline.list_alerts(rule_id=created.rule_id)).alerts
+            if alerts:
+                return alerts[0]
+            await asyncio.sleep(0.1)
+        return None
+    finally:
+        await pipeline.delete_alert_rule(ppb.DeleteAlertRuleRequest(rule_id=created.rule_id))
+
+
 async def test_predict_figures_reach_the_model_monitor_per_variant(router, running, two_versions, mesh, token):
     """The session mesh feeds the monitor every 0.5 s and evaluates rules every second: a rule on
-    the experiment's request count fires once its Predict calls have been fed."""
+    the experiment's request count fires once its Predict calls have been fed, one on its outcome
+    rate once an outcome has."""
     from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as ppb
 
     from ml_serving import PipelineClient
@@ -119,35 +136,15 @@ async def test_predict_figures_reach_the_model_monitor_per_variant(router, runni
     for index in range(6):
         await router.predict(f"feed-{index}", {"x": index}, experiment=running.name)
     async with PipelineClient(f"127.0.0.1:{mesh.port}", token=token) as pipeline:
-        rule = (await pipeline.create_alert_rule(ppb.CreateAlertRuleRequest(rule=ppb.AlertRule(
+        alert = await _fired(pipeline, ppb.AlertRule(
             name=f"fed-{running.name}", model_name=two_versions, metric_name="router_requests",
             label_filter={"experiment": running.name}, aggregation=ppb.AGGREGATION_SUM, enabled=True,
-            threshold=ppb.ThresholdCondition(comparison=ppb.COMPARISON_GREATER_OR_EQUAL, threshold=6))))).rule
-        try:
-            alert = None
-            for _ in range(100):  # at most 10 s
-                alerts = (await pipeline.list_alerts(rule_id=rule.rule_id)).alerts
-                if alerts:
-                    alert = alerts[0]
-                    break
-                await asyncio.sleep(0.1)
-            assert alert is not None and alert.value == 6.0, "the Predict figures never reached the monitor"
-        finally:
-            await pipeline.delete_alert_rule(ppb.DeleteAlertRuleRequest(rule_id=rule.rule_id))
+            threshold=ppb.ThresholdCondition(comparison=ppb.COMPARISON_GREATER_OR_EQUAL, threshold=6)))
+        assert alert is not None and alert.value == 6.0, "the Predict figures never reached the monitor"
         await router.record_outcome(experiment=running.name, user_id="feed-0", metric="click", converted=True,
                                     event_id=f"feed-{running.name}")
-        rule = (await pipeline.create_alert_rule(ppb.CreateAlertRuleRequest(rule=ppb.AlertRule(
+        alert = await _fired(pipeline, ppb.AlertRule(
             name=f"fed-outcomes-{running.name}", model_name=two_versions, metric_name="router_outcome_mean",
             label_filter={"experiment": running.name, "outcome": "click"}, enabled=True,
-            threshold=ppb.ThresholdCondition(comparison=ppb.COMPARISON_GREATER_OR_EQUAL, threshold=1.0))))).rule
-        try:
-            alert = None
-            for _ in range(100):
-                alerts = (await pipeline.list_alerts(rule_id=rule.rule_id)).alerts
-                if alerts:
-                    alert = alerts[0]
-                    break
-                await asyncio.sleep(0.1)
-            assert alert is not None and alert.value == 1.0, "the outcome never reached the monitor"
-        finally:
-            await pipeline.delete_alert_rule(ppb.DeleteAlertRuleRequest(rule_id=rule.rule_id))
+            threshold=ppb.ThresholdCondition(comparison=ppb.COMPARISON_GREATER_OR_EQUAL, threshold=1.0)))
+        assert alert is not None and alert.value == 1.0, "the outcome never reached the monitor"

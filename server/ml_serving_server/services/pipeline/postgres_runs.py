@@ -18,7 +18,7 @@ import asyncpg
 from .domain.ports import StateStoreUnavailable
 from .domain.retraining import Attempt, Heartbeat, Run, RunError, RunState, Trigger
 from .domain.schedules import Schedule
-from .postgres_store import _APPLICATION_NAME, _close_pool, _ping, _state_errors, migrated_pool
+from .postgres_store import _APPLICATION_NAME, PooledStore, _state_errors, migrated_pool
 
 _COLUMNS = """run_id::text AS run_id, seq, model_name, state, trigger, reason, parameters, schedule_id, alert_id,
               idempotency_key, attempt, max_attempts, worker_id, create_time, start_time, end_time,
@@ -42,25 +42,13 @@ def _run(record) -> Run:
         mlflow_run_id=record["mlflow_run_id"], registered_version=record["registered_version"], error=error)
 
 
-class PostgresRunStore:
-    def __init__(self, pool: asyncpg.Pool, timeout_s: float):
-        self._pool, self._timeout = pool, timeout_s
+class PostgresRunStore(PooledStore):
+    """Its pool is a worker's training samples store's too (postgres_distributions.py)."""
 
     @classmethod
     async def connect(cls, url: str, *, timeout_seconds: float = 5.0) -> "PostgresRunStore":
         """Migrate (the pipeline's schema) and open a pool; StateStoreUnavailable when unreachable."""
         return cls(await migrated_pool(url, timeout_seconds, f"{_APPLICATION_NAME}-runs"), timeout_seconds)
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """Shared with a worker's training samples store (postgres_distributions.py)."""
-        return self._pool
-
-    async def close(self) -> None:
-        await _close_pool(self._pool, self._timeout)
-
-    async def ping(self) -> bool:
-        return await _ping(self._pool, self._timeout)
 
     @_state_errors
     async def create(self, run: Run) -> tuple[Run, bool]:

@@ -143,14 +143,33 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class PooledStore:
+    """A store owning one pool: shared with the adapters that query beside it (`pool`), closed
+    and pinged with the store's timeout."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout_s: float):
+        self._pool, self._timeout = pool, timeout_s
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    async def close(self) -> None:
+        await _close_pool(self._pool, self._timeout)
+
+    async def ping(self) -> bool:
+        return await _ping(self._pool, self._timeout)
+
+
 # ----- the source -----------------------------------------------------------------------------
 
-class PostgresFeatureSource:
+class PostgresFeatureSource(PooledStore):
     """FeatureSource: the views' queries. `timeout_s` bounds a read-through; materialisation's
-    scans get `scan_timeout_s`."""
+    scans get `scan_timeout_s`. Its pool is the training sets' too (postgres_training_set.py)."""
 
     def __init__(self, pool: asyncpg.Pool, timeout_s: float, scan_timeout_s: float):
-        self._pool, self._timeout, self._scan_timeout = pool, timeout_s, scan_timeout_s
+        super().__init__(pool, timeout_s)
+        self._scan_timeout = scan_timeout_s
         self._encoding_queries: dict[str, str | None] = {}  # by view definition hash
 
     @classmethod
@@ -159,17 +178,6 @@ class PostgresFeatureSource:
         """Opens the pool lazily (min size 0): a source down at start is not fatal."""
         pool = await _pool(url, timeout_seconds, SourceUnavailable, f"{_APPLICATION_NAME}-source")
         return cls(pool, timeout_seconds, scan_timeout_seconds)
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        """Shared with the training sets' adapter (postgres_training_set.py)."""
-        return self._pool
-
-    async def close(self) -> None:
-        await _close_pool(self._pool, self._timeout)
-
-    async def ping(self) -> bool:
-        return await _ping(self._pool, self._timeout)
 
     @_source_errors
     async def encoded_rows(self, view: FeatureView, keys: Sequence[EntityKey]) -> list[EncodedRow] | None:
@@ -348,24 +356,17 @@ class _AdvisoryLock:
             self._connection.terminate()
 
 
-class PostgresMaterializationState:
+class PostgresMaterializationState(PooledStore):
+    """Its pool is the run, schedule and monitor stores' too (the pipeline's own tables)."""
+
     def __init__(self, url: str, pool: asyncpg.Pool, timeout_s: float):
-        self._url, self._pool, self._timeout = url, pool, timeout_s
+        super().__init__(pool, timeout_s)
+        self._url = url
 
     @classmethod
     async def connect(cls, url: str, *, timeout_seconds: float = 5.0) -> "PostgresMaterializationState":
         """Migrate and open the pool; StateStoreUnavailable if PostgreSQL cannot be reached."""
         return cls(url, await migrated_pool(url, timeout_seconds, _APPLICATION_NAME), timeout_seconds)
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self._pool
-
-    async def close(self) -> None:
-        await _close_pool(self._pool, self._timeout)
-
-    async def ping(self) -> bool:
-        return await _ping(self._pool, self._timeout)
 
     @_state_errors
     async def try_lock(self, feature_view: str) -> _AdvisoryLock | None:

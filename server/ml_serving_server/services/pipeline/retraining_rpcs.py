@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from mnbara.mlserving.catalog import BY_NAME
