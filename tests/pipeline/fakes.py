@@ -435,9 +435,14 @@ class FakeAlertStore:
         return replace(alert)
 
     async def update_alert(self, alert):
+        from ml_serving_server.services.pipeline.domain.monitoring import AlertState
         for index, stored in enumerate(self.alerts):
             if stored.alert_id == alert.alert_id:
+                if stored.state is not AlertState.FIRING:
+                    return False
                 self.alerts[index] = replace(alert)
+                return True
+        return False
 
     async def list_alerts(self, *, model_name, states, rule_id, min_severity, limit, after_seq):
         order = ["info", "warning", "critical"]

@@ -337,3 +337,17 @@ async def test_retention_forgets_values_older_than_it_keeps():
     await record(monitor, clock, 0.6, n=2)
     assert await monitor.forget_before(timedelta(days=30)) == 3
     assert [v.value for v in metrics.values_] == [0.6, 0.6]
+
+
+async def test_replicas_resolving_one_alert_at_once_notify_once():
+    monitor, clock, metrics, alerts, runs, notifier = make()
+    created = await monitor.create_rule(rule())
+    await record(monitor, clock, 0.1)
+    await monitor.evaluate_round()
+    clock.now += timedelta(minutes=10)
+    await record(monitor, clock, 0.9)
+    stale = await alerts.firing_alert(created.rule_id)  # another replica read it as firing
+    assert await monitor.evaluate_round() == 1
+    assert not await alerts.update_alert(stale)  # its write comes too late: a resolved alert is final
+    assert alerts.alerts[0].state is AlertState.RESOLVED
+    assert [state for _, _, state in notifier.sent] == [AlertState.FIRING, AlertState.RESOLVED]

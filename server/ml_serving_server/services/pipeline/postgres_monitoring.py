@@ -231,7 +231,7 @@ _UPDATE_ALERT = """
     UPDATE pipeline_alerts SET rule_id = $2::uuid, rule_name = $3, model_name = $4, model_version = $5,
         metric_name = $6, state = $7, severity = $8, value = $9, reference_value = $10, message = $11,
         fire_time = $12, last_evaluation_time = $13, resolve_time = $14, retraining_run_id = $15
-    WHERE alert_id = $1::uuid"""
+    WHERE alert_id = $1::uuid AND state = 'FIRING'"""
 _OPEN_ATTEMPTS = 3  # the firing alert found by the conflict may resolve before it is read
 
 
@@ -356,8 +356,9 @@ class PostgresAlertStore:
         raise StateStoreUnavailable("the alert store (concurrent alerts of one rule; try again)")
 
     @_state_errors
-    async def update_alert(self, alert: Alert) -> None:
-        await self._pool.execute(_UPDATE_ALERT, *_alert_params(alert))
+    async def update_alert(self, alert: Alert) -> bool:
+        status = await self._pool.execute(_UPDATE_ALERT, *_alert_params(alert))
+        return status.endswith(" 1")
 
     @_state_errors
     async def list_alerts(self, *, model_name: str, states: Sequence[AlertState], rule_id: str,

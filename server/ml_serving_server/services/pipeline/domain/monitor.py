@@ -146,8 +146,8 @@ class Monitor:
             now = self._clock()
             firing.state, firing.resolve_time, firing.last_evaluation_time = AlertState.RESOLVED, now, now
             firing.message = f"{firing.message} (resolved: its rule changed)"[:1000]
-            await self._alerts.update_alert(firing)
-            await self._notifier.notify(updated, firing)
+            if await self._alerts.update_alert(firing):
+                await self._notifier.notify(updated, firing)
         return updated
 
     async def delete_rule(self, rule_id: str) -> None:
@@ -251,9 +251,9 @@ class Monitor:
         elif decision.change is Change.RESOLVE and firing is not None:
             firing.state, firing.resolve_time, firing.last_evaluation_time = AlertState.RESOLVED, now, now
             firing.value, firing.message = evaluation.value, evaluation.message[:1000]
-            await self._alerts.update_alert(firing)
-            await self._notifier.notify(rule, firing)
-            log.info("alert %s of rule %s resolved", firing.alert_id, rule.name)
+            if await self._alerts.update_alert(firing):  # another replica may have resolved it first
+                await self._notifier.notify(rule, firing)
+                log.info("alert %s of rule %s resolved", firing.alert_id, rule.name)
         return int(decision.change in (Change.FIRE, Change.RESOLVE))
 
     async def _fire(self, rule: AlertRule, evaluation, now: datetime) -> None:

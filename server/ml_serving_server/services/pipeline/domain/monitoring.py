@@ -189,7 +189,9 @@ class AlertStore(Protocol):
     async def open_alert(self, alert: Alert) -> Alert:
         """Stores a FIRING alert; the rule's alert already firing when there is one (no duplicate)."""
 
-    async def update_alert(self, alert: Alert) -> None: ...
+    async def update_alert(self, alert: Alert) -> bool:
+        """Writes a firing alert's new state; False (nothing written) once it has resolved: a
+        resolved alert is final, so replicas evaluating at once resolve (and notify) it once."""
     async def list_alerts(self, *, model_name: str, states: Sequence[AlertState], rule_id: str,
                           min_severity: Severity | None, limit: int, after_seq: int) -> tuple[list[Alert], int | None]: ...
 
