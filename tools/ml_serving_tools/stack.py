@@ -64,10 +64,23 @@ def start_mesh(env: dict[str, str], log_path: Path, timeout: float = 30.0) -> su
                                 start_new_session=True)
     try:
         wait_serving(env["MESH_GRPC_ADDR"], timeout, proc)
+    except (RuntimeError, TimeoutError) as error:
+        stop(proc)
+        raise type(error)(f"{error}; the end of its log ({log_path}):\n{log_tail(log_path)}") from None
     except BaseException:
         stop(proc)
         raise
     return proc
+
+
+def log_tail(path: Path, max_bytes: int = 4000) -> str:
+    """The last `max_bytes` of a log, for an error that says why a process did not start."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - max_bytes))
+            return log.read().decode(errors="replace")
+    except OSError as error:
+        return f"(unreadable: {error})"
 
 
 def start_retraining_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
