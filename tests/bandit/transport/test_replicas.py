@@ -94,3 +94,22 @@ async def _cross_replica(a, b):
     await a.close()  # a's pull tally reaches Redis when it closes, as on SIGTERM
     stats = await b.stats(name)
     assert stats.total_pulls == 1 and stats.total_reward_count == 1
+
+
+async def test_rewards_on_two_replicas_of_a_discounted_bandit_are_all_forgotten_exactly(redis_url, key_prefix):
+    async with two_replicas(redis_url, key_prefix) as (a, b):
+        name = f"drift-{uuid.uuid4().hex[:8]}"
+        await a.create_bandit(BanditDefinition(name=name, arms=(ArmDefinition("x"), ArmDefinition("y")),
+                                               discount=0.01))
+        n = 400
+
+        async def reward(service, i):
+            await service.reward(RewardInput(bandit=name, arm_id="x" if i % 2 else "y", reward=1.0,
+                                             event_id=f"e{i}"))
+
+        await asyncio.gather(*(reward(a if i % 2 else b, i) for i in range(n)))
+        stats = await b.stats(name)
+        # n rewards of 1, in whatever order the replicas applied them: sum over j < n of 0.99^j
+        evidence = sum(arm.alpha - 1.0 for arm in stats.arms)
+        assert evidence == pytest.approx(sum(0.99 ** j for j in range(n)), rel=1e-9)
+        assert stats.total_reward_count == n

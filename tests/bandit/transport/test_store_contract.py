@@ -4,6 +4,7 @@ real one does."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -178,3 +179,67 @@ async def test_linear_sums_accumulate_per_arm(store):
 async def test_the_decision_key_is_stable(store):
     key = await store.decision_key()
     assert len(key) >= 16 and await store.decision_key() == key
+
+
+# ----- forgetting (a bandit with a discount) -----
+
+def forgetting(d: BanditDefinition, arm: str, value: float, discount: float, context=()) -> RewardEvent:
+    return RewardEvent(d.name, d.incarnation, arm, value, "", tuple(context), 60, "", discount)
+
+
+def expected_evidence(rewards: list[tuple[str, float]], discount: float) -> dict[str, tuple[float, float]]:
+    """Directly: before each reward, every arm's evidence times 1 - discount."""
+    evidence: dict[str, tuple[float, float]] = {}
+    for arm, value in rewards:
+        evidence = {a: (s * (1 - discount), f * (1 - discount)) for a, (s, f) in evidence.items()}
+        s, f = evidence.get(arm, (0.0, 0.0))
+        evidence[arm] = (s + value, f + 1 - value)
+    return evidence
+
+
+@pytest.mark.parametrize("discount", [0.01, 0.5])  # 0.5 passes the rescaling point (weight 1e100) twice
+async def test_a_discount_forgets_every_arms_evidence_on_each_reward(store, discount):
+    d = definition("b", "x", "y", "z")
+    await store.create(d)
+    rng = np.random.default_rng(7)
+    rewards = [(str(rng.choice(["x", "y"])), float(rng.choice([0.0, 0.25, 1.0]))) for _ in range(700)]
+    for arm, value in rewards:
+        assert await store.apply_rewards([forgetting(d, arm, value, discount)]) == [APPLIED]
+    _, counts = await store.load_counts("b")
+    for arm, (successes, failures) in expected_evidence(rewards, discount).items():
+        assert counts[arm].discounted == pytest.approx((successes, failures), rel=1e-9, abs=1e-12)
+        # the plain sums still count everything: GetStats reports them
+        assert counts[arm].reward_sum == pytest.approx(sum(v for a, v in rewards if a == arm))
+        assert counts[arm].reward_count == sum(1 for a, _ in rewards if a == arm)
+    assert "z" not in counts or counts["z"].discounted is None  # never rewarded: nothing to forget
+
+
+async def test_a_discount_forgets_the_linear_evidence_too(store):
+    d = definition("b", "x", "y", dimension=2)
+    await store.create(d)
+    discount, rng = 0.5, np.random.default_rng(3)
+    gram = {a: np.zeros((2, 2)) for a in "xy"}
+    target = {a: np.zeros(2) for a in "xy"}
+    for _ in range(400):  # past the rescaling point: the linear sums are rescaled with the counts
+        arm, x, value = str(rng.choice(["x", "y"])), rng.normal(size=2), float(rng.random())
+        assert await store.apply_rewards([forgetting(d, arm, value, discount, context=x)]) == [APPLIED]
+        for a in "xy":
+            gram[a], target[a] = gram[a] * (1 - discount), target[a] * (1 - discount)
+        gram[arm], target[arm] = gram[arm] + np.outer(x, x), target[arm] + value * x
+    sums = await store.load_linear("b", 2)
+    for a in "xy":
+        np.testing.assert_allclose(sums[a][0], gram[a], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(sums[a][1], target[a], rtol=1e-9, atol=1e-12)
+
+
+async def test_concurrent_rewards_with_a_discount_lose_nothing(store):
+    d = definition("b", "x", "y")
+    await store.create(d)
+    discount, n = 0.01, 300
+    events = [forgetting(d, "x" if i % 3 else "y", 1.0, discount) for i in range(n)]
+    # in any order: the total evidence after n rewards of 1 is sum over j < n of (1 - discount)^j
+    await asyncio.gather(*(store.apply_rewards([event]) for event in events))
+    _, counts = await store.load_counts("b")
+    total = sum(counts[a].discounted[0] for a in "xy")
+    assert total == pytest.approx(sum((1 - discount) ** j for j in range(n)), rel=1e-9)
+    assert sum(counts[a].reward_count for a in "xy") == n

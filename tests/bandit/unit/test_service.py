@@ -36,7 +36,7 @@ async def test_defaults_are_filled_in(service):
     (BanditDefinition(name="b", arms=arms("x", "x")), "bandit.arms[1].id"),
     (BanditDefinition(name="b", arms=arms("x"), prior_alpha=-1), "bandit.prior_alpha"),
     (BanditDefinition(name="b", arms=arms("x"), exploration=float("inf")), "bandit.exploration"),
-    (BanditDefinition(name="b", arms=arms("x"), discount=0.5), "bandit.discount"),
+    (BanditDefinition(name="b", arms=arms("x"), discount=0.6), "bandit.discount"),
     (BanditDefinition(name="b", arms=arms("x"), prior_alpha=1e308), "bandit.prior_alpha"),
     (BanditDefinition(name="b", arms=arms("x"), context_dimension=10_000), "bandit.context_dimension"),
 ])

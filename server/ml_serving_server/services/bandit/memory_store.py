@@ -7,6 +7,7 @@ contract suite runs over this store and RedisBanditStore, so the two cannot drif
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -99,14 +100,29 @@ class MemoryBanditStore:
             return RewardOutcome.DUPLICATE if same else RewardOutcome.CONFLICT
         if e.event_id:
             self._events[marker] = e.fingerprint
-        self._add(e.bandit, e.arm_id, rewards=1, reward=e.reward)
+        if e.discount:
+            self._forget(e.bandit, 1.0 - e.discount)
+        self._add(e.bandit, e.arm_id, rewards=1, reward=e.reward, discounted=bool(e.discount))
         if e.context:
             x = np.asarray(e.context, dtype=float)
             xx, rx = self._linear[e.bandit].get(e.arm_id, (np.zeros((x.size, x.size)), np.zeros(x.size)))
             self._linear[e.bandit][e.arm_id] = (xx + np.outer(x, x), rx + e.reward * x)
         return RewardOutcome.APPLIED
 
-    def _add(self, name: str, arm: str, pulls: int = 0, rewards: int = 0, reward: float = 0.0) -> None:
+    def _forget(self, name: str, keep: float) -> None:
+        """Every arm's evidence times `keep`, directly (the Redis store scales lazily, to the same result)."""
+        for arm, c in self._counts[name].items():
+            if c.discounted is not None:
+                self._counts[name][arm] = replace(c, discounted=(c.discounted[0] * keep, c.discounted[1] * keep))
+        for arm, (xx, rx) in self._linear[name].items():
+            self._linear[name][arm] = (xx * keep, rx * keep)
+
+    def _add(self, name: str, arm: str, pulls: int = 0, rewards: int = 0, reward: float = 0.0,
+             discounted: bool = False) -> None:
         c = self._counts[name].get(arm, ArmCounts())
+        evidence = c.discounted
+        if discounted:
+            successes, failures = evidence or (0.0, 0.0)
+            evidence = (successes + reward, failures + rewards - reward)
         self._counts[name][arm] = ArmCounts(c.pulls + pulls, c.reward_count + rewards, c.reward_sum + reward,
-                                            c.failure_sum + rewards - reward)
+                                            c.failure_sum + rewards - reward, evidence)

@@ -8,9 +8,12 @@ single Redis or a primary with replicas, not Redis Cluster):
   P:bandit:{name}:counts       hash: _i (incarnation: creation time in microseconds, so a
                                re-created bandit never matches its predecessor), _v
                                (definition version, starts at _i), p:ARM pulls, n:ARM
-                               reward events, s:ARM reward sum, f:ARM failure sum (1 - r)
+                               reward events, s:ARM reward sum, f:ARM failure sum (1 - r); with
+                               a discount also _w (the weight of the next reward) and ds:ARM,
+                               df:ARM (the sums of weighted rewards and failures: over _w, the
+                               evidence after forgetting)
   P:bandit:{name}:lin          hash: A:ARM sum of x x^T and b:ARM sum of r x, packed
-                               little-endian float64
+                               little-endian float64 (each term times its weight, with a discount)
   P:bandit:{name}:ev:I:EVENT   marks an event id (of a reward without decision) as counted in
                                incarnation I; holds the event's fingerprint (or 1, written before
                                fingerprints were kept); expires with decisions
@@ -97,16 +100,20 @@ return 1
 
 # KEYS: counts, lin, event marker[, the marker an earlier release would have used]. ARGV:
 # incarnation, arm, reward, ttl, event fingerprint ('' for a reward without event id: never
-# deduplicated), d, x1..xd.
+# deduplicated), discount, d, x1..xd.
 # Returns 1 applied, 0 duplicate event, -1 bandit gone, -2 stored linear state of the
 # wrong size, -3 event id already counted with other content (nothing written in every case but 1).
+#
+# Forgetting (discount > 0) is lazy: rather than multiply every arm's evidence by 1 - discount
+# on each reward (O(arms)), the bandit keeps a weight _w that grows by 1 / (1 - discount) per
+# reward, a reward is added times _w (to ds:/df: and to the linear sums) and readers divide by
+# _w. When _w passes 1e100 everything is divided by it once and _w starts again from 1.
 _REWARD = """
 if redis.call('HGET', KEYS[1], '_i') ~= ARGV[1] then return -1 end
-local arm, r, d = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[6])
-local gram_blob, target_blob
+local arm, r, discount, d = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7])
 if d > 0 then
-  gram_blob = redis.call('HGET', KEYS[2], 'A:' .. arm)
-  target_blob = redis.call('HGET', KEYS[2], 'b:' .. arm)
+  local gram_blob = redis.call('HGET', KEYS[2], 'A:' .. arm)
+  local target_blob = redis.call('HGET', KEYS[2], 'b:' .. arm)
   if (gram_blob and #gram_blob ~= 8 * d * d) or (target_blob and #target_blob ~= 8 * d) then return -2 end
 end
 if ARGV[5] ~= '' then
@@ -116,12 +123,6 @@ if ARGV[5] ~= '' then
   if seen then return -3 end
   redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[4])
 end
-redis.call('HINCRBY', KEYS[1], 'n:' .. arm, 1)
-redis.call('HINCRBYFLOAT', KEYS[1], 's:' .. arm, ARGV[3])
-redis.call('HINCRBYFLOAT', KEYS[1], 'f:' .. arm, 1 - r)
-if d == 0 then return 1 end
-local x = {}
-for i = 1, d do x[i] = tonumber(ARGV[6 + i]) end
 local function unpack_doubles(blob, n)
   local out = {}
   for i = 1, n do
@@ -134,12 +135,46 @@ local function pack_doubles(values)
   for i = 1, #values do parts[i] = struct.pack('<d', values[i]) end
   return table.concat(parts)
 end
-local gram = unpack_doubles(gram_blob, d * d)
-local target = unpack_doubles(target_blob, d)
+local function exact(value) return string.format('%.17g', value) end
+local function rescale(divisor)
+  local fields = redis.call('HGETALL', KEYS[1])
+  for i = 1, #fields, 2 do
+    local kind = string.sub(fields[i], 1, 3)
+    if kind == 'ds:' or kind == 'df:' then
+      redis.call('HSET', KEYS[1], fields[i], exact(tonumber(fields[i + 1]) / divisor))
+    end
+  end
+  local blobs = redis.call('HGETALL', KEYS[2])
+  for i = 1, #blobs, 2 do
+    local values = unpack_doubles(blobs[i + 1], #blobs[i + 1] / 8)
+    for j = 1, #values do values[j] = values[j] / divisor end
+    redis.call('HSET', KEYS[2], blobs[i], pack_doubles(values))
+  end
+end
+redis.call('HINCRBY', KEYS[1], 'n:' .. arm, 1)
+redis.call('HINCRBYFLOAT', KEYS[1], 's:' .. arm, ARGV[3])
+redis.call('HINCRBYFLOAT', KEYS[1], 'f:' .. arm, 1 - r)
+local w = 1
+if discount > 0 then
+  local previous = tonumber(redis.call('HGET', KEYS[1], '_w') or '1')
+  w = previous / (1 - discount)
+  if w > 1e100 then
+    rescale(previous)
+    w = 1 / (1 - discount)
+  end
+  redis.call('HSET', KEYS[1], '_w', exact(w))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'ds:' .. arm, exact(r * w))
+  redis.call('HINCRBYFLOAT', KEYS[1], 'df:' .. arm, exact((1 - r) * w))
+end
+if d == 0 then return 1 end
+local x = {}
+for i = 1, d do x[i] = tonumber(ARGV[7 + i]) end
+local gram = unpack_doubles(redis.call('HGET', KEYS[2], 'A:' .. arm), d * d)
+local target = unpack_doubles(redis.call('HGET', KEYS[2], 'b:' .. arm), d)
 for i = 1, d do
-  target[i] = target[i] + r * x[i]
+  target[i] = target[i] + w * r * x[i]
   for j = 1, d do
-    gram[(i - 1) * d + j] = gram[(i - 1) * d + j] + x[i] * x[j]
+    gram[(i - 1) * d + j] = gram[(i - 1) * d + j] + w * x[i] * x[j]
   end
 end
 redis.call('HSET', KEYS[2], 'A:' .. arm, pack_doubles(gram), 'b:' .. arm, pack_doubles(target))
@@ -262,16 +297,22 @@ class RedisBanditStore:
             kind, _, arm = key.decode().partition(":")
             if arm:  # skips _i and _v, the bandit's own fields
                 fields.setdefault(arm, {})[kind] = float(value)
+        weight = float(raw.get(b"_w", 1.0))
         counts = {
             arm: ArmCounts(pulls=int(f.get("p", 0)), reward_count=int(f.get("n", 0)),
-                           reward_sum=f.get("s", 0.0), failure_sum=f.get("f", 0.0))
+                           reward_sum=f.get("s", 0.0), failure_sum=f.get("f", 0.0),
+                           discounted=_discounted(f, weight))
             for arm, f in fields.items()
         }
         return int(version), counts
 
     @_translate_errors
     async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        raw = await self._redis.hgetall(self._key(name, "lin"))
+        async with self._redis.pipeline(transaction=True) as pipe:  # the sums and their weight, as of one moment
+            pipe.hgetall(self._key(name, "lin"))
+            pipe.hget(self._key(name, "counts"), "_w")
+            raw, weight = await pipe.execute()
+        weight = float(weight or 1.0)  # a bandit without discount never writes _w: its sums are plain
         sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for key, blob in raw.items():
             kind, _, arm = key.decode().partition(":")
@@ -279,7 +320,7 @@ class RedisBanditStore:
                 continue
             gram = np.frombuffer(blob, dtype="<f8").reshape(dimension, dimension)
             target = np.frombuffer(raw.get(f"b:{arm}".encode(), b"\0" * 8 * dimension), dtype="<f8")
-            sums[arm] = (gram, target)
+            sums[arm] = (gram / weight, target / weight) if weight != 1.0 else (gram, target)
         return sums
 
     @_translate_errors
@@ -327,7 +368,8 @@ class RedisBanditStore:
     def _reward_call(self, event: RewardEvent) -> tuple[list[str], list]:
         keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"), *self._event_keys(event)]
         args = [event.incarnation, event.arm_id, repr(event.reward), event.ttl_seconds,
-                event.fingerprint if event.event_id else "", len(event.context), *(repr(v) for v in event.context)]
+                event.fingerprint if event.event_id else "", repr(event.discount), len(event.context),
+                *(repr(float(v)) for v in event.context)]
         return keys, args
 
     def _event_keys(self, event: RewardEvent) -> list[str]:
@@ -339,6 +381,13 @@ class RedisBanditStore:
         # A digest keeps the key short: decision ids run to 512 characters.
         decision = hashlib.sha256(event.decision_id.encode()).hexdigest()[:32]
         return [self._key(event.bandit, f"evd:{event.incarnation}:{decision}:{event.event_id}"), bandit_wide]
+
+
+def _discounted(fields: dict[str, float], weight: float) -> tuple[float, float] | None:
+    """An arm's evidence after forgetting: its weighted sums over the bandit's current weight."""
+    if "ds" not in fields and "df" not in fields:
+        return None
+    return fields.get("ds", 0.0) / weight, fields.get("df", 0.0) / weight
 
 
 _REWARD_OUTCOMES = {1: RewardOutcome.APPLIED, 0: RewardOutcome.DUPLICATE, -1: RewardOutcome.BANDIT_GONE,

@@ -18,7 +18,7 @@ import numpy as np
 
 from ....errors import InvalidArgument, listed, quoted
 from .errors import ErrorReason
-from .model import DEFAULT_DECISION_TTL_SECONDS, ArmDefinition, BanditDefinition, RewardInput
+from .model import DEFAULT_DECISION_TTL_SECONDS, MAX_DISCOUNT, ArmDefinition, BanditDefinition, RewardInput
 
 KIB = 1024
 
@@ -132,8 +132,8 @@ def normalised(d: BanditDefinition) -> BanditDefinition:
         value = getattr(d, field)
         if not (math.isfinite(value) and 0 <= value <= MAX_PRIOR):
             raise InvalidArgument(f"bandit.{field}", f"must be a number from 0 to {MAX_PRIOR:g}")
-    if d.discount:
-        raise InvalidArgument("bandit.discount", "is not supported yet; leave it 0")
+    if not (math.isfinite(d.discount) and 0 <= d.discount <= MAX_DISCOUNT):
+        raise InvalidArgument("bandit.discount", f"must be a number from 0 (forget nothing) to {MAX_DISCOUNT:g}")
     if d.context_dimension > MAX_CONTEXT_DIMENSION:
         raise InvalidArgument("bandit.context_dimension", f"must be at most {MAX_CONTEXT_DIMENSION}")
     check_definition_size(d, "bandit")

@@ -11,6 +11,9 @@ from datetime import datetime
 DEFAULT_DECISION_TTL_SECONDS = 7 * 24 * 3600
 """How long a decision can be rewarded, unless the bandit says otherwise."""
 
+MAX_DISCOUNT = 0.5
+"""Above this a bandit would forget half its evidence with every reward: nothing left to learn from."""
+
 
 class ContextualAlgorithm(enum.Enum):
     LINEAR_THOMPSON = "linear_thompson"
@@ -66,6 +69,14 @@ class ArmCounts:
     reward_count: int = 0
     reward_sum: float = 0.0
     failure_sum: float = 0.0
+    # For a bandit with a discount: (successes, failures) after forgetting, what its posterior
+    # uses; None for a bandit that forgets nothing (its posterior uses the sums above).
+    discounted: tuple[float, float] | None = None
+
+    @property
+    def evidence(self) -> tuple[float, float]:
+        """(successes, failures) the posterior adds to the prior."""
+        return self.discounted if self.discounted is not None else (self.reward_sum, self.failure_sum)
 
 
 @dataclass(frozen=True)
@@ -94,6 +105,7 @@ class RewardEvent:
     context: tuple[float, ...] = ()
     ttl_seconds: int = DEFAULT_DECISION_TTL_SECONDS
     decision_id: str = ""
+    discount: float = 0.0  # the bandit's: applied to all its evidence before this reward is added
 
     @property
     def fingerprint(self) -> str:

@@ -268,7 +268,8 @@ class BanditService:
             if context and not decision:
                 limits.context_vector(definition, context, prefix + "context")
             events.append(RewardEvent(name, definition.incarnation, arm, float(item.reward), item.event_id,
-                                      context, definition.decision_ttl_seconds, item.decision_id))
+                                      context, definition.decision_ttl_seconds, item.decision_id,
+                                      definition.discount))
         return events
 
 

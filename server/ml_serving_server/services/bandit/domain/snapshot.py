@@ -27,8 +27,10 @@ class Snapshot:
 
 
 def posterior(definition: BanditDefinition, counts: ArmCounts) -> policy.BetaPosterior:
-    """Prior plus evidence: a reward r counts r successes and 1 - r failures."""
-    return policy.BetaPosterior(definition.prior_alpha + counts.reward_sum, definition.prior_beta + counts.failure_sum)
+    """Prior plus evidence: a reward r counts r successes and 1 - r failures (after forgetting,
+    for a bandit with a discount; the prior never fades)."""
+    successes, failures = counts.evidence
+    return policy.BetaPosterior(definition.prior_alpha + successes, definition.prior_beta + failures)
 
 
 class SnapshotCache:
