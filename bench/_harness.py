@@ -218,14 +218,16 @@ def health_request_bytes() -> bytes:
     return health_pb2.HealthCheckRequest().SerializeToString()
 
 
-def create_bandit(channel, name: str, arms: int = 10, ttl_seconds: int = 3600, metadata=None) -> None:
-    """A Beta-Bernoulli bandit with `arms` arms; decisions and event ids expire after an hour."""
+def create_bandit(channel, name: str, arms: int = 10, ttl_seconds: int = 3600, metadata=None,
+                  context_dimension: int = 0) -> None:
+    """A Beta-Bernoulli bandit with `arms` arms (contextual too with a `context_dimension`);
+    decisions and event ids expire after an hour."""
     call = channel.unary_unary(BANDIT_SERVICE + "CreateBandit",
                                request_serializer=bandit_pb2.CreateBanditRequest.SerializeToString,
                                response_deserializer=bandit_pb2.CreateBanditResponse.FromString)
     bandit = bandit_pb2.Bandit(name=name, description="benchmark bandit",
                                arms=[bandit_pb2.Arm(id=f"arm-{i}") for i in range(arms)],
-                               decision_ttl_seconds=ttl_seconds)
+                               decision_ttl_seconds=ttl_seconds, context_dimension=context_dimension)
     call(bandit_pb2.CreateBanditRequest(bandit=bandit), timeout=10, metadata=metadata)
 
 
@@ -259,9 +261,14 @@ def sequential_latencies(call: Callable[[bytes], object], request: bytes, n: int
     """`n` blocking calls one after another; returns sorted latencies in milliseconds."""
     for _ in range(warmup):
         call(request)
+    return sequential_latencies_of(call, [request] * n)
+
+
+def sequential_latencies_of(call: Callable[[bytes], object], requests: Sequence[bytes]) -> list[float]:
+    """One blocking call per request, one after another; sorted latencies in milliseconds."""
     clock = time.perf_counter_ns
-    out = [0.0] * n
-    for i in range(n):
+    out = [0.0] * len(requests)
+    for i, request in enumerate(requests):
         t0 = clock()
         call(request)
         out[i] = (clock() - t0) / 1e6

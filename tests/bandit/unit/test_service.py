@@ -170,10 +170,10 @@ async def test_decision_ids_are_signed_and_expire(service):
     decision = (await service.select("b", None, (), "")).decision
     head, body, mac = decision.id.split(".")
     forged = ".".join([head, body, mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB")])
-    for bad in (forged, decision.id[:-1], "d1.garbage", "d1.a.b.c"):
+    for bad in (forged, decision.id[:-1], "d1.garbage", "d1.a.b.c", "d2.garbage", "d2.a.b.c"):
         with pytest.raises(NotFound):
             await service.reward(RewardInput(decision_id=bad, reward=1))
-    stale = service._codec.encode("b", ("x",), decision.time - timedelta(seconds=61))
+    stale = service._codec.encode("b", (0,), decision.time - timedelta(seconds=61))
     with pytest.raises(NotFound):
         await service.reward(RewardInput(decision_id=stale, reward=1))
     assert not (await service.reward(RewardInput(decision_id=decision.id, reward=1)))[0]

@@ -20,7 +20,7 @@ class MemoryBanditStore:
         self._definitions: dict[str, tuple[int, BanditDefinition]] = {}  # name -> (version, definition)
         self._counts: dict[str, dict[str, ArmCounts]] = {}
         self._linear: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-        self._decisions: dict[str, Decision] = {}
+        self._decisions: dict[str, Decision] = {}  # as an earlier release stored contextual decisions
         # (bandit, incarnation, decision id, event id) -> fingerprint; outlive their bandit, as in Redis
         self._events: dict[tuple[str, int, str, str], str] = {}
         self._key = secrets.token_bytes(32)
@@ -68,14 +68,6 @@ class MemoryBanditStore:
     async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {arm: (xx.copy(), rx.copy()) for arm, (xx, rx) in self._linear.get(name, {}).items()
                 if rx.shape == (dimension,)}
-
-    async def record_decision(self, decision: Decision, incarnation: int, ttl_seconds: int) -> bool:
-        if not self._alive(decision.bandit, incarnation):
-            return False
-        self._decisions[decision.id] = decision  # kept for the process's life; the domain checks expiry
-        for arm in decision.arm_ids:
-            self._add(decision.bandit, arm, pulls=1)
-        return True
 
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
         return [self._decisions.get(i) for i in ids]

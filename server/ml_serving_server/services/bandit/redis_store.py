@@ -20,7 +20,8 @@ single Redis or a primary with replicas, not Redis Cluster):
   P:bandit:{name}:evd:I:D:EVENT  the same for a reward of a decision, D a digest of its id (so each
                                decision has its own event ids); until they expire, markers of the
                                earlier release (ev:I:EVENT holding 1, for any reward) still count
-  P:decision:ID                JSON contextual decision, expires after the bandit's decision TTL
+  P:decision:ID                JSON contextual decision of an earlier release (ids now carry
+                               them), expires after the bandit's decision TTL
   P:decision-key               random key signing self-contained decision ids (shared by replicas)
 
 Every reward is one Lua script: the checks, the idempotency marker and all increments
@@ -80,15 +81,6 @@ local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return existed
-"""
-
-# KEYS: counts, decision. ARGV: incarnation, decision JSON, ttl, chosen arm ids...
-# Returns 1 recorded, 0 bandit gone (nothing written).
-_DECIDE = """
-if redis.call('HGET', KEYS[1], '_i') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-for i = 4, #ARGV do redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[i], 1) end
-return 1
 """
 
 # KEYS: counts. ARGV: incarnation, arm, count, arm, count, ... Ignored if the bandit is gone.
@@ -216,7 +208,6 @@ class RedisBanditStore:
         self._replace = client.register_script(_REPLACE)
         self._delete = client.register_script(_DELETE)
         self._reward = client.register_script(_REWARD)
-        self._decide = client.register_script(_DECIDE)
         self._add_pulls = client.register_script(_ADD_PULLS)
 
     @classmethod
@@ -324,12 +315,6 @@ class RedisBanditStore:
         return sums
 
     @_translate_errors
-    async def record_decision(self, decision: Decision, incarnation: int, ttl_seconds: int) -> bool:
-        keys = [self._key(decision.bandit, "counts"), self._decision_key(decision.id)]
-        args = [incarnation, _dump_decision(decision), ttl_seconds, *decision.arm_ids]
-        return bool(await self._decide(keys=keys, args=args))
-
-    @_translate_errors
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
         raws = await self._redis.mget([self._decision_key(i) for i in ids])
         return [_load_decision(raw) if raw else None for raw in raws]
@@ -422,7 +407,7 @@ def _load_definition(raw: bytes) -> BanditDefinition:
     return BanditDefinition(**data)
 
 
-def _dump_decision(d: Decision) -> str:
+def _dump_decision(d: Decision) -> str:  # the format an earlier release stored decisions in
     return json.dumps({"id": d.id, "bandit": d.bandit, "arms": d.arm_ids, "context": d.context,
                        "user_id": d.user_id, "time": _time(d.time)})
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ....errors import InvalidArgument, listed, quoted
 from .errors import ErrorReason
+from . import decision_ids
 from .model import DEFAULT_DECISION_TTL_SECONDS, MAX_DISCOUNT, ArmDefinition, BanditDefinition, RewardInput
 
 KIB = 1024
@@ -29,7 +30,7 @@ MAX_MODEL_VERSION_LENGTH = 256  # an arm's model_version
 MAX_USER_ID_LENGTH = 256  # the user a selection is for
 MAX_ACTOR_LENGTH = 256  # the token subject recorded as created_by / updated_by (longer ones are cut)
 MAX_EVENT_ID_LENGTH = 128  # a reward's idempotency key
-MAX_DECISION_ID_LENGTH = 512  # longer ones are not ours
+MAX_DECISION_ID_LENGTH = decision_ids.MAX_ID_LENGTH  # longer ones are not ours
 MAX_PAGE_TOKEN_LENGTH = 256  # ours are at most 172 characters (a name, base64)
 MAX_ARMS = 1000  # arms of a bandit, and ids in any list of arms a request carries
 MAX_CONTEXT_DIMENSION = 256  # a bandit's context_dimension, and values in any context

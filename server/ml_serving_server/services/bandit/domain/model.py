@@ -83,10 +83,20 @@ class ArmCounts:
 class Decision:
     id: str
     bandit: str
-    arm_ids: tuple[str, ...]
+    arm_ids: tuple[str, ...]  # empty in a decoded id until named from the definition (`named`)
     context: tuple[float, ...] = ()
     user_id: str = ""
     time: datetime | None = None
+    arm_positions: tuple[int, ...] = ()  # the chosen arms' positions in the definition, as ids carry them
+
+    def named(self, definition: "BanditDefinition") -> "Decision | None":
+        """With arm ids from the arms' positions; None if the definition has no such positions."""
+        if self.arm_ids or not self.arm_positions:
+            return self
+        arms = definition.arms
+        if max(self.arm_positions) >= len(arms):
+            return None
+        return replace(self, arm_ids=tuple(arms[p].id for p in self.arm_positions))
 
 
 @dataclass(frozen=True)

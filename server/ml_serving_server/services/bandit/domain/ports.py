@@ -30,11 +30,8 @@ class BanditStore(Protocol):
     async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per arm, the raw sums (sum x x^T, sum r x) of its contextual evidence."""
 
-    async def record_decision(self, decision: Decision, incarnation: int, ttl_seconds: int) -> bool:
-        """Keep the decision for rewarding and count a pull of each chosen arm, in one
-        atomic step; False (and nothing written) if that incarnation of the bandit is gone."""
-
-    async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]: ...
+    async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
+        """Contextual decisions an earlier release stored (ids since carry them), until they expire."""
 
     async def add_pulls(self, name: str, incarnation: int, pulls: dict[str, int]) -> None:
         """Add pull counts per arm (ignored if that incarnation of the bandit is gone)."""

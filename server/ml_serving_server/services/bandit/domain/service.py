@@ -7,16 +7,16 @@ request changes nothing.
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import Sequence
 
 import numpy as np
 
 from ....errors import Aborted, AlreadyExists, InvalidArgument, NotFound, listed, quoted
-from . import limits, policy
+from . import limits, linear_models, policy
 from .decision_ids import DecisionCodec, is_self_contained
 from .errors import ErrorReason
+from .linear_models import LinearModelCache
 from .model import (
     ArmCounts,
     ArmDefinition,
@@ -41,9 +41,10 @@ class BanditService:
     """The hot path, Select, does no state-store round trip in the steady state:
 
     - it samples from a snapshot of the bandit's counts at most `max_state_age_s` old
-      (snapshot.py);
-    - its decision id is self-contained and signed (decision_ids.py), so there is no
-      decision record to write;
+      (snapshot.py); SelectContextual scores from linear models as old, factorised once
+      per read (linear_models.py);
+    - its decision id is self-contained and signed (decision_ids.py), context included,
+      so there is no decision record to write;
     - its pull counts are tallied in memory and written in batches (pulls.py).
 
     Rewards are applied to the store at once; statistics read it fresh. A definition
@@ -55,6 +56,7 @@ class BanditService:
         self._store = store
         self._rng = rng or np.random.default_rng()
         self._snapshots = SnapshotCache(store, max_state_age_s, clock)
+        self._linear = LinearModelCache(store, max_state_age_s, clock)
         self._pulls = PullTally(store, pull_flush_interval_s)
         self._codec: DecisionCodec | None = None
 
@@ -123,6 +125,7 @@ class BanditService:
     async def delete_bandit(self, name: str) -> None:
         limits.check_name(name, "name")
         self._snapshots.forget(name)
+        self._linear.forget(name)
         if not await self._store.delete(name):
             raise _bandit_not_found(name)
 
@@ -135,31 +138,33 @@ class BanditService:
         arms = limits.candidates(definition, candidates, k)
         posteriors = {arm: snapshot.posteriors[arm] for arm in arms}
         ranked = policy.thompson_select(posteriors, k or 1, self._rng)
-        arm_ids, now = tuple(arm for arm, _ in ranked), _now()
-        codec = await self._decision_codec()
-        decision = Decision(codec.encode(bandit, arm_ids, now), bandit, arm_ids, user_id=user_id, time=now)
-        self._pulls.add(bandit, definition.incarnation, arm_ids)
-        return Selection.ranked(decision, ranked)
+        return await self._decided(snapshot, ranked, user_id)
 
     async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
                                 candidates: Sequence[str], user_id: str) -> Selection:
         limits.check_selection(bandit, k, candidates, user_id)
         limits.check_context_size(context, "context")
-        definition = (await self._snapshot(bandit)).definition
+        snapshot = await self._snapshot(bandit)
+        definition = snapshot.definition
         x = limits.context_vector(definition, context, "context")
         arms = limits.candidates(definition, candidates, k)
-        sums = await self._store.load_linear(bandit, definition.context_dimension)
-        states = {arm: _linear_state(definition, sums.get(arm)) for arm in arms}
-        if definition.contextual_algorithm is ContextualAlgorithm.LIN_UCB:
-            ranked = policy.linucb_select(states, x, k or 1, definition.exploration)
-        else:
-            ranked = policy.linear_thompson_select(states, x, k or 1, definition.exploration, self._rng)
-        decision = Decision(id=uuid.uuid4().hex, bandit=bandit, arm_ids=tuple(a for a, _ in ranked),
-                            context=tuple(float(v) for v in x), user_id=user_id, time=_now())
-        if not await self._store.record_decision(decision, definition.incarnation, definition.decision_ttl_seconds):
-            self._snapshots.forget(bandit)  # deleted since our snapshot
-            raise _bandit_not_found(bandit)
-        return Selection.ranked(decision, ranked, definition.contextual_algorithm)
+        models = await self._linear.get(definition)
+        positions = np.fromiter((snapshot.positions[arm] for arm in arms), dtype=np.intp, count=len(arms))
+        ranked = linear_models.select(models, arms, positions, x, k or 1, definition, self._rng)
+        return await self._decided(snapshot, ranked, user_id, x, definition.contextual_algorithm)
+
+    async def _decided(self, snapshot: Snapshot, ranked: list[tuple[str, float]], user_id: str,
+                       context: np.ndarray | None = None, algorithm: ContextualAlgorithm | None = None) -> Selection:
+        """The decision for `ranked`: its id carries what a reward needs, its pulls are tallied."""
+        definition = snapshot.definition
+        arm_ids, now = tuple(arm for arm, _ in ranked), _now()
+        codec = await self._decision_codec()
+        context = () if context is None else context
+        decision_id = codec.encode(definition.name, tuple(snapshot.positions[arm] for arm in arm_ids), now, context)
+        decision = Decision(decision_id, definition.name, arm_ids, context=tuple(float(v) for v in context),
+                            user_id=user_id, time=now)
+        self._pulls.add(definition.name, definition.incarnation, arm_ids)
+        return Selection.ranked(decision, ranked, algorithm)
 
     # ----- rewards -----
 
@@ -230,7 +235,8 @@ class BanditService:
         return self._codec
 
     async def _find_decisions(self, ids: Sequence[str]) -> dict[str, Decision | None]:
-        """Self-contained ids are decoded here; the others (contextual) are looked up."""
+        """Self-contained ids are decoded here; the others (contextual decisions of an earlier
+        release, which stored them) are looked up."""
         found: dict[str, Decision | None] = {}
         if any(is_self_contained(i) for i in ids):
             codec = await self._decision_codec()
@@ -261,7 +267,11 @@ class BanditService:
             if name not in definitions or (item.arm_id and item.arm_id not in definitions[name].arm_ids()):
                 definitions[name] = await self._definition_with_arm(name, item.arm_id)
             definition = definitions[name]
-            if decision and not _current(decision, definition):
+            if decision and decision.arm_positions:  # an arm added since our snapshot: read it again
+                if decision.named(definition) is None:
+                    definitions[name] = definition = (await self._snapshot(name, fresh=True)).definition
+                decision = decision.named(definition)
+            if item.decision_id and (decision is None or not _current(decision, definition)):
                 raise _decision_not_found(item.decision_id, prefix, index)
             arm = _reward_arm(definition, decision, item, prefix)
             context = decision.context if decision else tuple(item.context)

@@ -24,6 +24,7 @@ class Snapshot:
     counts: dict[str, ArmCounts]
     posteriors: dict[str, policy.BetaPosterior]  # built once per read, reused by every Select
     loaded_at: float
+    positions: dict[str, int]  # each arm's position in the definition (what decision ids carry)
 
 
 def posterior(definition: BanditDefinition, counts: ArmCounts) -> policy.BetaPosterior:
@@ -59,7 +60,11 @@ class SnapshotCache:
             if definition is None:
                 return None
         posteriors = {arm: posterior(definition, counts.get(arm, ArmCounts())) for arm in definition.arm_ids()}
-        self._snapshots[name] = Snapshot(version, definition, counts, posteriors, now)
+        if cached is not None and cached.definition is definition:
+            positions = cached.positions
+        else:
+            positions = {arm: i for i, arm in enumerate(definition.arm_ids())}
+        self._snapshots[name] = Snapshot(version, definition, counts, posteriors, now, positions)
         return self._snapshots[name]
 
     def forget(self, name: str) -> None:
