@@ -39,7 +39,8 @@ def test_every_field_is_documented_with_a_unit_where_it_has_one():
         for name, field in cls.model_fields.items():
             assert field.description, f"{cls.__name__}.{name} has no description"
             if field.annotation in (int, float):
-                assert name.endswith(("_seconds", "_ms", "_days", "_bytes", "_entries", "_connections", "_requests", "_workers", "_attempts")), (
+                assert name.endswith(("_seconds", "_ms", "_days", "_bytes", "_entries", "_connections", "_requests", "_workers", "_attempts",
+                                      "_decisions")), (
                     f"{cls.__name__}.{name}: unit in the name")
 
 

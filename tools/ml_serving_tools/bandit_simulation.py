@@ -1,8 +1,10 @@
 """Seeded learning simulations for the bandit policies (no I/O, no server).
 
-    python bench/bandit_learning.py          # prints the tables and Select timings
+    python bench/bandit_learning.py          # prints these tables and Select timings last
 
-tests/bandit/unit/test_learning.py runs the same functions and asserts on the numbers.
+Small per-round sanity tables; the comparison with MABWiser and Vowpal Wabbit is in
+bandit_benchmark. tests/bandit/unit/test_learning.py runs the same functions and asserts on
+the numbers.
 """
 
 from __future__ import annotations

@@ -10,7 +10,12 @@ import pytest
 
 from ml_serving_server.errors import Aborted, AlreadyExists, InvalidArgument, NotFound
 from ml_serving_server.services.bandit.domain.errors import ErrorReason
-from ml_serving_server.services.bandit.domain.model import ArmDefinition, BanditDefinition, RewardInput
+from ml_serving_server.services.bandit.domain.model import (
+    ArmDefinition,
+    BanditDefinition,
+    ContextualAlgorithm,
+    RewardInput,
+)
 from ml_serving_server.services.bandit.domain.service import BanditService
 from ml_serving_server.services.bandit.memory_store import MemoryBanditStore as MemoryStore
 
@@ -26,8 +31,11 @@ def service():
 
 async def test_defaults_are_filled_in(service):
     created = await service.create_bandit(BanditDefinition(name="b", arms=arms("x")))
-    assert (created.prior_alpha, created.prior_beta, created.exploration, created.ridge_lambda) == (1, 1, 1, 1)
+    assert (created.prior_alpha, created.prior_beta, created.exploration, created.ridge_lambda) == (1, 1, 0.15, 1)
     assert created.decision_ttl_seconds == 7 * 24 * 3600 and created.create_time is not None
+    ucb = await service.create_bandit(BanditDefinition(name="u", arms=arms("x"),
+                                                       contextual_algorithm=ContextualAlgorithm.LIN_UCB))
+    assert ucb.exploration == 1.0  # each algorithm's own default (bench/bandit_learning.py)
 
 
 @pytest.mark.parametrize("definition, field", [

@@ -17,9 +17,17 @@ from typing import Sequence, Sized
 import numpy as np
 
 from ....errors import InvalidArgument, listed, quoted
-from .errors import ErrorReason
 from . import decision_ids
-from .model import DEFAULT_DECISION_TTL_SECONDS, MAX_DISCOUNT, ArmDefinition, BanditDefinition, RewardInput
+from .errors import ErrorReason
+from .model import (
+    DEFAULT_DECISION_TTL_SECONDS,
+    MAX_DISCOUNT,
+    ArmDefinition,
+    BanditDefinition,
+    ContextualAlgorithm,
+    RewardInput,
+)
+from .policy import DEFAULT_LINEAR_THOMPSON_EXPLORATION, DEFAULT_LINUCB_EXPLORATION
 
 KIB = 1024
 
@@ -141,7 +149,7 @@ def normalised(d: BanditDefinition) -> BanditDefinition:
     return d.with_changes(
         prior_alpha=d.prior_alpha or 1.0,
         prior_beta=d.prior_beta or 1.0,
-        exploration=d.exploration or 1.0,
+        exploration=d.exploration or default_exploration(d.contextual_algorithm),
         ridge_lambda=d.ridge_lambda or 1.0,
         decision_ttl_seconds=d.decision_ttl_seconds or DEFAULT_DECISION_TTL_SECONDS,
     )
@@ -276,3 +284,67 @@ def decode_page_token(token: str) -> str:
 def actor(subject: str) -> str:
     """Who acted, as recorded: the token's subject, cut to a bounded length."""
     return subject[:MAX_ACTOR_LENGTH]
+
+
+# ----- the decision log -----
+
+def encode_log_cursor(time_us: int, key: bytes) -> str:
+    """A ListDecisions page token: where the page ended (decision time, key)."""
+    return base64.urlsafe_b64encode(time_us.to_bytes(8, "big", signed=True) + key).decode()
+
+
+def decode_log_cursor(token: str) -> tuple[int, bytes] | None:
+    """(time_us, key) a page starts after; None for the first page."""
+    if not token:
+        return None
+    raw = b""
+    if len(token) <= MAX_PAGE_TOKEN_LENGTH:
+        try:
+            raw = base64.urlsafe_b64decode(token.encode())
+        except ValueError:
+            pass
+    if len(raw) != 24:
+        raise InvalidArgument("page_token", "is not a token this service issued; start from an empty page_token",
+                              reason=ErrorReason.INVALID_PAGE_TOKEN)
+    return int.from_bytes(raw[:8], "big", signed=True), raw[8:]
+
+
+def check_window(start, end) -> None:
+    """A time window [start, end): either end may be open."""
+    if start is not None and end is not None and not start < end:
+        raise InvalidArgument("end_time", "must be after start_time")
+
+
+def check_arm_probabilities(probabilities: dict[str, float], definition: BanditDefinition) -> dict[str, float]:
+    """A fixed candidate: known arms, each probability in [0, 1], at least one above 0."""
+    check_count(probabilities, "arm_probabilities", MAX_ARMS, "arms")
+    known = set(definition.arm_ids())
+    for arm, probability in probabilities.items():
+        if arm not in known:
+            raise InvalidArgument("arm_probabilities", f"unknown arm {quoted(arm[:MAX_NAME_LENGTH])}",
+                                  reason=ErrorReason.UNKNOWN_ARM)
+        if not (math.isfinite(probability) and 0 <= probability <= 1):
+            raise InvalidArgument("arm_probabilities", f"arm {quoted(arm)}: a probability must be from 0 to 1")
+    if not any(p > 0 for p in probabilities.values()):
+        raise InvalidArgument("arm_probabilities", "at least one arm needs a probability above 0")
+    return probabilities
+
+
+def check_candidate_values(values: dict[str, float | None]) -> None:
+    """A learning candidate's parameters (None: the bandit's own)."""
+    positive = {"prior_alpha", "prior_beta", "ridge_lambda"}
+    for name, value in values.items():
+        if value is None:
+            continue
+        low_ok = value > 0 if name in positive else value >= 0
+        high = MAX_DISCOUNT if name == "discount" else MAX_PRIOR
+        if not (math.isfinite(value) and low_ok and value <= high):
+            bound = "above 0" if name in positive else "from 0"
+            raise InvalidArgument(f"policy.{name}", f"must be a number {bound} to {high:g}")
+
+
+def default_exploration(algorithm: ContextualAlgorithm) -> float:
+    """What exploration 0 stands for: chosen by evidence (bench/bandit_learning.py, policy.py)."""
+    if algorithm is ContextualAlgorithm.LIN_UCB:
+        return DEFAULT_LINUCB_EXPLORATION
+    return DEFAULT_LINEAR_THOMPSON_EXPLORATION

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ class BanditDefinition:
     prior_beta: float = 1.0
     context_dimension: int = 0
     contextual_algorithm: ContextualAlgorithm = ContextualAlgorithm.LINEAR_THOMPSON
-    exploration: float = 1.0
+    exploration: float = 0.0  # 0: the contextual algorithm's default, filled in at creation
     ridge_lambda: float = 1.0
     decision_ttl_seconds: int = DEFAULT_DECISION_TTL_SECONDS
     discount: float = 0.0
@@ -48,6 +49,11 @@ class BanditDefinition:
 
     def arm_ids(self) -> list[str]:
         return [arm.id for arm in self.arms]
+
+    @functools.cached_property
+    def positions(self) -> dict[str, int]:
+        """Each arm's position in `arms` (arms are only ever appended: a position never changes)."""
+        return {arm.id: i for i, arm in enumerate(self.arms)}
 
     def enabled_arm_ids(self) -> list[str]:
         return [arm.id for arm in self.arms if not arm.disabled]
@@ -116,6 +122,7 @@ class RewardEvent:
     ttl_seconds: int = DEFAULT_DECISION_TTL_SECONDS
     decision_id: str = ""
     discount: float = 0.0  # the bandit's: applied to all its evidence before this reward is added
+    arm_position: int = -1  # the arm's position in the definition, for the decision log
 
     @property
     def fingerprint(self) -> str:
@@ -143,3 +150,16 @@ class RewardInput:
     reward: float = 0.0
     event_id: str = ""
     context: tuple[float, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class LearningCandidate:
+    """EvaluatePolicy's learning candidate: the bandit's parameters, changed where a field is set."""
+
+    contextual: bool = False
+    contextual_algorithm: ContextualAlgorithm | None = None
+    prior_alpha: float | None = None
+    prior_beta: float | None = None
+    exploration: float | None = None
+    ridge_lambda: float | None = None
+    discount: float | None = None

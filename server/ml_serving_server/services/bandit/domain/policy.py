@@ -13,6 +13,8 @@ from typing import Mapping
 import numpy as np
 
 __all__ = [
+    "DEFAULT_LINEAR_THOMPSON_EXPLORATION",
+    "DEFAULT_LINUCB_EXPLORATION",
     "BetaPosterior",
     "LinearArmState",
     "credible_interval",
@@ -20,6 +22,15 @@ __all__ = [
     "linucb_select",
     "thompson_select",
 ]
+
+# Chosen by bench/bandit_learning.py: its exploration sweep runs both policies on 18 seeded
+# environments (d 5/10/20, 5/20 arms, Bernoulli or Gaussian rewards) next to MABWiser's and
+# Vowpal Wabbit's defaults. LinUCB 1.0 is exactly MABWiser's LinUCB default, the best library
+# on every one. No single linear TS value matches that everywhere: 0.15 has the smallest worst
+# case (1.42x; 0.96x in geometric mean) and is at or below MABWiser's LinTS on all 18, while
+# 1.0 averages 3.9x.
+DEFAULT_LINEAR_THOMPSON_EXPLORATION = 0.15
+DEFAULT_LINUCB_EXPLORATION = 1.0
 
 
 @dataclass(frozen=True)
