@@ -10,8 +10,8 @@ names with values of any JSON type (wrong types, nested junk, now and then strin
 of a few MB), or raw bytes that are not JSON; random query parameters are added.
 
 Whatever is sent, the answer is one the mesh means: never a 5xx except 503, and 501 only
-from RPCs that are not built yet (of the bandit's, only ListDecisions and EvaluatePolicy; of the
-pipeline's, all but GetFeatureSchema); every error is a google.rpc.Status JSON body with a
+from RPCs that are not built yet (every bandit RPC is built; of the pipeline's, all but
+GetFeatureSchema are let answer 501); every error is a google.rpc.Status JSON body with a
 message; the mesh logs no traceback or ERROR line; afterwards a normal create and select
 through REST work.
 
@@ -41,7 +41,7 @@ BANDIT_SERVICE = "mnbara.mlserving.bandit.v1.BanditService"
 REGISTRY_SERVICE = "mnbara.mlserving.registry.v1.RegistryService"
 NAMED_SERVICES = {BANDIT_SERVICE: ("name", "bandit"), REGISTRY_SERVICE: ("name", "model_name")}
 """Built services, and the fields naming what they store: generated names there get PREFIX."""
-UNBUILT_BANDIT_RPCS = {"ListDecisions", "EvaluatePolicy"}
+UNBUILT_BANDIT_RPCS: set[str] = set()
 BUILT_PIPELINE_RPCS = {"GetFeatureSchema"}
 
 PREFIX = f"restfuzz-{uuid.uuid4().hex[:6]}-"

@@ -99,10 +99,19 @@ async def test_invalid_argument_carries_field(bandits):
     assert exists.value.reason == "BANDIT_ALREADY_EXISTS"
 
 
-async def test_unbuilt_bandit_rpc_is_unimplemented(bandits):
-    with pytest.raises(ml_serving.UnimplementedError) as caught:
-        await bandits.list_decisions(bandit="b")
-    assert caught.value.reason == "NOT_IMPLEMENTED"
+async def test_the_decision_log_and_an_evaluation_through_the_client(bandits):
+    name = new_name()
+    await bandits.create_bandit(name, ["a", "b"])
+    made = [(await bandits.select(name, user_id=f"u{i}")).decision_id for i in range(3)]
+    await bandits.reward(decision_id=made[0], reward=1.0)
+    logged = [d async for d in bandits.iter_decisions(bandit=name, page_size=2)]
+    assert [d.decision_id for d in logged] == made[::-1]
+    assert logged[-1].reward_sum == 1.0 and all(0 < d.propensity <= 1 for d in logged)
+    evaluated = await bandits.evaluate_policy(bandit=name, arm_probabilities={"a": 0.5, "b": 0.5})
+    assert evaluated.decision_count == 3 and len(evaluated.estimates) == 3
+    with pytest.raises(ml_serving.InvalidArgumentError) as caught:
+        await bandits.evaluate_policy(bandit=name)
+    assert caught.value.metadata["field"] == "policy"
 
 
 async def test_client_on_a_given_channel_is_not_closed_by_it(channel):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timezone
+
 from google.protobuf import timestamp_pb2
 from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 from mnbara.mlserving.bandit.v1 import bandit_pb2_grpc
 
+from ...errors import InvalidArgument
 from ...runtime.auth import caller
-from .domain.model import ArmDefinition, BanditDefinition, ContextualAlgorithm, RewardInput
-from .domain.results import Selection
+from .domain import off_policy
+from .domain.model import ArmDefinition, BanditDefinition, ContextualAlgorithm, LearningCandidate, RewardInput
+from .domain.results import LoggedDecisionView, Selection
 from .domain.service import BanditService
 
 _ALGORITHMS = {
@@ -67,9 +71,57 @@ def _reward_from_pb(r: pb.RewardRequest) -> RewardInput:
                        event_id=r.event_id, context=tuple(r.context))
 
 
+_ESTIMATORS = {
+    pb.OFF_POLICY_ESTIMATOR_IPS: off_policy.Estimator.IPS,
+    pb.OFF_POLICY_ESTIMATOR_SNIPS: off_policy.Estimator.SNIPS,
+    pb.OFF_POLICY_ESTIMATOR_DOUBLY_ROBUST: off_policy.Estimator.DR,
+}
+_ESTIMATOR_TO_PB = {value: key for key, value in _ESTIMATORS.items()}
+
+
+def _time_from_pb(request, name: str):
+    """An optional Timestamp field as an aware datetime (None when absent)."""
+    if not request.HasField(name):
+        return None
+    try:
+        return getattr(request, name).ToDatetime(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise InvalidArgument(name, "is not a valid time (years 1 to 9999)") from None
+
+
+def _estimators_from_pb(values) -> list[off_policy.Estimator]:
+    chosen = []
+    for index, value in enumerate(values):
+        if value not in _ESTIMATORS:
+            raise InvalidArgument(f"estimators[{index}]", "must be IPS, SNIPS or DOUBLY_ROBUST")
+        if _ESTIMATORS[value] not in chosen:
+            chosen.append(_ESTIMATORS[value])
+    return chosen
+
+
+def _candidate_from_pb(request: pb.EvaluatePolicyRequest) -> LearningCandidate | None:
+    if not request.HasField("policy"):
+        return None
+    c = request.policy
+    if c.contextual_algorithm not in _ALGORITHMS:
+        raise InvalidArgument("policy.contextual_algorithm", "is not a known algorithm")
+    optional = {name: getattr(c, name) if c.HasField(name) else None
+                for name in ("prior_alpha", "prior_beta", "exploration", "ridge_lambda", "discount")}
+    algorithm = _ALGORITHMS[c.contextual_algorithm] if c.contextual_algorithm else None
+    return LearningCandidate(contextual=c.contextual, contextual_algorithm=algorithm, **optional)
+
+
+def _logged_decision_to_pb(d: LoggedDecisionView) -> pb.Decision:
+    return pb.Decision(
+        decision_id=d.decision_id, bandit=d.bandit,
+        choices=[pb.ArmChoice(arm_id=c.arm_id, score=c.score, rank=c.rank) for c in d.choices],
+        propensity=d.propensity, context=d.context, user_id=d.user_id, decision_time=_timestamp(d.time),
+        reward_sum=d.reward_sum, choice_probabilities=d.choice_probabilities, offered_arm_ids=d.offered_arm_ids,
+        reward_count=d.reward_count,
+        algorithm=_ALGORITHM_TO_PB[d.algorithm] if d.algorithm else pb.CONTEXTUAL_ALGORITHM_UNSPECIFIED)
+
+
 class BanditServicer(bandit_pb2_grpc.BanditServiceServicer):
-    """Unbuilt RPCs (ListDecisions, EvaluatePolicy) fall through to the generated base,
-    which the error interceptor answers with UNIMPLEMENTED."""
 
     def __init__(self, service: BanditService):
         self._service = service
@@ -137,3 +189,21 @@ class BanditServicer(bandit_pb2_grpc.BanditServiceServicer):
                 for a in stats.arms
             ],
         )
+
+    async def ListDecisions(self, request, context):
+        page, token = await self._service.list_decisions(
+            request.bandit, _time_from_pb(request, "start_time"), _time_from_pb(request, "end_time"),
+            request.page_size, request.page_token)
+        return pb.ListDecisionsResponse(decisions=[_logged_decision_to_pb(d) for d in page], next_page_token=token)
+
+    async def EvaluatePolicy(self, request, context):
+        result = await self._service.evaluate_policy(
+            request.bandit, dict(request.arm_probabilities), _candidate_from_pb(request),
+            _estimators_from_pb(request.estimators), _time_from_pb(request, "start_time"),
+            _time_from_pb(request, "end_time"))
+        return pb.EvaluatePolicyResponse(
+            decision_count=result.decision_count, logged_value=result.logged_value,
+            rewarded_count=result.rewarded_count, effective_sample_size=result.effective_sample_size,
+            estimates=[pb.PolicyEstimate(estimator=_ESTIMATOR_TO_PB[e.estimator], value=e.value,
+                                         confidence_interval_lower=e.lower, confidence_interval_upper=e.upper)
+                       for e in result.estimates])

@@ -291,7 +291,7 @@ class GetStatsResponse(_message.Message):
     def __init__(self, bandit: _Optional[str] = ..., total_pulls: _Optional[int] = ..., total_reward_count: _Optional[int] = ..., arms: _Optional[_Iterable[_Union[ArmStats, _Mapping]]] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("decision_id", "bandit", "choices", "propensity", "context", "user_id", "decision_time", "reward_sum")
+    __slots__ = ("decision_id", "bandit", "choices", "propensity", "context", "user_id", "decision_time", "reward_sum", "choice_probabilities", "offered_arm_ids", "reward_count", "algorithm")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     BANDIT_FIELD_NUMBER: _ClassVar[int]
     CHOICES_FIELD_NUMBER: _ClassVar[int]
@@ -300,6 +300,10 @@ class Decision(_message.Message):
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_TIME_FIELD_NUMBER: _ClassVar[int]
     REWARD_SUM_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    OFFERED_ARM_IDS_FIELD_NUMBER: _ClassVar[int]
+    REWARD_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     bandit: str
     choices: _containers.RepeatedCompositeFieldContainer[ArmChoice]
@@ -308,7 +312,11 @@ class Decision(_message.Message):
     user_id: str
     decision_time: _timestamp_pb2.Timestamp
     reward_sum: float
-    def __init__(self, decision_id: _Optional[str] = ..., bandit: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[ArmChoice, _Mapping]]] = ..., propensity: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., user_id: _Optional[str] = ..., decision_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reward_sum: _Optional[float] = ...) -> None: ...
+    choice_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    offered_arm_ids: _containers.RepeatedScalarFieldContainer[str]
+    reward_count: int
+    algorithm: ContextualAlgorithm
+    def __init__(self, decision_id: _Optional[str] = ..., bandit: _Optional[str] = ..., choices: _Optional[_Iterable[_Union[ArmChoice, _Mapping]]] = ..., propensity: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., user_id: _Optional[str] = ..., decision_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reward_sum: _Optional[float] = ..., choice_probabilities: _Optional[_Iterable[float]] = ..., offered_arm_ids: _Optional[_Iterable[str]] = ..., reward_count: _Optional[int] = ..., algorithm: _Optional[_Union[ContextualAlgorithm, str]] = ...) -> None: ...
 
 class ListDecisionsRequest(_message.Message):
     __slots__ = ("bandit", "start_time", "end_time", "page_size", "page_token")
@@ -344,8 +352,26 @@ class PolicyEstimate(_message.Message):
     confidence_interval_upper: float
     def __init__(self, estimator: _Optional[_Union[OffPolicyEstimator, str]] = ..., value: _Optional[float] = ..., confidence_interval_lower: _Optional[float] = ..., confidence_interval_upper: _Optional[float] = ...) -> None: ...
 
+class CandidatePolicy(_message.Message):
+    __slots__ = ("contextual", "contextual_algorithm", "prior_alpha", "prior_beta", "exploration", "ridge_lambda", "discount")
+    CONTEXTUAL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXTUAL_ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_ALPHA_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_BETA_FIELD_NUMBER: _ClassVar[int]
+    EXPLORATION_FIELD_NUMBER: _ClassVar[int]
+    RIDGE_LAMBDA_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_FIELD_NUMBER: _ClassVar[int]
+    contextual: bool
+    contextual_algorithm: ContextualAlgorithm
+    prior_alpha: float
+    prior_beta: float
+    exploration: float
+    ridge_lambda: float
+    discount: float
+    def __init__(self, contextual: _Optional[bool] = ..., contextual_algorithm: _Optional[_Union[ContextualAlgorithm, str]] = ..., prior_alpha: _Optional[float] = ..., prior_beta: _Optional[float] = ..., exploration: _Optional[float] = ..., ridge_lambda: _Optional[float] = ..., discount: _Optional[float] = ...) -> None: ...
+
 class EvaluatePolicyRequest(_message.Message):
-    __slots__ = ("bandit", "arm_probabilities", "estimators", "start_time", "end_time")
+    __slots__ = ("bandit", "arm_probabilities", "estimators", "start_time", "end_time", "policy")
     class ArmProbabilitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -358,19 +384,25 @@ class EvaluatePolicyRequest(_message.Message):
     ESTIMATORS_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     bandit: str
     arm_probabilities: _containers.ScalarMap[str, float]
     estimators: _containers.RepeatedScalarFieldContainer[OffPolicyEstimator]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, bandit: _Optional[str] = ..., arm_probabilities: _Optional[_Mapping[str, float]] = ..., estimators: _Optional[_Iterable[_Union[OffPolicyEstimator, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    policy: CandidatePolicy
+    def __init__(self, bandit: _Optional[str] = ..., arm_probabilities: _Optional[_Mapping[str, float]] = ..., estimators: _Optional[_Iterable[_Union[OffPolicyEstimator, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., policy: _Optional[_Union[CandidatePolicy, _Mapping]] = ...) -> None: ...
 
 class EvaluatePolicyResponse(_message.Message):
-    __slots__ = ("decision_count", "logged_value", "estimates")
+    __slots__ = ("decision_count", "logged_value", "estimates", "rewarded_count", "effective_sample_size")
     DECISION_COUNT_FIELD_NUMBER: _ClassVar[int]
     LOGGED_VALUE_FIELD_NUMBER: _ClassVar[int]
     ESTIMATES_FIELD_NUMBER: _ClassVar[int]
+    REWARDED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_SAMPLE_SIZE_FIELD_NUMBER: _ClassVar[int]
     decision_count: int
     logged_value: float
     estimates: _containers.RepeatedCompositeFieldContainer[PolicyEstimate]
-    def __init__(self, decision_count: _Optional[int] = ..., logged_value: _Optional[float] = ..., estimates: _Optional[_Iterable[_Union[PolicyEstimate, _Mapping]]] = ...) -> None: ...
+    rewarded_count: int
+    effective_sample_size: float
+    def __init__(self, decision_count: _Optional[int] = ..., logged_value: _Optional[float] = ..., estimates: _Optional[_Iterable[_Union[PolicyEstimate, _Mapping]]] = ..., rewarded_count: _Optional[int] = ..., effective_sample_size: _Optional[float] = ...) -> None: ...

@@ -212,15 +212,27 @@ class BanditServiceServicer:
 
     def ListDecisions(self, request, context):
         """ListDecisions pages through the decision log with the propensity of each choice,
-        newest first. Not built yet: UNIMPLEMENTED.
+        newest first. Every Select and SelectContextual is logged, off the request path, in
+        PostgreSQL, with the rewards its decision received; a decision shows here within about
+        a second (BANDIT_DECISION_LOG_FLUSH_MS) and is kept BANDIT_DECISION_LOG_RETENTION_DAYS.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_PAGE_TOKEN), NOT_FOUND (BANDIT_NOT_FOUND),
+        FAILED_PRECONDITION (DECISION_LOG_DISABLED), UNAVAILABLE (DECISION_LOG_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def EvaluatePolicy(self, request, context):
-        """EvaluatePolicy estimates, off-policy, how a candidate policy would have done on
-        the logged decisions (IPS, SNIPS, doubly robust). Not built yet: UNIMPLEMENTED.
+        """EvaluatePolicy estimates, off-policy, the mean reward a candidate policy would have
+        earned on the logged decisions, with inverse propensity scoring, self-normalised IPS
+        and doubly robust estimates and their 95% confidence intervals. A decision's reward is
+        the sum of the rewards of its first-ranked arm (0 if none arrived). The candidate is a
+        fixed distribution over arms, or a learning policy replayed over the log: it learns
+        from every logged reward in time order, and its choice probabilities at a decision
+        come from what it had learnt before it.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD; the window holds more decisions than
+        BANDIT_EVALUATION_MAX_DECISIONS, or none), NOT_FOUND (BANDIT_NOT_FOUND),
+        FAILED_PRECONDITION (DECISION_LOG_DISABLED), UNAVAILABLE (DECISION_LOG_UNAVAILABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

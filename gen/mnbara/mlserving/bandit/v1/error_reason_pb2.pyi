@@ -27,6 +27,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STATE_STORE_TIMEOUT: _ClassVar[ErrorReason]
     STATE_CORRUPT: _ClassVar[ErrorReason]
     EVENT_ID_CONFLICT: _ClassVar[ErrorReason]
+    DECISION_LOG_DISABLED: _ClassVar[ErrorReason]
+    DECISION_LOG_UNAVAILABLE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
@@ -48,3 +50,5 @@ STATE_STORE_UNAVAILABLE: ErrorReason
 STATE_STORE_TIMEOUT: ErrorReason
 STATE_CORRUPT: ErrorReason
 EVENT_ID_CONFLICT: ErrorReason
+DECISION_LOG_DISABLED: ErrorReason
+DECISION_LOG_UNAVAILABLE: ErrorReason

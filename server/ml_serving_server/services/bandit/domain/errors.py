@@ -30,3 +30,5 @@ class ErrorReason(enum.Enum):
     STATE_STORE_TIMEOUT = enum.auto()
     STATE_CORRUPT = enum.auto()
     EVENT_ID_CONFLICT = enum.auto()
+    DECISION_LOG_DISABLED = enum.auto()
+    DECISION_LOG_UNAVAILABLE = enum.auto()

@@ -38,15 +38,24 @@ class LinearModels:
         return mean, np.sqrt(np.maximum(variance, 0.0))
 
 
+@dataclass(frozen=True)
+class LinearChoice:
+    ranked: list[tuple[str, float]]  # (arm, score), best first
+    mean: np.ndarray  # per candidate arm: theta.x (LinUCB: the upper bound it ranked by)
+    scale: np.ndarray | None  # linear Thompson: per candidate arm, the sampled score's standard deviation
+
+
 def select(models: LinearModels, arm_ids: Sequence[str], positions: np.ndarray, x: np.ndarray, k: int,
-           definition: BanditDefinition, rng: np.random.Generator) -> list[tuple[str, float]]:
-    """The bandit's contextual rule over the candidate arms: (arm, score), best first."""
+           definition: BanditDefinition, rng: np.random.Generator) -> LinearChoice:
+    """The bandit's contextual rule over the candidate arms."""
     mean, scale = models.scores(positions, x)
     if definition.contextual_algorithm is ContextualAlgorithm.LIN_UCB:
-        scores = mean + definition.exploration * scale
-    else:  # theta.x is exactly N(mean, (exploration * scale)^2) for a fixed x: one draw per arm
-        scores = mean + definition.exploration * scale * rng.standard_normal(mean.shape[0])
-    return policy._top_k(list(arm_ids), scores, k)
+        bound = mean + definition.exploration * scale
+        return LinearChoice(policy._top_k(list(arm_ids), bound, k), bound, None)
+    # theta.x is exactly N(mean, (exploration * scale)^2) for a fixed x: one draw per arm
+    spread = definition.exploration * scale
+    scores = mean + spread * rng.standard_normal(mean.shape[0])
+    return LinearChoice(policy._top_k(list(arm_ids), scores, k), mean, spread)
 
 
 class LinearModelCache:

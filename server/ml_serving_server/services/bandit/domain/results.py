@@ -46,3 +46,30 @@ class BanditStatistics:
     total_pulls: int
     total_reward_count: int
     arms: list[ArmStatistics]
+
+
+@dataclass(frozen=True)
+class LoggedDecisionView:
+    """One decision of the log, arms named."""
+
+    decision_id: str
+    bandit: str
+    choices: list[Choice]
+    propensity: float
+    choice_probabilities: tuple[float, ...]
+    offered_arm_ids: tuple[str, ...]
+    context: tuple[float, ...]
+    user_id: str
+    time: object  # datetime
+    reward_sum: float
+    reward_count: int
+    algorithm: ContextualAlgorithm | None
+
+
+@dataclass(frozen=True)
+class PolicyEvaluation:
+    decision_count: int
+    rewarded_count: int
+    logged_value: float
+    effective_sample_size: float
+    estimates: tuple  # off_policy.Estimate, in the order asked for

@@ -6,16 +6,26 @@ request changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timezone
 from typing import Sequence
 
 import numpy as np
 
-from ....errors import Aborted, AlreadyExists, InvalidArgument, NotFound, listed, quoted
-from . import limits, linear_models, policy
+from ....errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, listed, quoted
+from . import limits, linear_models, off_policy, policy
 from .decision_ids import DecisionCodec, is_self_contained
 from .errors import ErrorReason
+from .decision_log import (
+    DecisionLog,
+    DecisionRecord,
+    EvaluationRows,
+    LogCursor,
+    LoggedReward,
+    PendingDecision,
+    decision_key,
+)
 from .linear_models import LinearModelCache
 from .model import (
     ArmCounts,
@@ -23,13 +33,14 @@ from .model import (
     BanditDefinition,
     ContextualAlgorithm,
     Decision,
+    LearningCandidate,
     RewardEvent,
     RewardInput,
     RewardOutcome,
 )
 from .ports import BanditStore
 from .pulls import PullTally
-from .results import ArmStatistics, BanditStatistics, Selection
+from .results import ArmStatistics, BanditStatistics, Choice, LoggedDecisionView, PolicyEvaluation, Selection
 from .snapshot import Snapshot, SnapshotCache
 
 
@@ -52,8 +63,11 @@ class BanditService:
     """
 
     def __init__(self, store: BanditStore, rng: np.random.Generator | None = None,
-                 max_state_age_s: float = 0.1, pull_flush_interval_s: float = 0.05, clock=time.monotonic):
+                 max_state_age_s: float = 0.1, pull_flush_interval_s: float = 0.05, clock=time.monotonic,
+                 decision_log: DecisionLog | None = None, evaluation_max_decisions: int = 1_000_000):
         self._store = store
+        self._log = decision_log  # None: off (no PostgreSQL)
+        self._evaluation_max = evaluation_max_decisions
         self._rng = rng or np.random.default_rng()
         self._snapshots = SnapshotCache(store, max_state_age_s, clock)
         self._linear = LinearModelCache(store, max_state_age_s, clock)
@@ -61,8 +75,10 @@ class BanditService:
         self._codec: DecisionCodec | None = None
 
     async def close(self) -> None:
-        """Write the pull counts still pending."""
+        """Write the pull counts and log entries still pending."""
         await self._pulls.close()
+        if self._log is not None:
+            await self._log.close()
 
     # ----- definitions -----
 
@@ -138,7 +154,7 @@ class BanditService:
         arms = limits.candidates(definition, candidates, k)
         posteriors = {arm: snapshot.posteriors[arm] for arm in arms}
         ranked = policy.thompson_select(posteriors, k or 1, self._rng)
-        return await self._decided(snapshot, ranked, user_id)
+        return await self._decided(snapshot, arms, ranked, user_id)
 
     async def select_contextual(self, bandit: str, context: Sequence[float], k: int | None,
                                 candidates: Sequence[str], user_id: str) -> Selection:
@@ -150,20 +166,27 @@ class BanditService:
         arms = limits.candidates(definition, candidates, k)
         models = await self._linear.get(definition)
         positions = np.fromiter((snapshot.positions[arm] for arm in arms), dtype=np.intp, count=len(arms))
-        ranked = linear_models.select(models, arms, positions, x, k or 1, definition, self._rng)
-        return await self._decided(snapshot, ranked, user_id, x, definition.contextual_algorithm)
+        choice = linear_models.select(models, arms, positions, x, k or 1, definition, self._rng)
+        return await self._decided(snapshot, arms, choice.ranked, user_id, x, choice)
 
-    async def _decided(self, snapshot: Snapshot, ranked: list[tuple[str, float]], user_id: str,
-                       context: np.ndarray | None = None, algorithm: ContextualAlgorithm | None = None) -> Selection:
-        """The decision for `ranked`: its id carries what a reward needs, its pulls are tallied."""
+    async def _decided(self, snapshot: Snapshot, offered: Sequence[str], ranked: list[tuple[str, float]],
+                       user_id: str, context: np.ndarray | None = None,
+                       choice: linear_models.LinearChoice | None = None) -> Selection:
+        """The decision for `ranked`: its id carries what a reward needs, its pulls are tallied,
+        and the decision log gets it (by reference: the log works out the rest off the request path)."""
         definition = snapshot.definition
         arm_ids, now = tuple(arm for arm, _ in ranked), _now()
         codec = await self._decision_codec()
-        context = () if context is None else context
+        context = () if context is None else tuple(float(v) for v in context)
         decision_id = codec.encode(definition.name, tuple(snapshot.positions[arm] for arm in arm_ids), now, context)
-        decision = Decision(decision_id, definition.name, arm_ids, context=tuple(float(v) for v in context),
-                            user_id=user_id, time=now)
+        decision = Decision(decision_id, definition.name, arm_ids, context=context, user_id=user_id, time=now)
         self._pulls.add(definition.name, definition.incarnation, arm_ids)
+        algorithm = definition.contextual_algorithm if choice is not None else None
+        if self._log is not None:
+            self._log.decided(PendingDecision(
+                definition.name, definition.incarnation, decision_id, now, user_id, offered, ranked,
+                snapshot.positions, algorithm, posteriors=snapshot.posteriors if choice is None else None,
+                context=context, mean=choice.mean if choice else None, scale=choice.scale if choice else None))
         return Selection.ranked(decision, ranked, algorithm)
 
     # ----- rewards -----
@@ -202,6 +225,50 @@ class BanditService:
             ))
         return BanditStatistics(bandit, total_pulls, sum(c.reward_count for c in counts.values()), arms)
 
+    # ----- the decision log -----
+
+    async def list_decisions(self, bandit: str, start: datetime | None, end: datetime | None, page_size: int,
+                             page_token: str) -> tuple[list[LoggedDecisionView], str]:
+        """Newest first; this replica's own pending entries are written first, so they show at once."""
+        limits.check_name(bandit, "bandit")
+        limit = limits.check_page_size(page_size)
+        after = limits.decode_log_cursor(page_token)
+        limits.check_window(start, end)
+        definition = await self._logged_definition(bandit)
+        cursor = LogCursor(_from_micros(after[0]), after[1]) if after else None
+        await self._log.flush()
+        records = await self._log.store.page(bandit, definition.incarnation, start, end, limit + 1, cursor)
+        page = [_decision_view(definition, record) for record in records[:limit]]
+        last = records[limit - 1].row if len(records) > limit else None
+        return page, (limits.encode_log_cursor(_micros(last.time), last.key) if last else "")
+
+    async def evaluate_policy(self, bandit: str, arm_probabilities: dict[str, float],
+                              candidate: LearningCandidate | None, estimators: Sequence[off_policy.Estimator],
+                              start: datetime | None, end: datetime | None) -> PolicyEvaluation:
+        """Off-policy estimates of the candidate's mean reward on the logged decisions in [start, end)."""
+        limits.check_name(bandit, "bandit")
+        limits.check_window(start, end)
+        if bool(arm_probabilities) == (candidate is not None):
+            raise InvalidArgument("policy", "set exactly one of arm_probabilities and policy")
+        if candidate is not None:
+            limits.check_candidate_values({name: getattr(candidate, name) for name in _CANDIDATE_VALUES})
+        definition = await self._logged_definition(bandit)
+        policy_ = _candidate_policy(definition, arm_probabilities, candidate)
+        await self._log.flush()
+        rows = await self._log.store.evaluation_rows(bandit, definition.incarnation, start, end, self._evaluation_max)
+        logged = _logged_decisions(definition, rows, policy_, self._evaluation_max)
+        # Seconds of numpy on a million decisions: in a thread, so the server keeps serving meanwhile.
+        evaluation = await asyncio.to_thread(off_policy.evaluate, logged, policy_, list(estimators) or
+                                             list(off_policy.Estimator), np.random.default_rng())
+        return PolicyEvaluation(evaluation.decision_count, int(rows.rewarded.sum()), evaluation.logged_value,
+                                evaluation.effective_sample_size, evaluation.estimates)
+
+    async def _logged_definition(self, bandit: str) -> BanditDefinition:
+        if self._log is None:
+            raise FailedPrecondition("the decision log is off: it needs PostgreSQL (DATABASE_URL) and "
+                                     "BANDIT_DECISION_LOG=true", reason=ErrorReason.DECISION_LOG_DISABLED)
+        return (await self._snapshot(bandit, fresh=True)).definition
+
     # ----- helpers -----
 
     async def _snapshot(self, name: str, fresh: bool = False) -> Snapshot:
@@ -224,10 +291,21 @@ class BanditService:
             if outcome is RewardOutcome.BANDIT_GONE:  # deleted meanwhile
                 self._snapshots.forget(event.bandit)
                 raise _bandit_not_found(event.bandit)
+        self._log_rewards(events, outcomes)
         for index, outcome in enumerate(outcomes):
             if outcome is RewardOutcome.CONFLICT:
                 raise _event_id_conflict(events[index], field_prefix.format(index), index, batch=len(events) > 1)
         return [outcome is RewardOutcome.APPLIED for outcome in outcomes]
+
+    def _log_rewards(self, events: list[RewardEvent], outcomes: list[RewardOutcome]) -> None:
+        """Rewards of decisions go to the decision log; the others have no decision to go with."""
+        if self._log is None:
+            return
+        now = _now()
+        for event, outcome in zip(events, outcomes):
+            if outcome is RewardOutcome.APPLIED and event.decision_id:
+                self._log.rewarded(LoggedReward(event.bandit, event.incarnation, decision_key(event.decision_id),
+                                                event.arm_position, event.reward, now))
 
     async def _decision_codec(self, reload: bool = False) -> DecisionCodec:
         if self._codec is None or reload:
@@ -279,7 +357,7 @@ class BanditService:
                 limits.context_vector(definition, context, prefix + "context")
             events.append(RewardEvent(name, definition.incarnation, arm, float(item.reward), item.event_id,
                                       context, definition.decision_ttl_seconds, item.decision_id,
-                                      definition.discount))
+                                      definition.discount, definition.positions[arm]))
         return events
 
 
@@ -333,3 +411,75 @@ def _event_id_conflict(event: RewardEvent, prefix: str, index: int, batch: bool)
         message += "; the batch's other rewards went through (sent again, none counts twice)"
     return AlreadyExists(message, reason=ErrorReason.EVENT_ID_CONFLICT,
                          metadata={"field": prefix + "event_id", "event_id": event.event_id, "index": str(index)})
+
+
+def _micros(time: datetime) -> int:
+    return int(time.timestamp() * 1_000_000)
+
+
+def _from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, timezone.utc)
+
+
+_ALGORITHM_BY_POLICY = {"thompson": None, "linear_thompson": ContextualAlgorithm.LINEAR_THOMPSON,
+                        "lin_ucb": ContextualAlgorithm.LIN_UCB}
+
+
+def _decision_view(definition: BanditDefinition, record: DecisionRecord) -> LoggedDecisionView:
+    row, arms = record.row, definition.arms
+    return LoggedDecisionView(
+        decision_id=row.decision_id, bandit=row.bandit,
+        choices=[Choice(arms[p].id, score, rank) for rank, (p, score) in enumerate(zip(row.chosen, row.scores))],
+        propensity=row.propensity, choice_probabilities=row.choice_probabilities,
+        offered_arm_ids=tuple(arms[p].id for p in row.offered), context=row.context, user_id=row.user_id,
+        time=row.time, reward_sum=record.reward_sum, reward_count=record.reward_count,
+        algorithm=_ALGORITHM_BY_POLICY[row.policy])
+
+
+_CANDIDATE_VALUES = ("prior_alpha", "prior_beta", "exploration", "ridge_lambda", "discount")
+
+
+def _candidate_policy(definition: BanditDefinition, arm_probabilities: dict[str, float],
+                      candidate: LearningCandidate | None) -> off_policy.CandidatePolicy:
+    if candidate is None:
+        limits.check_arm_probabilities(arm_probabilities, definition)
+        return off_policy.CandidatePolicy.fixed({definition.positions[arm]: p for arm, p in arm_probabilities.items()})
+    if candidate.contextual and not definition.context_dimension:
+        raise InvalidArgument("policy.contextual", f"bandit {quoted(definition.name)} has no context to score",
+                              reason=ErrorReason.NOT_CONTEXTUAL)
+    values = {name: getattr(candidate, name) for name in _CANDIDATE_VALUES}
+    own = {name: getattr(definition, name) for name in _CANDIDATE_VALUES}
+    chosen = {name: own[name] if value is None else value for name, value in values.items()}
+    if not candidate.contextual:
+        kind = off_policy.CandidateKind.THOMPSON
+    elif (candidate.contextual_algorithm or definition.contextual_algorithm) is ContextualAlgorithm.LIN_UCB:
+        kind = off_policy.CandidateKind.LIN_UCB
+    else:
+        kind = off_policy.CandidateKind.LINEAR_THOMPSON
+    return off_policy.CandidatePolicy(kind, **chosen)
+
+
+def _logged_decisions(definition: BanditDefinition, rows: EvaluationRows | None,
+                      candidate: off_policy.CandidatePolicy, most: int) -> off_policy.LoggedDecisions:
+    if rows is None:
+        raise InvalidArgument("start_time", f"the window holds more than {most} logged decisions "
+                              "(BANDIT_EVALUATION_MAX_DECISIONS); narrow it with start_time and end_time")
+    n = rows.first_chosen.shape[0]
+    if n == 0:
+        raise InvalidArgument("start_time", "no decisions were logged in this window")
+    if candidate.contextual and rows.contexts is None:
+        raise InvalidArgument("policy.contextual", "decisions in this window were made without a context "
+                              "(by Select): evaluate a context-free candidate, or a window of SelectContextual "
+                              "decisions only")
+    offered = np.zeros((n, len(definition.arms)), dtype=bool)
+    offered[np.repeat(np.arange(n), rows.offered_lengths), rows.offered_flat] = True
+    if candidate.kind is off_policy.CandidateKind.FIXED:
+        known = np.zeros(len(definition.arms), dtype=bool)
+        known[list(candidate.distribution)] = True
+        uncovered = ~(offered & known).any(axis=1)
+        if uncovered.any():
+            raise InvalidArgument("arm_probabilities", f"{int(uncovered.sum())} logged decisions offered none of "
+                                  "these arms: give a probability to an arm each decision offered")
+    return off_policy.LoggedDecisions(
+        chosen=rows.first_chosen, propensity=rows.propensity, reward=rows.reward, arm_count=len(definition.arms),
+        contexts=rows.contexts if candidate.contextual else None, offered=offered, rewarded=rows.rewarded)

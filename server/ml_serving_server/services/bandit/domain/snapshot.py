@@ -60,11 +60,7 @@ class SnapshotCache:
             if definition is None:
                 return None
         posteriors = {arm: posterior(definition, counts.get(arm, ArmCounts())) for arm in definition.arm_ids()}
-        if cached is not None and cached.definition is definition:
-            positions = cached.positions
-        else:
-            positions = {arm: i for i, arm in enumerate(definition.arm_ids())}
-        self._snapshots[name] = Snapshot(version, definition, counts, posteriors, now, positions)
+        self._snapshots[name] = Snapshot(version, definition, counts, posteriors, now, definition.positions)
         return self._snapshots[name]
 
     def forget(self, name: str) -> None:
