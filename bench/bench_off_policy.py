@@ -65,6 +65,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="100,000 decisions, one repetition")
     p.add_argument("--reps", type=int, default=None, help="repetitions per case (default 2, 1 with --quick)")
     p.add_argument("--rows", type=int, default=None, help="logged decisions (default 1,000,000)")
+    p.add_argument("--access-log", choices=("on", "off"), default=None, help="ignored: no server here (run_all.py passes it)")
     args = p.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     reps = args.reps or (1 if args.quick else 2)
