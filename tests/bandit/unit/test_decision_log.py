@@ -3,12 +3,13 @@ off-policy evaluation; over the in-memory stores (the contract tests hold Postgr
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
-from ml_serving_server.errors import FailedPrecondition, InvalidArgument
+from ml_serving_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ml_serving_server.services.bandit.domain import off_policy
 from ml_serving_server.services.bandit.domain.decision_log import DecisionLog
 from ml_serving_server.services.bandit.domain.errors import ErrorReason
@@ -179,3 +180,29 @@ async def test_an_empty_window_says_so(logged):
     with pytest.raises(InvalidArgument) as raised:
         await service.evaluate_policy("b", {"a": 1.0}, None, ALL, None, None)
     assert "no decisions" in str(raised.value)
+
+
+async def test_a_replica_runs_a_bounded_number_of_evaluations_at_once():
+    class Slow(MemoryDecisionLog):
+        def __init__(self):
+            super().__init__()
+            self.reading, self.go = asyncio.Event(), asyncio.Event()
+
+        async def evaluation_rows(self, *args):
+            self.reading.set()
+            await self.go.wait()
+            return await super().evaluation_rows(*args)
+
+    store = Slow()
+    service = BanditService(MemoryBanditStore(), decision_log=DecisionLog(store, flush_interval_s=60),
+                            evaluation_concurrency=1)
+    await service.create_bandit(bandit())
+    await service.select("b", None, (), "")
+    first = asyncio.create_task(service.evaluate_policy("b", {"a": 1.0}, None, ALL, None, None))
+    await store.reading.wait()
+    with pytest.raises(ResourceExhausted) as raised:
+        await service.evaluate_policy("b", {"a": 1.0}, None, ALL, None, None)
+    assert raised.value.reason is ErrorReason.EVALUATIONS_BUSY
+    store.go.set()
+    assert (await first).decision_count == 1
+    assert (await service.evaluate_policy("b", {"a": 1.0}, None, ALL, None, None)).decision_count == 1  # free again

@@ -41,7 +41,8 @@ def build(settings: BanditSettings, runtime: Runtime) -> BuiltService:
     decision_log, closers = _decision_log(settings, runtime)
     service = BanditService(store, max_state_age_s=settings.state_max_age_ms / 1000,
                             pull_flush_interval_s=settings.pull_flush_interval_ms / 1000,
-                            decision_log=decision_log, evaluation_max_decisions=settings.evaluation_max_decisions)
+                            decision_log=decision_log, evaluation_max_decisions=settings.evaluation_max_decisions,
+                            evaluation_concurrency=settings.evaluation_concurrent_requests)
     # Pending pull counts and log entries are written before the connections close.
     return BuiltService(BanditServicer(service), probe=store.ping,
                         closers=[service.close, *closers, store.close])

@@ -32,5 +32,8 @@ class BanditSettings(SettingsBase):
     evaluation_max_decisions: int = Field(
         1_000_000, ge=1, le=10_000_000, description="most logged decisions one EvaluatePolicy replays (a larger "
                                                     "window is INVALID_ARGUMENT: narrow it)")
+    evaluation_concurrent_requests: int = Field(
+        1, ge=1, le=16, description="EvaluatePolicy calls one replica runs at once (each takes seconds of CPU and "
+                                    "up to a GB of memory for a million decisions); more are RESOURCE_EXHAUSTED")
     evaluation_timeout_seconds: float = Field(
         120.0, gt=0, description="bound on reading the decisions EvaluatePolicy replays")

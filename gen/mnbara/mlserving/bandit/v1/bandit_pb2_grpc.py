@@ -232,7 +232,8 @@ class BanditServiceServicer:
         come from what it had learnt before it.
         Errors: INVALID_ARGUMENT (INVALID_FIELD; the window holds more decisions than
         BANDIT_EVALUATION_MAX_DECISIONS, or none), NOT_FOUND (BANDIT_NOT_FOUND),
-        FAILED_PRECONDITION (DECISION_LOG_DISABLED), UNAVAILABLE (DECISION_LOG_UNAVAILABLE).
+        FAILED_PRECONDITION (DECISION_LOG_DISABLED), UNAVAILABLE (DECISION_LOG_UNAVAILABLE),
+        RESOURCE_EXHAUSTED (EVALUATIONS_BUSY: a replica runs a bounded number at once).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-mnbara/mlserving/bandit/v1/error_reason.proto\x12\x1amnbara.mlserving.bandit.v1*\xa7\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_FIELD\x10\x01\x12\x16\n\x12INVALID_PAGE_TOKEN\x10\x02\x12\x13\n\x0fNOT_IMPLEMENTED\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x12\n\x0eSCOPE_REQUIRED\x10\x06\x12\x14\n\x10\x42\x41NDIT_NOT_FOUND\x10\x07\x12\x19\n\x15\x42\x41NDIT_ALREADY_EXISTS\x10\x08\x12\x16\n\x12\x44\x45\x43ISION_NOT_FOUND\x10\t\x12\x0f\n\x0bUNKNOWN_ARM\x10\n\x12\x17\n\x13\x41RM_NOT_IN_DECISION\x10\x0b\x12\x13\n\x0fNOT_ENOUGH_ARMS\x10\x0c\x12\x12\n\x0eNOT_CONTEXTUAL\x10\r\x12\x1e\n\x1a\x43ONTEXT_DIMENSION_MISMATCH\x10\x0e\x12\x17\n\x13REWARD_OUT_OF_RANGE\x10\x0f\x12\x15\n\x11\x43ONCURRENT_UPDATE\x10\x10\x12\x1b\n\x17STATE_STORE_UNAVAILABLE\x10\x11\x12\x17\n\x13STATE_STORE_TIMEOUT\x10\x12\x12\x11\n\rSTATE_CORRUPT\x10\x13\x12\x15\n\x11\x45VENT_ID_CONFLICT\x10\x14\x12\x19\n\x15\x44\x45\x43ISION_LOG_DISABLED\x10\x15\x12\x1c\n\x18\x44\x45\x43ISION_LOG_UNAVAILABLE\x10\x16\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-mnbara/mlserving/bandit/v1/error_reason.proto\x12\x1amnbara.mlserving.bandit.v1*\xbd\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_FIELD\x10\x01\x12\x16\n\x12INVALID_PAGE_TOKEN\x10\x02\x12\x13\n\x0fNOT_IMPLEMENTED\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\x13\n\x0fUNAUTHENTICATED\x10\x05\x12\x12\n\x0eSCOPE_REQUIRED\x10\x06\x12\x14\n\x10\x42\x41NDIT_NOT_FOUND\x10\x07\x12\x19\n\x15\x42\x41NDIT_ALREADY_EXISTS\x10\x08\x12\x16\n\x12\x44\x45\x43ISION_NOT_FOUND\x10\t\x12\x0f\n\x0bUNKNOWN_ARM\x10\n\x12\x17\n\x13\x41RM_NOT_IN_DECISION\x10\x0b\x12\x13\n\x0fNOT_ENOUGH_ARMS\x10\x0c\x12\x12\n\x0eNOT_CONTEXTUAL\x10\r\x12\x1e\n\x1a\x43ONTEXT_DIMENSION_MISMATCH\x10\x0e\x12\x17\n\x13REWARD_OUT_OF_RANGE\x10\x0f\x12\x15\n\x11\x43ONCURRENT_UPDATE\x10\x10\x12\x1b\n\x17STATE_STORE_UNAVAILABLE\x10\x11\x12\x17\n\x13STATE_STORE_TIMEOUT\x10\x12\x12\x11\n\rSTATE_CORRUPT\x10\x13\x12\x15\n\x11\x45VENT_ID_CONFLICT\x10\x14\x12\x19\n\x15\x44\x45\x43ISION_LOG_DISABLED\x10\x15\x12\x1c\n\x18\x44\x45\x43ISION_LOG_UNAVAILABLE\x10\x16\x12\x14\n\x10\x45VALUATIONS_BUSY\x10\x17\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mnbara.mlserving.bandit.v1.
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=78
-  _globals['_ERRORREASON']._serialized_end=629
+  _globals['_ERRORREASON']._serialized_end=651
 # @@protoc_insertion_point(module_scope)

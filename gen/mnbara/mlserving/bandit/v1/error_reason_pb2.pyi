@@ -29,6 +29,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_ID_CONFLICT: _ClassVar[ErrorReason]
     DECISION_LOG_DISABLED: _ClassVar[ErrorReason]
     DECISION_LOG_UNAVAILABLE: _ClassVar[ErrorReason]
+    EVALUATIONS_BUSY: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 INVALID_PAGE_TOKEN: ErrorReason
@@ -52,3 +53,4 @@ STATE_CORRUPT: ErrorReason
 EVENT_ID_CONFLICT: ErrorReason
 DECISION_LOG_DISABLED: ErrorReason
 DECISION_LOG_UNAVAILABLE: ErrorReason
+EVALUATIONS_BUSY: ErrorReason

@@ -32,3 +32,4 @@ class ErrorReason(enum.Enum):
     EVENT_ID_CONFLICT = enum.auto()
     DECISION_LOG_DISABLED = enum.auto()
     DECISION_LOG_UNAVAILABLE = enum.auto()
+    EVALUATIONS_BUSY = enum.auto()

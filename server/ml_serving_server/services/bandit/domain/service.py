@@ -13,7 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-from ....errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, listed, quoted
+from ....errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    listed,
+    quoted,
+)
 from . import limits, linear_models, off_policy, policy
 from .decision_ids import DecisionCodec, is_self_contained
 from .errors import ErrorReason
@@ -64,10 +73,12 @@ class BanditService:
 
     def __init__(self, store: BanditStore, rng: np.random.Generator | None = None,
                  max_state_age_s: float = 0.1, pull_flush_interval_s: float = 0.05, clock=time.monotonic,
-                 decision_log: DecisionLog | None = None, evaluation_max_decisions: int = 1_000_000):
+                 decision_log: DecisionLog | None = None, evaluation_max_decisions: int = 1_000_000,
+                 evaluation_concurrency: int = 1):
         self._store = store
         self._log = decision_log  # None: off (no PostgreSQL)
         self._evaluation_max = evaluation_max_decisions
+        self._evaluation_slots = evaluation_concurrency  # evaluations that may run at once here
         self._rng = rng or np.random.default_rng()
         self._snapshots = SnapshotCache(store, max_state_age_s, clock)
         self._linear = LinearModelCache(store, max_state_age_s, clock)
@@ -253,12 +264,25 @@ class BanditService:
         if candidate is not None:
             limits.check_candidate_values({name: getattr(candidate, name) for name in _CANDIDATE_VALUES})
         definition = await self._logged_definition(bandit)
-        policy_ = _candidate_policy(definition, arm_probabilities, candidate)
+        target = _candidate_policy(definition, arm_probabilities, candidate)
+        if self._evaluation_slots < 1:
+            raise ResourceExhausted("as many policy evaluations as this replica runs at once are running; retry "
+                                    "later", reason=ErrorReason.EVALUATIONS_BUSY)
+        self._evaluation_slots -= 1
+        try:
+            return await self._evaluate(definition, target, estimators, start, end)
+        finally:
+            self._evaluation_slots += 1
+
+    async def _evaluate(self, definition: BanditDefinition, target: off_policy.CandidatePolicy,
+                        estimators: Sequence[off_policy.Estimator], start: datetime | None,
+                        end: datetime | None) -> PolicyEvaluation:
+        bandit = definition.name
         await self._log.flush()
         rows = await self._log.store.evaluation_rows(bandit, definition.incarnation, start, end, self._evaluation_max)
-        logged = _logged_decisions(definition, rows, policy_, self._evaluation_max)
+        logged = _logged_decisions(definition, rows, target, self._evaluation_max)
         # Seconds of numpy on a million decisions: in a thread, so the server keeps serving meanwhile.
-        evaluation = await asyncio.to_thread(off_policy.evaluate, logged, policy_, list(estimators) or
+        evaluation = await asyncio.to_thread(off_policy.evaluate, logged, target, list(estimators) or
                                              list(off_policy.Estimator), np.random.default_rng())
         return PolicyEvaluation(evaluation.decision_count, int(rows.rewarded.sum()), evaluation.logged_value,
                                 evaluation.effective_sample_size, evaluation.estimates)
