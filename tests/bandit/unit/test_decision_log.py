@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from ml_serving_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ml_serving_server.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from ml_serving_server.services.bandit.domain import off_policy
 from ml_serving_server.services.bandit.domain.decision_log import DecisionLog
 from ml_serving_server.services.bandit.domain.errors import ErrorReason
@@ -108,8 +108,8 @@ async def test_what_is_pending_is_bounded_and_kept_while_the_store_is_down():
         up = False
 
         async def write(self, decisions, rewards):
-            if not self.up:
-                raise ConnectionError("down")
+            if not self.up:  # as the PostgreSQL adapter says it
+                raise Unavailable("down", reason=ErrorReason.DECISION_LOG_UNAVAILABLE)
             await super().write(decisions, rewards)
 
     store = Down()
@@ -119,7 +119,7 @@ async def test_what_is_pending_is_bounded_and_kept_while_the_store_is_down():
     for _ in range(130):
         await service.select("b", None, (), "")
     assert (decision_log.pending, decision_log.counters.dropped) == (100, 30)
-    with pytest.raises(ConnectionError):
+    with pytest.raises(Unavailable):
         await decision_log.flush()
     assert decision_log.pending == 100  # a failed write gives its batch back
     store.up = True
@@ -206,3 +206,34 @@ async def test_a_replica_runs_a_bounded_number_of_evaluations_at_once():
     store.go.set()
     assert (await first).decision_count == 1
     assert (await service.evaluate_policy("b", {"a": 1.0}, None, ALL, None, None)).decision_count == 1  # free again
+
+
+async def test_a_batch_the_store_refuses_is_dropped_and_the_log_goes_on(logged):
+    class Picky(MemoryDecisionLog):
+        refuse = True
+
+        async def write(self, decisions, rewards):
+            if self.refuse:
+                self.refuse = False
+                raise ValueError("a value the database rejects")
+            await super().write(decisions, rewards)
+
+    store = Picky()
+    decision_log = DecisionLog(store, flush_interval_s=60)
+    service = BanditService(MemoryBanditStore(), decision_log=decision_log)
+    await service.create_bandit(bandit())
+    await service.select("b", None, (), "")
+    await decision_log.flush()  # refused: dropped, not retried forever
+    later = (await service.select("b", None, (), "")).decision.id
+    await decision_log.flush()
+    assert decision_log.counters.dropped == 1 and decision_log.pending == 0
+    [row], _ = await service.list_decisions("b", None, None, 10, "")
+    assert row.decision_id == later
+
+
+async def test_a_user_id_with_nul_is_refused_before_anything_is_logged(logged):
+    service, decision_log, _ = logged
+    await service.create_bandit(bandit())
+    with pytest.raises(InvalidArgument) as raised:
+        await service.select("b", None, (), "user\x00")
+    assert raised.value.field == "user_id" and decision_log.pending == 0

@@ -26,7 +26,7 @@ from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
-from ....errors import Unavailable
+from ....errors import DeadlineExceeded, Unavailable
 from . import propensity
 from .model import ContextualAlgorithm
 from .policy import BetaPosterior
@@ -198,15 +198,35 @@ class DecisionLog:
             while self._pending.decisions or self._pending.rewards:
                 decisions = _take(self._pending.decisions, self._batch)
                 rewards = _take(self._pending.rewards, self._batch)
-                rows = logged_rows(decisions, self._rng, self._samples, self._shared)
+                rows = self._rows(decisions)
                 try:
                     await self._store.write(rows, rewards)
-                except BaseException:
+                except (Unavailable, DeadlineExceeded, asyncio.CancelledError):  # passing: try again later
                     self._pending.decisions.extendleft(reversed(decisions))
                     self._pending.rewards.extendleft(reversed(rewards))
                     raise
+                except Exception:  # noqa: BLE001 - a batch the store refuses: retrying would block the log
+                    self.counters.dropped += len(rows) + len(rewards)
+                    log.error("decision log: the store refused a batch of %d decisions and %d rewards; dropped",
+                              len(rows), len(rewards), exc_info=True)
+                    continue
                 self.counters.written_decisions += len(rows)
                 self.counters.written_rewards += len(rewards)
+
+    def _rows(self, decisions: list[PendingDecision]) -> list[LoggedDecision]:
+        """The rows of a batch; a decision whose probabilities cannot be worked out is dropped, not the batch."""
+        try:
+            return logged_rows(decisions, self._rng, self._samples, self._shared)
+        except ValueError:
+            rows = []
+            for decision in decisions:
+                try:
+                    rows += logged_rows([decision], self._rng, self._samples, self._shared)
+                except ValueError:
+                    self.counters.dropped += 1
+                    log.error("decision log: no propensity for a decision of bandit %s; dropped", decision.bandit,
+                              exc_info=True)
+            return rows
 
     async def _run(self) -> None:
         while True:

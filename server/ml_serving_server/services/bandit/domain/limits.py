@@ -199,6 +199,8 @@ def check_selection(bandit: str, k: int | None, candidates: Sequence[str], user_
     check_k(k)
     check_names(candidates, "candidate_arm_ids")
     check_length(user_id, "user_id", MAX_USER_ID_LENGTH)
+    if "\x00" in user_id:  # PostgreSQL text cannot hold it, and the decision log keeps the user
+        raise InvalidArgument("user_id", "must not contain NUL characters")
 
 
 def check_context_size(context: Sequence[float], field: str) -> None:
