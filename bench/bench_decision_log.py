@@ -18,15 +18,15 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-import _harness as h  # noqa: E402
+import _harness as h
 import grpc
 import numpy as np
-from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb  # noqa: E402
+from mnbara.mlserving.bandit.v1 import bandit_pb2 as pb
 
 from ml_serving_server.services.bandit.domain.decision_log import LoggedDecision, LoggedReward, decision_key
 from ml_serving_server.services.bandit.postgres_decision_log import PostgresDecisionLog
-from ml_serving_tools import devservices  # noqa: E402
-from ml_serving_tools.paths import STATE_DIR  # noqa: E402
+from ml_serving_tools import devservices
+from ml_serving_tools.paths import STATE_DIR
 
 ARMS = 10
 

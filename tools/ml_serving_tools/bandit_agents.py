@@ -65,7 +65,7 @@ class BetaThompsonAgent:
     def choose(self, contexts: np.ndarray | None, count: int) -> np.ndarray:
         # One draw per arm per round: the same stream as `count` calls of thompson_select.
         draws = self.rng.beta(1.0 + self.successes, 1.0 + self.failures, size=(count, self.successes.size))
-        return np.argmax(draws, axis=1)  # first of equal draws, as _top_k's stable sort
+        return np.argmax(draws, axis=1)  # first of equal draws, as policy.top_k's stable sort
 
     def learn(self, arms: np.ndarray, rewards: np.ndarray, contexts: np.ndarray | None) -> None:
         weights, keep = decay_weights(arms.size, self.discount)

@@ -96,13 +96,13 @@ def _decoded(decision_id: str, payload: bytes) -> Decision:
     if at + _COUNT.size + 8 * d != len(payload):
         raise ValueError("trailing bytes")
     return Decision(id=decision_id, bandit=bandit, arm_ids=(), arm_positions=tuple(int(p) for p in positions),
-                    context=tuple(float(v) for v in context), time=_from_micros(time_us))
+                    context=tuple(float(v) for v in context), time=from_micros(time_us))
 
 
 def _legacy(decision_id: str, payload: bytes) -> Decision:
     bandit, arm_ids, time_us, _nonce = json.loads(payload)
-    return Decision(id=decision_id, bandit=bandit, arm_ids=tuple(arm_ids), time=_from_micros(time_us))
+    return Decision(id=decision_id, bandit=bandit, arm_ids=tuple(arm_ids), time=from_micros(time_us))
 
 
-def _from_micros(time_us: int) -> datetime:
+def from_micros(time_us: int) -> datetime:
     return datetime.fromtimestamp(time_us / 1_000_000, timezone.utc)

@@ -158,11 +158,10 @@ class DecisionLog:
     def __init__(self, store: DecisionLogStore, rng: np.random.Generator | None = None, *,
                  flush_interval_s: float = 1.0, batch_size: int = 5000, max_pending: int = 200_000,
                  samples: int = propensity.DEFAULT_SAMPLES):
-        self._store = store
+        self.store = store  # read directly too: ListDecisions, EvaluatePolicy
         self._rng = rng or np.random.default_rng()
         self._interval, self._batch, self._max_pending, self._samples = (
             flush_interval_s, batch_size, max_pending, samples)
-        self.store = store  # read directly: ListDecisions, EvaluatePolicy, retention
         self._pending = _Pending()
         self._task: asyncio.Task | None = None
         self._flushing = asyncio.Lock()
@@ -200,7 +199,7 @@ class DecisionLog:
                 rewards = _take(self._pending.rewards, self._batch)
                 rows = self._rows(decisions)
                 try:
-                    await self._store.write(rows, rewards)
+                    await self.store.write(rows, rewards)
                 except (Unavailable, DeadlineExceeded, asyncio.CancelledError):  # passing: try again later
                     self._pending.decisions.extendleft(reversed(decisions))
                     self._pending.rewards.extendleft(reversed(rewards))
@@ -269,9 +268,9 @@ class SharedProbabilities:
     def __init__(self, size: int = 64):
         self._size = size
         # (id of a snapshot's posteriors, offered, k) -> (those posteriors, kept so the id is not
-        # reused meanwhile; the value key below)
-        self._by_snapshot: dict[tuple, tuple[object, tuple]] = {}
-        self._by_value: dict[tuple, propensity.ChoiceProbabilities] = {}  # (alpha, beta, k) as bytes
+        # reused meanwhile; the estimate)
+        self._by_snapshot: dict[tuple, tuple[object, propensity.ChoiceProbabilities]] = {}
+        self._by_value: dict[tuple, propensity.ChoiceProbabilities] = {}  # (alpha, beta as bytes, k)
 
     def get(self, decision: PendingDecision, k: int, rng: np.random.Generator,
             samples: int) -> propensity.ChoiceProbabilities:
@@ -281,20 +280,13 @@ class SharedProbabilities:
             alpha = np.array([decision.posteriors[arm].alpha for arm in decision.offered])
             beta = np.array([decision.posteriors[arm].beta for arm in decision.offered])
             value_key = (alpha.tobytes(), beta.tobytes(), k)
-            if value_key not in self._by_value:
-                _bounded_put(self._by_value, value_key,
-                             propensity.thompson_choice_probabilities(alpha, beta, k, rng, samples), self._size)
-            found = (decision.posteriors, value_key)
+            estimate = self._by_value.get(value_key)
+            if estimate is None:
+                estimate = propensity.thompson_choice_probabilities(alpha, beta, k, rng, samples)
+                _bounded_put(self._by_value, value_key, estimate, self._size)
+            found = (decision.posteriors, estimate)
             _bounded_put(self._by_snapshot, snapshot_key, found, self._size)
-        return self._by_value.get(found[1]) or self._recompute(decision, k, rng, samples, found[1])
-
-    def _recompute(self, decision: PendingDecision, k: int, rng: np.random.Generator, samples: int,
-                   value_key: tuple) -> propensity.ChoiceProbabilities:
-        """The estimate for `value_key` again (it left the bounded cache before its snapshot did)."""
-        alpha, beta = np.frombuffer(value_key[0]), np.frombuffer(value_key[1])
-        estimate = propensity.thompson_choice_probabilities(alpha, beta, k, rng, samples)
-        _bounded_put(self._by_value, value_key, estimate, self._size)
-        return estimate
+        return found[1]
 
 
 def _bounded_put(entries: dict, key, value, size: int) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ....errors import InvalidArgument, listed, quoted
 from . import decision_ids
+from .decision_log import LogCursor
 from .errors import ErrorReason
 from .model import (
     DEFAULT_DECISION_TTL_SECONDS,
@@ -290,13 +291,14 @@ def actor(subject: str) -> str:
 
 # ----- the decision log -----
 
-def encode_log_cursor(time_us: int, key: bytes) -> str:
+def encode_log_cursor(cursor: LogCursor) -> str:
     """A ListDecisions page token: where the page ended (decision time, key)."""
-    return base64.urlsafe_b64encode(time_us.to_bytes(8, "big", signed=True) + key).decode()
+    time_us = int(cursor.time.timestamp() * 1_000_000)
+    return base64.urlsafe_b64encode(time_us.to_bytes(8, "big", signed=True) + cursor.key).decode()
 
 
-def decode_log_cursor(token: str) -> tuple[int, bytes] | None:
-    """(time_us, key) a page starts after; None for the first page."""
+def decode_log_cursor(token: str) -> LogCursor | None:
+    """Where a page starts after; None for the first page."""
     if not token:
         return None
     raw = b""
@@ -308,7 +310,7 @@ def decode_log_cursor(token: str) -> tuple[int, bytes] | None:
     if len(raw) != 24:
         raise InvalidArgument("page_token", "is not a token this service issued; start from an empty page_token",
                               reason=ErrorReason.INVALID_PAGE_TOKEN)
-    return int.from_bytes(raw[:8], "big", signed=True), raw[8:]
+    return LogCursor(decision_ids.from_micros(int.from_bytes(raw[:8], "big", signed=True)), raw[8:])
 
 
 def check_window(start, end) -> None:

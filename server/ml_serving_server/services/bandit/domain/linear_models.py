@@ -51,11 +51,11 @@ def select(models: LinearModels, arm_ids: Sequence[str], positions: np.ndarray, 
     mean, scale = models.scores(positions, x)
     if definition.contextual_algorithm is ContextualAlgorithm.LIN_UCB:
         bound = mean + definition.exploration * scale
-        return LinearChoice(policy._top_k(list(arm_ids), bound, k), bound, None)
+        return LinearChoice(policy.top_k(list(arm_ids), bound, k), bound, None)
     # theta.x is exactly N(mean, (exploration * scale)^2) for a fixed x: one draw per arm
     spread = definition.exploration * scale
     scores = mean + spread * rng.standard_normal(mean.shape[0])
-    return LinearChoice(policy._top_k(list(arm_ids), scores, k), mean, spread)
+    return LinearChoice(policy.top_k(list(arm_ids), scores, k), mean, spread)
 
 
 class LinearModelCache:
@@ -114,7 +114,7 @@ def _model(sums: tuple[np.ndarray, np.ndarray] | None, d: int, ridge: float) -> 
     try:
         np.linalg.cholesky(a)  # positive definite: the plain inverse is sound
     except np.linalg.LinAlgError:
-        a = policy._repaired(a)
+        a = policy.repaired(a)
     inverse = np.linalg.inv(a)
     inverse = 0.5 * (inverse + inverse.T)
     return inverse @ state.target, inverse

@@ -20,7 +20,9 @@ __all__ = [
     "credible_interval",
     "linear_thompson_select",
     "linucb_select",
+    "repaired",
     "thompson_select",
+    "top_k",
 ]
 
 # Chosen by bench/bandit_learning.py: its exploration sweep runs both policies on 18 seeded
@@ -48,7 +50,7 @@ class BetaPosterior:
         return self.alpha / (self.alpha + self.beta)
 
 
-def _top_k(arm_ids: list[str], scores: np.ndarray, k: int) -> list[tuple[str, float]]:
+def top_k(arm_ids: list[str], scores: np.ndarray, k: int) -> list[tuple[str, float]]:
     if not 1 <= k <= len(arm_ids):
         raise ValueError(f"k must be between 1 and {len(arm_ids)}, got {k}")
     # Stable sort on the negated scores: best first, exact ties keep the caller's arm order.
@@ -64,7 +66,7 @@ def thompson_select(
     params = np.array([(p.alpha, p.beta) for p in posteriors.values()], dtype=float).reshape(-1, 2)
     # One vectorised draw for all arms: per-arm rng calls would dominate the hot path.
     draws = rng.beta(params[:, 0], params[:, 1])
-    return _top_k(arm_ids, draws, k)
+    return top_k(arm_ids, draws, k)
 
 
 def credible_interval(alpha: float, beta: float, level: float = 0.95) -> tuple[float, float]:
@@ -148,11 +150,11 @@ def _posterior_scores(states: Mapping[str, LinearArmState], context: np.ndarray)
             return np.einsum("nd,nd->n", b, w), np.sqrt(variance)
     except np.linalg.LinAlgError:
         pass
-    w = np.linalg.solve(_repaired(a), rhs[..., None])[..., 0]
+    w = np.linalg.solve(repaired(a), rhs[..., None])[..., 0]
     return np.einsum("nd,nd->n", b, w), np.sqrt(np.maximum(w @ x, 0.0))
 
 
-def _repaired(a: np.ndarray) -> np.ndarray:
+def repaired(a: np.ndarray) -> np.ndarray:
     """Nearest positive-definite matrices: corrupt or degenerate evidence must not fail a Select."""
     eigenvalues, vectors = np.linalg.eigh(a)
     floor = 1e-9 * np.maximum(np.abs(eigenvalues).max(axis=-1, keepdims=True), 1.0)
@@ -172,7 +174,7 @@ def linear_thompson_select(
     # For a fixed x, theta.x is exactly N(mean, (exploration*scale)^2): drawing that scalar
     # per arm has the same distribution as drawing the full d-dimensional theta, at O(1) cost.
     scores = mean + exploration * scale * rng.standard_normal(mean.shape[0])
-    return _top_k(list(states), scores, k)
+    return top_k(list(states), scores, k)
 
 
 def linucb_select(
@@ -180,4 +182,4 @@ def linucb_select(
 ) -> list[tuple[str, float]]:
     """LinUCB: score = theta_hat.x + exploration * sqrt(x^T A^-1 x); ties keep arm order."""
     mean, scale = _posterior_scores(states, context)
-    return _top_k(list(states), mean + exploration * scale, k)
+    return top_k(list(states), mean + exploration * scale, k)

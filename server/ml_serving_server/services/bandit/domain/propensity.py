@@ -3,7 +3,7 @@
 A decision log stores, with every choice, the probability the logging policy had of making it;
 off-policy evaluation needs the same for a candidate policy on every logged decision. Plain numpy,
 no I/O; the random generator is passed in. Tie rule everywhere: equal scores keep arm order (the
-stable sort of policy._top_k), which np.argmax also follows (it returns the first maximum).
+stable sort of policy.top_k), which np.argmax also follows (it returns the first maximum).
 
 Monte Carlo error: a probability p estimated from S independent draws has standard error
 sqrt(p (1 - p) / S), at most 0.5 / sqrt(S): 0.0091 for the default 3000 draws (0.018 at 95%).

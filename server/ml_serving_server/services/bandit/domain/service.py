@@ -243,15 +243,14 @@ class BanditService:
         """Newest first; this replica's own pending entries are written first, so they show at once."""
         limits.check_name(bandit, "bandit")
         limit = limits.check_page_size(page_size)
-        after = limits.decode_log_cursor(page_token)
+        cursor = limits.decode_log_cursor(page_token)
         limits.check_window(start, end)
         definition = await self._logged_definition(bandit)
-        cursor = LogCursor(_from_micros(after[0]), after[1]) if after else None
         await self._log.flush()
         records = await self._log.store.page(bandit, definition.incarnation, start, end, limit + 1, cursor)
         page = [_decision_view(definition, record) for record in records[:limit]]
         last = records[limit - 1].row if len(records) > limit else None
-        return page, (limits.encode_log_cursor(_micros(last.time), last.key) if last else "")
+        return page, (limits.encode_log_cursor(LogCursor(last.time, last.key)) if last else "")
 
     async def evaluate_policy(self, bandit: str, arm_probabilities: dict[str, float],
                               candidate: LearningCandidate | None, estimators: Sequence[off_policy.Estimator],
@@ -435,14 +434,6 @@ def _event_id_conflict(event: RewardEvent, prefix: str, index: int, batch: bool)
         message += "; the batch's other rewards went through (sent again, none counts twice)"
     return AlreadyExists(message, reason=ErrorReason.EVENT_ID_CONFLICT,
                          metadata={"field": prefix + "event_id", "event_id": event.event_id, "index": str(index)})
-
-
-def _micros(time: datetime) -> int:
-    return int(time.timestamp() * 1_000_000)
-
-
-def _from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, timezone.utc)
 
 
 _ALGORITHM_BY_POLICY = {"thompson": None, "linear_thompson": ContextualAlgorithm.LINEAR_THOMPSON,
