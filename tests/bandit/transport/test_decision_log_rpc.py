@@ -42,8 +42,9 @@ async def test_decisions_are_listed_with_propensities_rewards_and_context(stub):
     assert newest.propensity == pytest.approx(0.5, abs=1e-3)  # two arms, no evidence: a coin
     assert (older.user_id, older.reward_sum, older.reward_count) == ("u-1", 1.0, 1)
     assert [c.arm_id for c in older.choices] == [c.arm_id for c in plain.choices]
-    assert older.propensity == pytest.approx(1 / 3, abs=0.03)
-    assert list(older.choice_probabilities) == pytest.approx([2 / 3, 2 / 3], abs=0.03)
+    # Monte Carlo over 3,000 draws: standard error 0.0086; 0.04 is over 4 of them
+    assert older.propensity == pytest.approx(1 / 3, abs=0.04)
+    assert list(older.choice_probabilities) == pytest.approx([2 / 3, 2 / 3], abs=0.04)
     assert second.next_page_token == "" and older.algorithm == pb.CONTEXTUAL_ALGORITHM_UNSPECIFIED
 
 
@@ -61,7 +62,9 @@ async def test_a_fixed_candidate_is_evaluated_on_the_logged_traffic(stub):
     assert [e.estimator for e in reply.estimates] == [pb.OFF_POLICY_ESTIMATOR_IPS, pb.OFF_POLICY_ESTIMATOR_SNIPS,
                                                       pb.OFF_POLICY_ESTIMATOR_DOUBLY_ROBUST]
     for estimate in reply.estimates:
-        assert estimate.confidence_interval_lower <= 0.6 <= estimate.confidence_interval_upper
+        # the live policy's draws are not seeded: a 95% interval misses 1 run in 20, so allow 4 standard errors
+        standard_error = (estimate.confidence_interval_upper - estimate.confidence_interval_lower) / (2 * 1.96)
+        assert abs(estimate.value - 0.6) <= 4 * standard_error, estimate
     learning = await stub.EvaluatePolicy(pb.EvaluatePolicyRequest(
         bandit=name, policy=pb.CandidatePolicy(prior_alpha=1, prior_beta=1),
         estimators=[pb.OFF_POLICY_ESTIMATOR_SNIPS]))
