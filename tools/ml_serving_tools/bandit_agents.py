@@ -8,9 +8,9 @@ Our agents are vectorised over a batch but do the same maths as the service's
 domain/policy.py, with the same random draws: tests/bandit/unit/test_learning.py checks that
 they pick exactly what thompson_select, linear_thompson_select and linucb_select pick. (The
 'nig' variant of LinearAgent is an experiment the benchmark measures, not a service policy.)
-Evidence decays as the service's `discount` specifies: on every reward event, all past
-evidence of all arms is multiplied by (1 - discount), then the new reward is added; the
-priors (Beta(1, 1), ridge lambda * I) do not decay.
+Evidence decays as the service's `discount` specifies (domain/forgetting.py): on every reward
+of an arm, that arm's past evidence is multiplied by (1 - discount), then the new reward is
+added; the priors (Beta(1, 1), ridge lambda * I) do not decay.
 
 MABWiser and Vowpal Wabbit run with their own defaults. They are optional (dev extra):
 `library_status()` says which can be imported.
@@ -25,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ml_serving_server.services.bandit.domain.forgetting import block_weights
+
 LIBRARIES = ("mabwiser", "vowpalwabbit")
 
 
@@ -38,16 +40,6 @@ class Agent(Protocol):
 
 def library_status() -> dict[str, bool]:
     return {name: importlib.util.find_spec(name) is not None for name in LIBRARIES}
-
-
-def decay_weights(count: int, discount: float) -> tuple[np.ndarray, float]:
-    """Weights of a batch's events after the batch, and the factor for older evidence.
-
-    Event j of `count` is followed by count-1-j further events, each multiplying it by
-    (1 - discount); evidence from before the batch is multiplied count times.
-    """
-    keep = 1.0 - discount
-    return keep ** np.arange(count - 1, -1, -1, dtype=float), keep**count
 
 
 # ----- ours -----
@@ -68,8 +60,8 @@ class BetaThompsonAgent:
         return np.argmax(draws, axis=1)  # first of equal draws, as policy.top_k's stable sort
 
     def learn(self, arms: np.ndarray, rewards: np.ndarray, contexts: np.ndarray | None) -> None:
-        weights, keep = decay_weights(arms.size, self.discount)
         n = self.successes.size
+        weights, keep = block_weights(arms, n, self.discount)
         self.successes = keep * self.successes + np.bincount(arms, weights * rewards, n)
         self.failures = keep * self.failures + np.bincount(arms, weights * (1.0 - rewards), n)
 
@@ -125,11 +117,11 @@ class LinearAgent:
         return arms
 
     def learn(self, arms: np.ndarray, rewards: np.ndarray, contexts: np.ndarray | None) -> None:
-        weights, keep = decay_weights(arms.size, self.discount)
         n = self.rr.size
-        self.xx *= keep
+        weights, keep = block_weights(arms, n, self.discount)
+        self.xx *= keep[:, None, None]
         np.add.at(self.xx, arms, weights[:, None, None] * contexts[:, :, None] * contexts[:, None, :])
-        self.rx *= keep
+        self.rx *= keep[:, None]
         np.add.at(self.rx, arms, (weights * rewards)[:, None] * contexts)
         self.rr = keep * self.rr + np.bincount(arms, weights * rewards * rewards, n)
         self.count = keep * self.count + np.bincount(arms, weights, n)

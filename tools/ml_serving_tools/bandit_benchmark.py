@@ -34,19 +34,21 @@ from ml_serving_tools.bandit_agents import AgentSpec, library_status
 from ml_serving_tools.bandit_environments import Scenario
 
 TARGET_RATIO = 1.1
-# Discount of our non-stationary policies: every reward event keeps 99.95% of all past
-# evidence, so the posteriors weigh roughly the last 2,000 reward events (1 / discount).
-# The drift table shows its neighbours: a larger discount forgets the change sooner but
-# keeps re-exploring arms it already knows to be poor, a smaller one is slow to notice it.
-DRIFT_DISCOUNT = 0.0005
-DISCOUNT_NEIGHBOURS = (0.0002, 0.001, 0.002, 0.005)
+# Discount of our non-stationary policies (domain/forgetting.py): each reward keeps 99.5% of
+# its arm's past evidence, so an arm weighs roughly its last 200 rewards (1 / discount), and
+# 99.98% of every arm's. The drift tables show its neighbours: a larger discount forgets a
+# change sooner but keeps re-exploring arms it already knows to be poor, a smaller one is
+# slow to notice it.
+DRIFT_DISCOUNT = 0.005
+DISCOUNT_NEIGHBOURS = (0.002, 0.01, 0.02, 0.05)
 SWEEP_THOMPSON = (0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 SWEEP_LINUCB = (0.25, 0.5, 1.0)
 
 CLICK_RATES = Scenario("click-rates", n_arms=100, dim=0, rounds=100_000, batch=50)
 LINEAR = Scenario("linear", n_arms=20, dim=10, rounds=20_000)
-DRIFT = Scenario("drift", n_arms=10, dim=0, rounds=20_000, drift=True)
-CONTEXTUAL_DRIFT = Scenario("contextual-drift", n_arms=5, dim=5, rounds=10_000, drift=True)
+DRIFT = Scenario("drift", n_arms=10, dim=0, rounds=20_000, drift="falls")
+DRIFT_RISE = Scenario("drift-rise", n_arms=10, dim=0, rounds=20_000, drift="rises")
+CONTEXTUAL_DRIFT = Scenario("contextual-drift", n_arms=5, dim=5, rounds=10_000, drift="mirrors")
 SPREAD_NOISES = (None, 0.05, 0.2)
 SPREAD = tuple(
     Scenario(f"spread d={d} arms={k} {'bern' if sd is None else f'sd={sd:g}'}", k, d, 10_000, sd)
@@ -86,7 +88,7 @@ def linear_specs(discount: float = 0.0) -> list[AgentSpec]:
 
 
 def lineup(scenario: Scenario) -> list[AgentSpec]:
-    libraries = library_specs(scenario.contextual, scenario.drift)
+    libraries = library_specs(scenario.contextual, bool(scenario.drift))
     if scenario.contextual:
         ours = linear_specs(DRIFT_DISCOUNT) if scenario.drift else linear_specs()
         if scenario.drift:
@@ -313,12 +315,13 @@ class Plan:
 
 
 def full_plan(seeds: int = 5, spread_seeds: int = 3) -> Plan:
-    return Plan((CLICK_RATES, LINEAR, DRIFT, CONTEXTUAL_DRIFT), SPREAD, seeds, spread_seeds)
+    return Plan((CLICK_RATES, LINEAR, DRIFT, DRIFT_RISE, CONTEXTUAL_DRIFT), SPREAD, seeds, spread_seeds)
 
 
 def quick_plan(seeds: int = 2) -> Plan:
     """Same environments, shorter, and a corner of the spread: a smoke run, not evidence."""
-    comparisons = (CLICK_RATES.scaled(20_000), LINEAR.scaled(4_000), DRIFT.scaled(10_000), CONTEXTUAL_DRIFT.scaled(4_000))
+    comparisons = (CLICK_RATES.scaled(20_000), LINEAR.scaled(4_000), DRIFT.scaled(10_000), DRIFT_RISE.scaled(10_000),
+                   CONTEXTUAL_DRIFT.scaled(4_000))
     spread = tuple(s.scaled(3_000) for s in SPREAD if s.dim == 10)
     return Plan(comparisons, spread, seeds, seeds)
 

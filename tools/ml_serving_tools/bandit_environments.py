@@ -30,7 +30,9 @@ class Scenario:
     dim: int  # 0: context-free; else x = (1, z) with z on the unit sphere of R^(dim-1)
     rounds: int
     noise_sd: float | None = None  # None: Bernoulli rewards; else clipped Gaussian
-    drift: bool = False  # at rounds // 2 the best arm becomes the worst
+    # What happens at rounds // 2: "" nothing; "falls" the best arm becomes the worst; "rises"
+    # the worst arm becomes the best (context-free); "mirrors" every arm's effects reverse (contextual).
+    drift: str = ""
     batch: int = 25  # every policy learns after each batch of this many rounds
 
     @property
@@ -43,7 +45,8 @@ class Scenario:
 
     def describe(self) -> str:
         shape = f"d={self.dim}, " if self.contextual else "context-free, "
-        drift = ", best arm becomes the worst halfway" if self.drift else ""
+        drift = {"": "", "falls": ", the best arm becomes the worst halfway",
+                 "rises": ", the worst arm becomes the best halfway", "mirrors": ", every arm mirrored halfway"}[self.drift]
         return (
             f"{self.name}: {self.n_arms} arms, {shape}{self.noise_label} rewards, {self.rounds:,} rounds, "
             f"learning every {self.batch} rounds{drift}"
@@ -68,7 +71,7 @@ def _context_free_arms(scenario: Scenario, rng: np.random.Generator) -> tuple[np
     # saw often enough to learn in the first place.
     means = rng.uniform(0.05, 0.25, scenario.n_arms)
     means[rng.integers(scenario.n_arms)] = 0.35
-    return means, _swap_best_to_worst(means)
+    return means, _best_falls(means) if scenario.drift == "falls" else _worst_rises(means)
 
 
 def _click_rates(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -79,9 +82,16 @@ def _click_rates(n: int, rng: np.random.Generator) -> np.ndarray:
     return means
 
 
-def _swap_best_to_worst(means: np.ndarray) -> np.ndarray:
+def _best_falls(means: np.ndarray) -> np.ndarray:
     after = means.copy()
     after[np.argmax(means)] = means.min() * 0.5
+    return after
+
+
+def _worst_rises(means: np.ndarray) -> np.ndarray:
+    """An arm nobody has played much since the start becomes the best: only exploration finds it."""
+    after = means.copy()
+    after[np.argmin(means)] = means.max() + 0.1
     return after
 
 

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from ml_serving_server.errors import Aborted, InvalidArgument, NotFound
+from ml_serving_server.services.bandit.domain.forgetting import fade
 from ml_serving_server.services.bandit.domain.model import ArmDefinition, BanditDefinition, RewardInput
 from ml_serving_server.services.bandit.domain.service import BanditService
 from ml_serving_server.services.bandit.redis_store import RedisBanditStore
@@ -104,12 +105,13 @@ async def test_rewards_on_two_replicas_of_a_discounted_bandit_are_all_forgotten_
         n = 400
 
         async def reward(service, i):
-            await service.reward(RewardInput(bandit=name, arm_id="x" if i % 2 else "y", reward=1.0,
-                                             event_id=f"e{i}"))
+            await service.reward(RewardInput(bandit=name, arm_id="x", reward=1.0, event_id=f"e{i}"))
 
         await asyncio.gather(*(reward(a if i % 2 else b, i) for i in range(n)))
         stats = await b.stats(name)
-        # n rewards of 1, in whatever order the replicas applied them: sum over j < n of 0.99^j
+        # n rewards of 1 to one arm, in whatever order the replicas applied them: sum over j < n
+        # of keep^j, keep what each reward keeps of its arm's evidence (forgotten and faded)
+        keep = 0.99 * (1 - fade(0.01))
         evidence = sum(arm.alpha - 1.0 for arm in stats.arms)
-        assert evidence == pytest.approx(sum(0.99 ** j for j in range(n)), rel=1e-9)
+        assert evidence == pytest.approx(sum(keep ** j for j in range(n)), rel=1e-9)
         assert stats.total_reward_count == n

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
+from ml_serving_server.services.bandit.domain.forgetting import fade
 from ml_serving_server.services.bandit.domain.model import (
     ArmCounts,
     ArmDefinition,
@@ -194,24 +195,32 @@ def forgetting(d: BanditDefinition, arm: str, value: float, discount: float, con
     return RewardEvent(d.name, d.incarnation, arm, value, "", tuple(context), 60, "", discount)
 
 
+def kept(arm: str, rewarded: str, discount: float) -> float:
+    """What a reward to `rewarded` keeps of `arm`'s evidence (domain/forgetting.py)."""
+    return (1 - fade(discount)) * ((1 - discount) if arm == rewarded else 1.0)
+
+
 def expected_evidence(rewards: list[tuple[str, float]], discount: float) -> dict[str, tuple[float, float]]:
-    """Directly: before each reward, every arm's evidence times 1 - discount."""
+    """Directly: before each reward, every arm's evidence times what that reward keeps of it."""
     evidence: dict[str, tuple[float, float]] = {}
     for arm, value in rewards:
-        evidence = {a: (s * (1 - discount), f * (1 - discount)) for a, (s, f) in evidence.items()}
+        evidence = {a: (s * kept(a, arm, discount), f * kept(a, arm, discount)) for a, (s, f) in evidence.items()}
         s, f = evidence.get(arm, (0.0, 0.0))
         evidence[arm] = (s + value, f + 1 - value)
     return evidence
 
 
-@pytest.mark.parametrize("discount", [0.01, 0.5])  # 0.5 passes the rescaling point (weight 1e100) twice
-async def test_a_discount_forgets_every_arms_evidence_on_each_reward(store, discount):
+# 0.5 passes an arm's rescaling point (weight 1e100) every ~330 of its rewards, and the bandit's
+# (fade 0.02) after ~11,400 rewards.
+@pytest.mark.parametrize("discount, count", [(0.01, 700), (0.5, 12_000)])
+async def test_a_discount_forgets_an_arms_evidence_on_its_rewards_and_fades_all(store, discount, count):
     d = definition("b", "x", "y", "z")
     await store.create(d)
     rng = np.random.default_rng(7)
-    rewards = [(str(rng.choice(["x", "y"])), float(rng.choice([0.0, 0.25, 1.0]))) for _ in range(700)]
-    for arm, value in rewards:
-        assert await store.apply_rewards([forgetting(d, arm, value, discount)]) == [APPLIED]
+    rewards = [(str(rng.choice(["x", "y"])), float(rng.choice([0.0, 0.25, 1.0]))) for _ in range(count)]
+    for start in range(0, count, 500):
+        batch = rewards[start:start + 500]
+        assert await store.apply_rewards([forgetting(d, a, v, discount) for a, v in batch]) == [APPLIED] * len(batch)
     _, counts = await store.load_counts("b")
     for arm, (successes, failures) in expected_evidence(rewards, discount).items():
         assert counts[arm].discounted == pytest.approx((successes, failures), rel=1e-9, abs=1e-12)
@@ -231,7 +240,7 @@ async def test_a_discount_forgets_the_linear_evidence_too(store):
         arm, x, value = str(rng.choice(["x", "y"])), rng.normal(size=2), float(rng.random())
         assert await store.apply_rewards([forgetting(d, arm, value, discount, context=x)]) == [APPLIED]
         for a in "xy":
-            gram[a], target[a] = gram[a] * (1 - discount), target[a] * (1 - discount)
+            gram[a], target[a] = gram[a] * kept(a, arm, discount), target[a] * kept(a, arm, discount)
         gram[arm], target[arm] = gram[arm] + np.outer(x, x), target[arm] + value * x
     sums = await store.load_linear("b", 2)
     for a in "xy":
@@ -243,10 +252,10 @@ async def test_concurrent_rewards_with_a_discount_lose_nothing(store):
     d = definition("b", "x", "y")
     await store.create(d)
     discount, n = 0.01, 300
-    events = [forgetting(d, "x" if i % 3 else "y", 1.0, discount) for i in range(n)]
-    # in any order: the total evidence after n rewards of 1 is sum over j < n of (1 - discount)^j
+    events = [forgetting(d, "x", 1.0, discount) for _ in range(n)]
+    # in any order: the evidence after n rewards of 1 to one arm is sum over j < n of keep^j
     await asyncio.gather(*(store.apply_rewards([event]) for event in events))
     _, counts = await store.load_counts("b")
-    total = sum(counts[a].discounted[0] for a in "xy")
-    assert total == pytest.approx(sum((1 - discount) ** j for j in range(n)), rel=1e-9)
-    assert sum(counts[a].reward_count for a in "xy") == n
+    keep = kept("x", "x", discount)
+    assert counts["x"].discounted[0] == pytest.approx(sum(keep**j for j in range(n)), rel=1e-9)
+    assert counts["x"].reward_count == n

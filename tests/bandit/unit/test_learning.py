@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ml_serving_server.services.bandit.domain.forgetting import FADE_RATIO, block_weights
 from ml_serving_server.services.bandit.domain.policy import (
     DEFAULT_LINEAR_THOMPSON_EXPLORATION,
     DEFAULT_LINUCB_EXPLORATION,
@@ -26,7 +27,6 @@ from ml_serving_tools.bandit_agents import (
     AgentSpec,
     BetaThompsonAgent,
     LinearAgent,
-    decay_weights,
     noise_variance_posteriors,
 )
 from ml_serving_tools.bandit_environments import clipped_gaussian_mean
@@ -118,27 +118,41 @@ def test_linear_agent_picks_exactly_what_the_policy_functions_pick(method):
     assert agent.choose(contexts, 30).tolist() == expected
 
 
-def test_discount_multiplies_all_past_evidence_on_every_reward_event():
+def test_discount_forgets_an_arms_evidence_on_its_rewards_and_fades_every_arm_on_any():
+    keep, fades = 0.9, 1 - 0.1 / FADE_RATIO
     one_by_one = BetaThompsonAgent(3, seed=0, discount=0.1)
     for arm, reward in [(0, 1.0), (1, 0.0), (0, 1.0)]:
         one_by_one.learn(np.array([arm]), np.array([reward]), None)
-    # By hand: S0 = (1 * 0.9 + 0) * 0.9 + 1 = 1.81; F1 = 1 * 0.9 = 0.9; arm 2 never pulled.
-    assert one_by_one.successes == pytest.approx([1.81, 0.0, 0.0])
-    assert one_by_one.failures == pytest.approx([0.0, 0.9, 0.0])
+    # By hand: arm 0's first success fades twice and is forgotten once, by its own next reward.
+    assert one_by_one.successes == pytest.approx([fades * fades * keep + 1.0, 0.0, 0.0])
+    assert one_by_one.failures == pytest.approx([0.0, fades, 0.0])
     batched = BetaThompsonAgent(3, seed=0, discount=0.1)
     batched.learn(np.array([0, 1, 0]), np.array([1.0, 0.0, 1.0]), None)
     assert batched.successes == pytest.approx(one_by_one.successes)
     assert batched.failures == pytest.approx(one_by_one.failures)
-    weights, keep = decay_weights(3, 0.1)
-    assert weights == pytest.approx([0.81, 0.9, 1.0]) and keep == pytest.approx(0.729)
+
+
+def test_block_weights_count_later_rewards_of_the_same_arm_and_of_all():
+    f = 1 - 0.5 / FADE_RATIO
+    weights, keep = block_weights(np.array([1, 0, 1, 2, 1]), 4, 0.5)
+    assert weights == pytest.approx([0.25 * f**4, f**3, 0.5 * f**2, f, 1.0])
+    assert keep == pytest.approx([0.5 * f**5, 0.125 * f**5, 0.5 * f**5, f**5])
+    weights, keep = block_weights(np.array([1, 0]), 3, 0.0)
+    assert weights == pytest.approx([1.0, 1.0]) and keep == pytest.approx([1.0, 1.0, 1.0])
+    weights, keep = block_weights(np.zeros(5000, dtype=int), 1, 0.5)  # underflows to 0, never NaN
+    assert weights[0] == 0.0 and weights[-1] == 1.0 and keep[0] == 0.0
 
 
 def test_linear_discount_keeps_the_ridge_prior():
+    f = 1 - 0.5 / FADE_RATIO
     agent = LinearAgent(2, 2, seed=0, discount=0.5)
-    agent.learn(np.array([0, 1]), np.array([1.0, 0.5]), np.array([[1.0, 2.0], [1.0, 0.0]]))
-    assert agent.precision()[0] == pytest.approx(np.eye(2) + 0.5 * np.array([[1.0, 2.0], [2.0, 4.0]]))
-    assert agent.rx[0] == pytest.approx([0.5, 1.0]) and agent.rx[1] == pytest.approx([0.5, 0.0])
-    assert agent.count == pytest.approx([0.5, 1.0]) and agent.rr == pytest.approx([0.5, 0.25])
+    x = np.array([[1.0, 2.0], [1.0, 0.0], [1.0, 2.0]])
+    agent.learn(np.array([0, 1, 0]), np.array([1.0, 0.5, 0.0]), x)
+    first = 0.5 * f * f  # arm 0's first reward: forgotten by its second, faded by both later rewards
+    assert agent.precision()[0] == pytest.approx(np.eye(2) + (first + 1) * np.array([[1.0, 2.0], [2.0, 4.0]]))
+    assert agent.precision()[1] == pytest.approx(np.eye(2) + f * np.array([[1.0, 0.0], [0.0, 0.0]]))
+    assert agent.rx[0] == pytest.approx([first, 2 * first]) and agent.rx[1] == pytest.approx([0.5 * f, 0.0])
+    assert agent.count == pytest.approx([first + 1, f]) and agent.rr == pytest.approx([first, 0.25 * f])
 
 
 def test_clipped_gaussian_mean_matches_monte_carlo():

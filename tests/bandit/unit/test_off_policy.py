@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy.special import betainc, betaln, log_ndtr
 
+from ml_serving_server.services.bandit.domain.forgetting import fade
 from ml_serving_server.services.bandit.domain.off_policy import (
     CandidateKind,
     CandidatePolicy,
@@ -56,6 +57,14 @@ def beta_first_exact(alpha: np.ndarray, beta: np.ndarray, allowed: np.ndarray) -
     return result
 
 
+def forgetting_keep(discount: float, rewarded: int, arm_count: int) -> np.ndarray:
+    """Per arm, what one reward to `rewarded` keeps of its evidence: every arm fades, the
+    rewarded one is also forgotten (domain/forgetting.py, written out one event at a time)."""
+    keep = np.full(arm_count, 1.0 - fade(discount))
+    keep[rewarded] *= 1.0 - discount
+    return keep
+
+
 def reference_thompson_replay(log: LoggedDecisions, candidate: CandidatePolicy, update_every: int) -> np.ndarray:
     """(N, n) exact pi_i of a replayed Beta Thompson candidate: one reward event at a time."""
     n = log.arm_count
@@ -72,8 +81,9 @@ def reference_thompson_replay(log: LoggedDecisions, candidate: CandidatePolicy, 
             cache[key] = beta_first_exact(alpha, beta, offered[i])
         pi[i] = cache[key]
         if log.rewarded is None or log.rewarded[i]:
-            successes *= 1 - candidate.discount
-            failures *= 1 - candidate.discount
+            keep = forgetting_keep(candidate.discount, log.chosen[i], n)
+            successes *= keep
+            failures *= keep
             successes[log.chosen[i]] += log.reward[i]
             failures[log.chosen[i]] += 1 - log.reward[i]
     return pi
@@ -135,8 +145,9 @@ def reference_linear_replay(log: LoggedDecisions, candidate: CandidatePolicy, up
             pi[rows] = gaussian_first_exact(mean, candidate.exploration * spread)
         for i in range(rows.start, rows.stop):
             if log.rewarded is None or log.rewarded[i]:
-                outer *= 1 - candidate.discount
-                target *= 1 - candidate.discount
+                keep = forgetting_keep(candidate.discount, log.chosen[i], n)
+                outer *= keep[:, None, None]
+                target *= keep[:, None]
                 outer[log.chosen[i]] += np.outer(log.contexts[i], log.contexts[i])
                 target[log.chosen[i]] += log.reward[i] * log.contexts[i]
     return pi

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .domain.forgetting import fade
 from .domain.model import ArmCounts, BanditDefinition, Decision, RewardEvent, RewardOutcome
 
 
@@ -93,7 +94,7 @@ class MemoryBanditStore:
         if e.event_id:
             self._events[marker] = e.fingerprint
         if e.discount:
-            self._forget(e.bandit, 1.0 - e.discount)
+            self._forget(e.bandit, e.arm_id, e.discount)
         self._add(e.bandit, e.arm_id, rewards=1, reward=e.reward, discounted=bool(e.discount))
         if e.context:
             x = np.asarray(e.context, dtype=float)
@@ -101,12 +102,16 @@ class MemoryBanditStore:
             self._linear[e.bandit][e.arm_id] = (xx + np.outer(x, x), rx + e.reward * x)
         return RewardOutcome.APPLIED
 
-    def _forget(self, name: str, keep: float) -> None:
-        """Every arm's evidence times `keep`, directly (the Redis store scales lazily, to the same result)."""
+    def _forget(self, name: str, rewarded_arm: str, discount: float) -> None:
+        """Evidence forgotten before a reward to `rewarded_arm` (domain/forgetting.py), directly;
+        the Redis store scales lazily, to the same result."""
+        every = 1.0 - fade(discount)
         for arm, c in self._counts[name].items():
+            keep = every * (1.0 - discount) if arm == rewarded_arm else every
             if c.discounted is not None:
                 self._counts[name][arm] = replace(c, discounted=(c.discounted[0] * keep, c.discounted[1] * keep))
         for arm, (xx, rx) in self._linear[name].items():
+            keep = every * (1.0 - discount) if arm == rewarded_arm else every
             self._linear[name][arm] = (xx * keep, rx * keep)
 
     def _add(self, name: str, arm: str, pulls: int = 0, rewards: int = 0, reward: float = 0.0,

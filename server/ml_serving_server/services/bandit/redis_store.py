@@ -9,9 +9,10 @@ single Redis or a primary with replicas, not Redis Cluster):
                                re-created bandit never matches its predecessor), _v
                                (definition version, starts at _i), p:ARM pulls, n:ARM
                                reward events, s:ARM reward sum, f:ARM failure sum (1 - r); with
-                               a discount also _w (the weight of the next reward) and ds:ARM,
-                               df:ARM (the sums of weighted rewards and failures: over _w, the
-                               evidence after forgetting)
+                               a discount also _w and w:ARM (the weights of the last reward, of
+                               the bandit and of the arm) and ds:ARM, df:ARM (the sums of
+                               weighted rewards and failures: over _w * w:ARM, the evidence
+                               after forgetting)
   P:bandit:{name}:lin          hash: A:ARM sum of x x^T and b:ARM sum of r x, packed
                                little-endian float64 (each term times its weight, with a discount)
   P:bandit:{name}:ev:I:EVENT   marks an event id (of a reward without decision) as counted in
@@ -44,6 +45,7 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from ...errors import DeadlineExceeded, FailedPrecondition, Unavailable, quoted
+from .domain.forgetting import fade
 from .domain.errors import ErrorReason
 from .domain.model import (
     ArmCounts,
@@ -92,17 +94,20 @@ return 1
 
 # KEYS: counts, lin, event marker[, the marker an earlier release would have used]. ARGV:
 # incarnation, arm, reward, ttl, event fingerprint ('' for a reward without event id: never
-# deduplicated), discount, d, x1..xd.
+# deduplicated), discount, fade, d, x1..xd.
 # Returns 1 applied, 0 duplicate event, -1 bandit gone, -2 stored linear state of the
 # wrong size, -3 event id already counted with other content (nothing written in every case but 1).
 #
-# Forgetting (discount > 0) is lazy: rather than multiply every arm's evidence by 1 - discount
-# on each reward (O(arms)), the bandit keeps a weight _w that grows by 1 / (1 - discount) per
-# reward, a reward is added times _w (to ds:/df: and to the linear sums) and readers divide by
-# _w. When _w passes 1e100 everything is divided by it once and _w starts again from 1.
+# Forgetting (domain/forgetting.py: a reward multiplies its arm's evidence by 1 - discount and
+# every arm's by 1 - fade) is lazy: rather than multiply evidence on each reward (O(arms d^2)),
+# the bandit keeps a weight _w that grows by 1 / (1 - fade) per reward and each arm a weight
+# w:ARM that grows by 1 / (1 - discount) per reward of its own; a reward is added times the
+# product of the two (to ds:/df: and to the linear sums) and readers divide by it. When _w
+# passes 1e100 every arm's sums are divided by it once and it starts again from 1; the same
+# for one arm's sums and w:ARM.
 _REWARD = """
 if redis.call('HGET', KEYS[1], '_i') ~= ARGV[1] then return -1 end
-local arm, r, discount, d = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local arm, r, discount, fade, d = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 if d > 0 then
   local gram_blob = redis.call('HGET', KEYS[2], 'A:' .. arm)
   local target_blob = redis.call('HGET', KEYS[2], 'b:' .. arm)
@@ -128,39 +133,55 @@ local function pack_doubles(values)
   return table.concat(parts)
 end
 local function exact(value) return string.format('%.17g', value) end
-local function rescale(divisor)
-  local fields = redis.call('HGETALL', KEYS[1])
-  for i = 1, #fields, 2 do
-    local kind = string.sub(fields[i], 1, 3)
-    if kind == 'ds:' or kind == 'df:' then
-      redis.call('HSET', KEYS[1], fields[i], exact(tonumber(fields[i + 1]) / divisor))
-    end
-  end
-  local blobs = redis.call('HGETALL', KEYS[2])
-  for i = 1, #blobs, 2 do
-    local values = unpack_doubles(blobs[i + 1], #blobs[i + 1] / 8)
+local function divide(field_key, field, divisor)
+  local value = redis.call('HGET', field_key, field)
+  if value then redis.call('HSET', field_key, field, exact(tonumber(value) / divisor)) end
+end
+local function divide_blob(field, divisor)
+  local blob = redis.call('HGET', KEYS[2], field)
+  if blob then
+    local values = unpack_doubles(blob, #blob / 8)
     for j = 1, #values do values[j] = values[j] / divisor end
-    redis.call('HSET', KEYS[2], blobs[i], pack_doubles(values))
+    redis.call('HSET', KEYS[2], field, pack_doubles(values))
   end
+end
+local function rescale_arm(name, divisor)
+  divide(KEYS[1], 'ds:' .. name, divisor)
+  divide(KEYS[1], 'df:' .. name, divisor)
+  divide_blob('A:' .. name, divisor)
+  divide_blob('b:' .. name, divisor)
+end
+local function rescale_all(divisor)
+  local fields = redis.call('HKEYS', KEYS[1])
+  for i = 1, #fields do
+    local kind = string.sub(fields[i], 1, 3)
+    if kind == 'ds:' or kind == 'df:' then divide(KEYS[1], fields[i], divisor) end
+  end
+  local blobs = redis.call('HKEYS', KEYS[2])
+  for i = 1, #blobs do divide_blob(blobs[i], divisor) end
+end
+local function grown(field, rate, on_overflow)
+  local previous = tonumber(redis.call('HGET', KEYS[1], field) or '1')
+  local weight = previous / (1 - rate)
+  if weight > 1e100 then
+    on_overflow(previous)
+    weight = 1 / (1 - rate)
+  end
+  redis.call('HSET', KEYS[1], field, exact(weight))
+  return weight
 end
 redis.call('HINCRBY', KEYS[1], 'n:' .. arm, 1)
 redis.call('HINCRBYFLOAT', KEYS[1], 's:' .. arm, ARGV[3])
 redis.call('HINCRBYFLOAT', KEYS[1], 'f:' .. arm, 1 - r)
 local w = 1
 if discount > 0 then
-  local previous = tonumber(redis.call('HGET', KEYS[1], '_w') or '1')
-  w = previous / (1 - discount)
-  if w > 1e100 then
-    rescale(previous)
-    w = 1 / (1 - discount)
-  end
-  redis.call('HSET', KEYS[1], '_w', exact(w))
+  w = grown('_w', fade, rescale_all) * grown('w:' .. arm, discount, function(p) rescale_arm(arm, p) end)
   redis.call('HINCRBYFLOAT', KEYS[1], 'ds:' .. arm, exact(r * w))
   redis.call('HINCRBYFLOAT', KEYS[1], 'df:' .. arm, exact((1 - r) * w))
 end
 if d == 0 then return 1 end
 local x = {}
-for i = 1, d do x[i] = tonumber(ARGV[7 + i]) end
+for i = 1, d do x[i] = tonumber(ARGV[8 + i]) end
 local gram = unpack_doubles(redis.call('HGET', KEYS[2], 'A:' .. arm), d * d)
 local target = unpack_doubles(redis.call('HGET', KEYS[2], 'b:' .. arm), d)
 for i = 1, d do
@@ -288,27 +309,29 @@ class RedisBanditStore:
             kind, _, arm = key.decode().partition(":")
             if arm:  # skips _i and _v, the bandit's own fields
                 fields.setdefault(arm, {})[kind] = float(value)
-        weight = float(raw.get(b"_w", 1.0))
+        faded = float(raw.get(b"_w", 1.0))
         counts = {
             arm: ArmCounts(pulls=int(f.get("p", 0)), reward_count=int(f.get("n", 0)),
                            reward_sum=f.get("s", 0.0), failure_sum=f.get("f", 0.0),
-                           discounted=_discounted(f, weight))
+                           discounted=_discounted(f, faded * f.get("w", 1.0)))
             for arm, f in fields.items()
         }
         return int(version), counts
 
     @_translate_errors
     async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        async with self._redis.pipeline(transaction=True) as pipe:  # the sums and their weight, as of one moment
+        async with self._redis.pipeline(transaction=True) as pipe:  # the sums and their weights, as of one moment
             pipe.hgetall(self._key(name, "lin"))
-            pipe.hget(self._key(name, "counts"), "_w")
-            raw, weight = await pipe.execute()
-        weight = float(weight or 1.0)  # a bandit without discount never writes _w: its sums are plain
+            pipe.hgetall(self._key(name, "counts"))
+            raw, counts = await pipe.execute()
+        # A bandit without discount writes no weights: its sums are plain.
+        faded = float(counts.get(b"_w", 1.0))
         sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for key, blob in raw.items():
             kind, _, arm = key.decode().partition(":")
             if kind != "A":
                 continue
+            weight = faded * float(counts.get(f"w:{arm}".encode(), 1.0))
             gram = np.frombuffer(blob, dtype="<f8").reshape(dimension, dimension)
             target = np.frombuffer(raw.get(f"b:{arm}".encode(), b"\0" * 8 * dimension), dtype="<f8")
             sums[arm] = (gram / weight, target / weight) if weight != 1.0 else (gram, target)
@@ -353,7 +376,8 @@ class RedisBanditStore:
     def _reward_call(self, event: RewardEvent) -> tuple[list[str], list]:
         keys = [self._key(event.bandit, "counts"), self._key(event.bandit, "lin"), *self._event_keys(event)]
         args = [event.incarnation, event.arm_id, repr(event.reward), event.ttl_seconds,
-                event.fingerprint if event.event_id else "", repr(event.discount), len(event.context),
+                event.fingerprint if event.event_id else "", repr(event.discount), repr(fade(event.discount)),
+                len(event.context),
                 *(repr(float(v)) for v in event.context)]
         return keys, args
 
@@ -369,7 +393,7 @@ class RedisBanditStore:
 
 
 def _discounted(fields: dict[str, float], weight: float) -> tuple[float, float] | None:
-    """An arm's evidence after forgetting: its weighted sums over the bandit's current weight."""
+    """An arm's evidence after forgetting: its weighted sums over its current weight."""
     if "ds" not in fields and "df" not in fields:
         return None
     return fields.get("ds", 0.0) / weight, fields.get("df", 0.0) / weight

@@ -121,7 +121,7 @@ class RewardEvent:
     context: tuple[float, ...] = ()
     ttl_seconds: int = DEFAULT_DECISION_TTL_SECONDS
     decision_id: str = ""
-    discount: float = 0.0  # the bandit's: applied to all its evidence before this reward is added
+    discount: float = 0.0  # the bandit's: applied to this arm's evidence before this reward is added
     arm_position: int = -1  # the arm's position in the definition, for the decision log
 
     @property

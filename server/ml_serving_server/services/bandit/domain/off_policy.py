@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .forgetting import block_weights
 from .propensity import deterministic_first_choice_batch, gaussian_first_choice_batch, thompson_first_choice
 
 __all__ = [
@@ -312,22 +313,16 @@ class _Events:
     arms: np.ndarray
     rewards: np.ndarray
     contexts: np.ndarray | None
-    weights: np.ndarray  # (1 - discount)^(later events in the block): how much of each survives
-    decay: float  # (1 - discount)^(events in the block): what survives of the evidence before it
+    weights: np.ndarray  # (1 - discount)^(later events of the same arm in the block): what survives of each
+    decay: np.ndarray  # per arm, (1 - discount)^(its events in the block): what survives of its evidence before
 
 
 def _events(log: LoggedDecisions, rows: slice, discount: float) -> _Events:
     keep = slice(None) if log.rewarded is None else log.rewarded[rows]
     arms, rewards = log.chosen[rows][keep], log.reward[rows][keep]
     contexts = None if log.contexts is None else log.contexts[rows][keep]
-    count = arms.shape[0]
-    if discount == 0:
-        return _Events(arms, rewards, contexts, np.ones(count), 1.0)
-    # Every event multiplies all earlier evidence by (1 - discount), so an event followed by t more
-    # in the block keeps (1 - discount)^t of its weight. In logs, to underflow cleanly to 0.
-    log_keep = np.log1p(-discount)
-    weights = np.exp(log_keep * np.arange(count - 1, -1, -1))
-    return _Events(arms, rewards, contexts, weights, float(np.exp(log_keep * count)))
+    weights, decay = block_weights(arms, log.arm_count, discount)
+    return _Events(arms, rewards, contexts, weights, decay)
 
 
 class _BetaThompson:
@@ -396,8 +391,8 @@ class _LinearPolicy:
         weighted = events.weights[:, None] * x
         outer = (weighted[:, :, None] * x[:, None, :]).reshape(-1, d * d)
         arms, sums = _sums_by_arm(events.arms, np.hstack([outer, events.rewards[:, None] * weighted]))
-        self._outer_sums *= events.decay
-        self._target_sums *= events.decay
+        self._outer_sums *= events.decay[:, None, None]
+        self._target_sums *= events.decay[:, None]
         self._outer_sums[arms] += sums[:, : d * d].reshape(-1, d, d)
         self._target_sums[arms] += sums[:, d * d :]
 
