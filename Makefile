@@ -27,9 +27,11 @@ up: install
 test: install
 	$(BIN)/mesh-test --state-dir $(STATE)
 
-# Regenerate gen/ (Python code, descriptor set, service catalog) from proto/.
+# Regenerate gen/ (Python code, descriptor set, service catalog) from proto/, and the
+# Kubernetes gateway's Envoy config that transcodes from them (k8s/gateway).
 proto: install
 	$(BIN)/mesh-proto
+	$(PY) k8s/gateway/render.py
 
 # buf lint, then check gen/ is fresh (both materialise build/third_party first).
 lint: install
