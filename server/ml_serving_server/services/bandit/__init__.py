@@ -4,6 +4,7 @@
     redis_store.py            the BanditStore port over Redis (memory_store.py: in memory)
     postgres_decision_log.py  the decision log over PostgreSQL (migrations/: alembic)
     log_metrics.py            the decision log's counters for Prometheus
+    metrics.py                selections and rewards for Prometheus
     servicer.py               gRPC <-> domain
     settings.py               BANDIT_* settings
 
@@ -18,12 +19,15 @@ from datetime import datetime, timedelta, timezone
 from mnbara.mlserving.catalog import BY_NAME
 
 from ...errors import Unavailable
+from ...runtime.health import DependencyProbe
 from ...runtime.periodic import PeriodicTask
+from ...runtime.redis_client import connect
 from ...runtime.service import BuiltService, Runtime, ServicePackage
 from .domain.decision_log import DecisionLog
 from .domain.errors import ErrorReason
 from .domain.service import BanditService
 from .log_metrics import export_log_counters
+from .metrics import MeteredStore
 from .postgres_decision_log import PostgresDecisionLog
 from .redis_store import RedisBanditStore
 from .servicer import BanditServicer
@@ -36,15 +40,14 @@ _RETENTION_ROUND_SECONDS = 3600.0
 
 def build(settings: BanditSettings, runtime: Runtime) -> BuiltService:
     redis = runtime.redis
-    store = RedisBanditStore.from_url(redis.url, runtime.mesh.key_prefix, redis.timeout_seconds,
-                                      redis.max_connections)
+    store = RedisBanditStore(connect(redis), runtime.mesh.key_prefix)
     decision_log, closers = _decision_log(settings, runtime)
-    service = BanditService(store, max_state_age_s=settings.state_max_age_ms / 1000,
+    service = BanditService(MeteredStore(store), max_state_age_s=settings.state_max_age_ms / 1000,
                             pull_flush_interval_s=settings.pull_flush_interval_ms / 1000,
                             decision_log=decision_log, evaluation_max_decisions=settings.evaluation_max_decisions,
                             evaluation_concurrency=settings.evaluation_concurrent_requests)
     # Pending pull counts and log entries are written before the connections close.
-    return BuiltService(BanditServicer(service), probe=store.ping,
+    return BuiltService(BanditServicer(service), probe=DependencyProbe({"redis": store.ping}),
                         closers=[service.close, *closers, store.close])
 
 

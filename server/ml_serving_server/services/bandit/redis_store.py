@@ -1,8 +1,9 @@
 """BanditStore over Redis.
 
-Keys (P is the configured prefix; {name} is a hash tag that keeps one bandit's keys
-together; the scripts also touch P:bandits and P:decision:ID, so this layout is for a
-single Redis or a primary with replicas, not Redis Cluster):
+Keys (P is the configured prefix; {name} is a hash tag that keeps one bandit's keys in one
+slot, so every script touches one slot and the store runs on one Redis, a primary with
+replicas, or a Redis Cluster alike; the listing's index P:bandits lives in a slot of its own
+and is written beside the scripts, not in them):
   P:bandits                    sorted set of bandit names (listing, lexical order)
   P:bandit:{name}:def          JSON definition
   P:bandit:{name}:counts       hash: _i (incarnation: creation time in microseconds, so a
@@ -41,10 +42,11 @@ from datetime import datetime
 from typing import Sequence
 
 import numpy as np
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from ...errors import DeadlineExceeded, FailedPrecondition, Unavailable, quoted
+from ...runtime.redis_client import RedisClient, connect, is_cluster
+from ...runtime.settings import RedisSettings
 from .domain.forgetting import fade
 from .domain.errors import ErrorReason
 from .domain.model import (
@@ -57,13 +59,12 @@ from .domain.model import (
     RewardOutcome,
 )
 
-# KEYS: def, counts, lin, names. ARGV: definition JSON, name, incarnation.
+# KEYS: def, counts, lin (one slot). ARGV: definition JSON, incarnation.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[2], '_i', ARGV[3], '_v', ARGV[3])
-redis.call('ZADD', KEYS[4], 0, ARGV[2])
+redis.call('HSET', KEYS[2], '_i', ARGV[2], '_v', ARGV[2])
 return 1
 """
 
@@ -78,11 +79,16 @@ redis.call('HINCRBY', KEYS[2], '_v', 1)
 return 1
 """
 
+# KEYS: def, counts, lin (one slot).
 _DELETE = """
 local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
 return existed
+"""
+
+# KEYS: lin, counts (one slot): the linear sums and their weights as of one moment.
+_LOAD_LINEAR = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 """
 
 # KEYS: counts. ARGV: incarnation, arm, count, arm, count, ... Ignored if the bandit is gone.
@@ -222,24 +228,22 @@ def _translate_errors(method):
 
 
 class RedisBanditStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "mlserving"):
+    def __init__(self, client: RedisClient, prefix: str = "mlserving"):
         self._redis = client
         self._prefix = prefix
+        self._cluster = is_cluster(client)
         self._create = client.register_script(_CREATE)
         self._replace = client.register_script(_REPLACE)
         self._delete = client.register_script(_DELETE)
         self._reward = client.register_script(_REWARD)
         self._add_pulls = client.register_script(_ADD_PULLS)
+        self._load_linear = client.register_script(_LOAD_LINEAR)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64) -> "RedisBanditStore":
-        # A blocking pool: under a burst, calls wait (up to the timeout) for a connection
-        # instead of failing at once or opening connections without bound.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout_s,
-            socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30,
-        )
-        return cls(aioredis.Redis(connection_pool=pool), prefix)
+    def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64,
+                 cluster: bool = False) -> "RedisBanditStore":
+        settings = RedisSettings(url=url, timeout_seconds=timeout_s, max_connections=max_connections, cluster=cluster)
+        return cls(connect(settings), prefix)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -264,12 +268,16 @@ class RedisBanditStore:
 
     # ----- definitions -----
 
+    def _bandit_keys(self, name: str) -> list[str]:
+        return [self._key(name, "def"), self._key(name, "counts"), self._key(name, "lin")]
+
     @_translate_errors
     async def create(self, definition: BanditDefinition) -> bool:
-        keys = [self._key(definition.name, "def"), self._key(definition.name, "counts"),
-                self._key(definition.name, "lin"), self._names_key()]
-        args = [_dump_definition(definition), definition.name, definition.incarnation]
-        return bool(await self._create(keys=keys, args=args))
+        # The listing's index lives in another slot: named first, so that a failure in between
+        # leaves at worst a name without definition, which listings skip (never the reverse).
+        await self._redis.zadd(self._names_key(), {definition.name: 0})
+        args = [_dump_definition(definition), definition.incarnation]
+        return bool(await self._create(keys=self._bandit_keys(definition.name), args=args))
 
     @_translate_errors
     async def get_definition(self, name: str) -> BanditDefinition | None:
@@ -278,12 +286,20 @@ class RedisBanditStore:
 
     @_translate_errors
     async def list_definitions(self, after: str, limit: int) -> list[BanditDefinition]:
-        start = f"({after}" if after else "-"
-        names = await self._redis.zrangebylex(self._names_key(), start, "+", start=0, num=limit)
-        if not names:
-            return []
-        raws = await self._redis.mget([self._key(n.decode(), "def") for n in names])
-        return [_load_definition(raw) for raw in raws if raw]
+        found: list[BanditDefinition] = []
+        while len(found) < limit:  # a name without definition (see create and delete) is skipped
+            start = f"({after}" if after else "-"
+            names = await self._redis.zrangebylex(self._names_key(), start, "+", start=0, num=limit - len(found))
+            if not names:
+                break
+            raws = await self._get_many([self._key(n.decode(), "def") for n in names])
+            found += [_load_definition(raw) for raw in raws if raw]
+            after = names[-1].decode()
+        return found
+
+    async def _get_many(self, keys: list[str]) -> list[bytes | None]:
+        """MGET, or on a cluster the same keys fetched slot by slot."""
+        return await (self._redis.mget_nonatomic(keys) if self._cluster else self._redis.mget(keys))
 
     @_translate_errors
     async def replace_definition(self, definition: BanditDefinition, expected_version: int) -> bool | None:
@@ -293,8 +309,9 @@ class RedisBanditStore:
 
     @_translate_errors
     async def delete(self, name: str) -> bool:
-        keys = [self._key(name, "def"), self._key(name, "counts"), self._key(name, "lin"), self._names_key()]
-        return bool(await self._delete(keys=keys, args=[name]))
+        existed = bool(await self._delete(keys=self._bandit_keys(name)))
+        await self._redis.zrem(self._names_key(), name)
+        return existed
 
     # ----- learnt state -----
 
@@ -320,10 +337,8 @@ class RedisBanditStore:
 
     @_translate_errors
     async def load_linear(self, name: str, dimension: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        async with self._redis.pipeline(transaction=True) as pipe:  # the sums and their weights, as of one moment
-            pipe.hgetall(self._key(name, "lin"))
-            pipe.hgetall(self._key(name, "counts"))
-            raw, counts = await pipe.execute()
+        raw, counts = (_pairs(reply) for reply in
+                       await self._load_linear(keys=[self._key(name, "lin"), self._key(name, "counts")]))
         # A bandit without discount writes no weights: its sums are plain.
         faded = float(counts.get(b"_w", 1.0))
         sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -339,7 +354,7 @@ class RedisBanditStore:
 
     @_translate_errors
     async def get_decisions(self, ids: Sequence[str]) -> list[Decision | None]:
-        raws = await self._redis.mget([self._decision_key(i) for i in ids])
+        raws = await self._get_many([self._decision_key(i) for i in ids])
         return [_load_decision(raw) if raw else None for raw in raws]
 
     @_translate_errors
@@ -362,6 +377,8 @@ class RedisBanditStore:
     async def apply_rewards(self, events: Sequence[RewardEvent]) -> list[RewardOutcome]:
         if len(events) == 1:  # one round trip, without the pipeline's SCRIPT EXISTS check
             results = [await self._reward(*self._reward_call(events[0]))]
+        elif self._cluster:  # no scripts in a cluster pipeline; in order, as forgetting needs
+            results = [await self._reward(*self._reward_call(event)) for event in events]
         else:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for event in events:
@@ -390,6 +407,11 @@ class RedisBanditStore:
         # A digest keeps the key short: decision ids run to 512 characters.
         decision = hashlib.sha256(event.decision_id.encode()).hexdigest()[:32]
         return [self._key(event.bandit, f"evd:{event.incarnation}:{decision}:{event.event_id}"), bandit_wide]
+
+
+def _pairs(flat: list) -> dict[bytes, bytes]:
+    """A Lua HGETALL reply, [field, value, ...], as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _discounted(fields: dict[str, float], weight: float) -> tuple[float, float] | None:

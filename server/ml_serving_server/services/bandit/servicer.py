@@ -14,6 +14,7 @@ from .domain import off_policy
 from .domain.model import ArmDefinition, BanditDefinition, ContextualAlgorithm, LearningCandidate, RewardInput
 from .domain.results import LoggedDecisionView, Selection
 from .domain.service import BanditService
+from .metrics import count_selection
 
 _ALGORITHMS = {
     pb.CONTEXTUAL_ALGORITHM_UNSPECIFIED: ContextualAlgorithm.LINEAR_THOMPSON,
@@ -153,6 +154,7 @@ class BanditServicer(bandit_pb2_grpc.BanditServiceServicer):
             request.bandit, request.k if request.HasField("k") else None,
             list(request.candidate_arm_ids), request.user_id,
         )
+        count_selection(selection.decision.bandit, [c.arm_id for c in selection.choices])
         return pb.SelectResponse(decision_id=selection.decision.id, choices=_choices_to_pb(selection),
                                  decision_time=_timestamp(selection.decision.time))
 
@@ -161,6 +163,7 @@ class BanditServicer(bandit_pb2_grpc.BanditServiceServicer):
             request.bandit, list(request.context), request.k if request.HasField("k") else None,
             list(request.candidate_arm_ids), request.user_id,
         )
+        count_selection(selection.decision.bandit, [c.arm_id for c in selection.choices])
         return pb.SelectContextualResponse(
             decision_id=selection.decision.id, choices=_choices_to_pb(selection),
             decision_time=_timestamp(selection.decision.time), algorithm=_ALGORITHM_TO_PB[selection.algorithm],

@@ -11,6 +11,7 @@
     oip_servicer.py         the Open Inference Protocol: inference.GRPCInferenceService, and its REST
                             form (OpenInferenceRestService, /v2/... through Envoy)
     settings.py             INFERENCE_* settings
+    metrics.py              predictions for Prometheus (a metered model backend)
 
 `build` connects them; app.py lists `SERVICE`.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from mnbara.mlserving.catalog import BY_NAME, ServiceEntry
 
+from ...runtime.health import DependencyProbe
 from ...runtime.service import BuiltService, Runtime, ServicePackage
 from .domain.errors import ErrorReason
 from .domain.service import InferenceService
@@ -30,6 +32,7 @@ from .settings import InferenceSettings
 
 async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
     from .domain.open_inference import OpenInference
+    from .metrics import MeteredBackend
     from .oip_servicer import GrpcInferenceServicer, RestInferenceServicer
     from .registry_resolver import RegistryResolver
     from .servicer import InferenceServicer
@@ -42,7 +45,7 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
                                 settings.resolve_cache_entries, _presigner(settings))
     resolver.start()
     backend = TorchServeBackend(settings.torchserve_grpc_addr, settings.torchserve_management_addr)
-    service = InferenceService(backend, resolver, max_input_bytes=settings.max_input_bytes,
+    service = InferenceService(MeteredBackend(backend), resolver, max_input_bytes=settings.max_input_bytes,
                                presign_ttl_s=settings.presign_seconds, max_predict_s=settings.max_predict_seconds)
 
     deploying, cursor = None, None
@@ -78,7 +81,8 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
     # Inference's health follows TorchServe, which only it uses: the whole server stays in rotation
     # for the other services, and predictions answer UNAVAILABLE (BACKEND_UNAVAILABLE) meanwhile.
     protocol = OpenInference(service, server_version=_version())
-    return BuiltService(InferenceServicer(service), probe=backend.ping, closers=[close], stopping=[stop_background],
+    return BuiltService(InferenceServicer(service), probe=DependencyProbe({"torchserve": backend.ping}),
+                        closers=[close], stopping=[stop_background],
                         probe_gates_server=False,
                         companions=[(_companion("inference.GRPCInferenceService"), GrpcInferenceServicer(protocol)),
                                     (_companion(REST_SERVICE), RestInferenceServicer(protocol))])

@@ -11,6 +11,8 @@ model monitor (metric values, alert rules evaluated here, webhooks).
     postgres_training_set.py  point-in-time training sets: one LATERAL join, streamed by a cursor
     redis_online_store.py  the online store over Redis (one hash per view and entity)
     servicer.py            gRPC <-> domain; RPCs not built yet answer UNIMPLEMENTED
+    metrics.py             feature reads, materialisation lag, retraining runs, alert transitions for
+                           Prometheus (alert_metrics.py: the firing alerts)
     settings.py            PIPELINE_* settings
 
 `build` reads the declarations (a bad one stops the server, naming file, line and field), then
@@ -31,6 +33,7 @@ from .settings import PipelineSettings
 
 
 async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
+    from ...runtime.health import DependencyProbe
     from ...runtime.periodic import PeriodicTask
     from .alert_metrics import evaluate_and_export
     from .domain.materialization import Materializer
@@ -41,6 +44,7 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     from .domain.scheduling import MaterializationScheduler
     from .domain.service import FeatureStore
     from .domain.training import TrainingSets
+    from .metrics import MeteredNotifier, PipelineGauges, export_gauges, unexport_gauges
     from .postgres_distributions import PostgresTrainingDistributions
     from .postgres_monitoring import PostgresAlertStore, PostgresMetricStore
     from .postgres_runs import PostgresRunStore, PostgresScheduleStore
@@ -83,7 +87,7 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
                                         settings.retraining_scheduler_tick_seconds)
     if settings.retraining_scheduler_enabled:
         retraining_scheduler.start()
-    notifier = WebhookNotifier()
+    notifier = MeteredNotifier(WebhookNotifier())
     # Drift against training: the views' source rows against the samples the workers kept.
     monitor = Monitor(PostgresMetricStore(state.pool), PostgresAlertStore(state.pool), runs, notifier,
                       schema=schema, source=source, distributions=PostgresTrainingDistributions(state.pool))
@@ -95,14 +99,24 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
                              lambda: monitor.forget_before(timedelta(days=settings.monitor_retention_days)), 3600.0)
     if settings.monitor_retention_days > 0:
         retention.start()
+    # The run and view gauges are read from PostgreSQL at the monitor's pace, never by a scrape.
+    gauges = PipelineGauges(run_store, state, [view.name for view in schema.views])
+    export_gauges(gauges)
+    gauge_reader = PeriodicTask("pipeline gauges", gauges.refresh, settings.monitor_evaluation_seconds)
+    gauge_reader.start()
+
+    async def stop_gauges() -> None:
+        unexport_gauges(gauges)
+        await gauge_reader.close()
+
     scheduler = MaterializationScheduler(schema, materializer, state,
                                          tick_s=settings.materialization_scheduler_tick_seconds)
     if settings.materialization_scheduler_enabled:
         scheduler.start()
 
-    async def probe() -> bool:
-        # Reads are served with either store down (from the other), so only the state store gates.
-        return await state.ping()
+    # Reads are served with either store down (from the other), so only the state store gates; the
+    # online store (Redis) is watched (mlserving_dependency_up) without gating.
+    probe = DependencyProbe({"postgresql": state.ping, "redis": online.ping}, gating={"postgresql"})
 
     async def close() -> None:
         await store.close()
@@ -111,7 +125,7 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     return BuiltService(PipelineServicer(store, runs, schedules, monitor), probe=probe, probe_gates_server=False,
                         closers=[close], stopping=[scheduler.close, materializer.close, sweeper.close,
                                                    retraining_scheduler.close, evaluator.close, retention.close,
-                                                   notifier.close])
+                                                   notifier.close, stop_gauges])
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

@@ -28,6 +28,7 @@ from .domain.runs import RetrainingRuns
 from .domain.schedules import RetrainingSchedules
 from .domain.service import FeatureStore
 from .domain.training import ColumnKind, InlineRow
+from .metrics import count_feature_reads
 from .monitoring_rpcs import MonitoringRpcs
 from .retraining_rpcs import ERROR_DOMAIN, RetrainingRpcs
 from .wire import timestamp
@@ -189,6 +190,7 @@ class PipelineServicer(RetrainingRpcs, MonitoringRpcs, pipeline_pb2_grpc.Pipelin
         else:
             selections = [ViewSelection(request.feature_view, tuple(request.feature_names))]
         result = await self._store.reader.read(selections, ids, read_through=not request.disable_read_through)
+        count_feature_reads(result.views)
         response = pb.GetFeaturesResponse(
             feature_view=result.views[0].feature_view if len(result.views) == 1 else "",
             read_through_count=result.read_through_count, online_store_unavailable=result.online_store_unavailable)

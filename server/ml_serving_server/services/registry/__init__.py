@@ -6,6 +6,7 @@
     s3_artifacts.py         the ArtifactStore port over an S3-compatible bucket
     postgres_lifecycle.py   the LifecycleStore port over PostgreSQL (migrations/: alembic)
     servicer.py             gRPC <-> domain
+    metrics.py              stage changes for Prometheus
     settings.py             REGISTRY_* settings
 
 `build` connects them (PostgreSQL first: its migrations run at start-up); app.py lists `SERVICE`.
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 
 from mnbara.mlserving.catalog import BY_NAME
 
+from ...runtime.health import DependencyProbe
 from ...runtime.service import BuiltService, Runtime, ServicePackage
 from .domain.errors import ErrorReason
 from .domain.service import RegistryService
@@ -48,11 +50,12 @@ async def build(settings: RegistrySettings, runtime: Runtime) -> BuiltService:
         raise
     housekeeping = asyncio.create_task(_housekeeping(service, settings), name="registry-housekeeping")
 
-    async def probe() -> bool:
-        # Only PostgreSQL, the registry's own state: MLflow or S3 down affects every replica alike, and
-        # taking them all out of rotation would also stop ResolveModelVersion, which answers from the
-        # cache meanwhile; calls that need MLflow or S3 answer UNAVAILABLE with a reason instead.
-        return await lifecycle.ping()
+    # Only PostgreSQL, the registry's own state, gates its health: MLflow or S3 down affects every
+    # replica alike, and taking them all out of rotation would also stop ResolveModelVersion, which
+    # answers from the cache meanwhile; calls that need MLflow or S3 answer UNAVAILABLE with a reason
+    # instead. Those two are watched (mlserving_dependency_up) without gating.
+    probe = DependencyProbe({"postgresql": lifecycle.ping, "mlflow": catalog.ping, "s3": artifacts.ping},
+                            gating={"postgresql"})
 
     async def close() -> None:
         housekeeping.cancel()

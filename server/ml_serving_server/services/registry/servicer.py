@@ -25,6 +25,7 @@ from .domain.model import (
     TensorSpec,
 )
 from .domain.service import ModelView, NewVersion, RegistryService
+from .metrics import count_stage_change
 
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 
@@ -230,6 +231,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             create_model_if_missing=request.create_model_if_missing, request_id=request.request_id,
             signature=_signature_from_pb(request.signature))
         version, duplicate = await self._service.create_version(new, _actor())
+        if not duplicate and version.stage == Stage.STAGING:  # registered in Staging: one transition
+            count_stage_change(version.model_name, Stage.STAGING)
         return pb.CreateModelVersionResponse(model_version=_version_to_pb(version), duplicate=duplicate)
 
     async def GetModelVersion(self, request, context):
@@ -260,6 +263,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             _stage(request.expected_stage, "expected_stage"),
             [_gate_from_pb(g, "extra_gates") for g in request.extra_gates], request.override, request.reason,
             _actor(request.actor))
+        count_stage_change(result.transition.model_name, result.transition.to_stage)
+        if result.archived is not None:
+            count_stage_change(result.archived.model_name, Stage.ARCHIVED)
         return pb.TransitionStageResponse(model_version=_version_to_pb(result.version),
                                           transition=_transition_to_pb(result.transition),
                                           archived_version=_version_to_pb(result.archived))

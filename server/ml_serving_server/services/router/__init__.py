@@ -11,6 +11,7 @@ assigned version, outcomes and always-valid results.
     convert.py              messages <-> domain values (also used by the client library)
     servicer.py             gRPC <-> domain
     settings.py             ROUTER_* settings
+    metrics.py              predictions, exposures, outcomes and canaries for Prometheus
 
 Predictions run through the Inference service's own use case (an InferenceService of this
 process, over TorchServe's gRPC API, resolving versions through the Registry); canaries
@@ -30,12 +31,14 @@ from .settings import RouterSettings
 
 
 async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
+    from ...runtime.health import DependencyProbe
     from ...runtime.periodic import PeriodicTask
     from ..inference.domain.service import InferenceService
     from ..inference.registry_resolver import RegistryResolver
     from ..inference.torchserve_backend import TorchServeBackend
     from .domain.monitor_feed import MonitorFeed
     from .domain.service import RouterService, now
+    from .metrics import RouterMetrics, export_canary_steps, unexport_canary_steps
     from .monitor_sink import GrpcMonitorSink
     from .postgres_store import PostgresExperimentStore
     from .redis_measurements import RedisMeasurements
@@ -65,7 +68,9 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
                             tally_interval_s=settings.flush_interval_seconds,
                             canary_tick_s=settings.canary_tick_seconds,
                             allocation_tick_s=settings.allocation_tick_seconds,
-                            outcome_dedupe_s=settings.outcome_dedupe_days * 86_400, feed=feed)
+                            outcome_dedupe_s=settings.outcome_dedupe_days * 86_400, feed=feed,
+                            observer=RouterMetrics())
+    export_canary_steps(service.catalog)
     closing = (service, resolver, backend, store, measurements, registry, sink)
     try:
         await service.start()
@@ -76,12 +81,14 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
         await _close(*closing)
         raise
 
-    async def probe() -> bool:
-        # Its own state only: TorchServe or the Registry down affects Predict alone, which answers
-        # UNAVAILABLE with a reason meanwhile, while assignment keeps answering from memory.
-        return await store.ping() and await measurements.ping()
+    # Its own state only gates: TorchServe or the Registry down affects Predict alone, which answers
+    # UNAVAILABLE with a reason meanwhile, while assignment keeps answering from memory. TorchServe
+    # is watched (mlserving_dependency_up) without gating.
+    probe = DependencyProbe({"postgresql": store.ping, "redis": measurements.ping, "torchserve": backend.ping},
+                            gating={"postgresql", "redis"})
 
     async def close() -> None:
+        unexport_canary_steps(service.catalog)
         await _close(*closing)
 
     async def stop_background() -> None:

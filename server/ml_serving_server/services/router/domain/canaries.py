@@ -41,6 +41,7 @@ from .canary import (
 from . import paging
 from .catalog import ExperimentCatalog
 from .errors import ErrorReason
+from .events import CANARY_VERDICTS, NO_EVENTS, RouterEvents
 from .model import RequestStats, RoutedAssignment
 from .ports import CanaryStore, Measurements, ModelBusy
 
@@ -93,8 +94,9 @@ def side(stats: RequestStats | None) -> SideStats:
 class CanaryService:
     def __init__(self, store: CanaryStore, measurements: Measurements, catalog: ExperimentCatalog, serving,
                  registry: RegistryWriter, flush: Callable[[], object], clock: Callable[[], datetime], *,
-                 holder: str = "", tick_s: float = 1.0):
+                 holder: str = "", tick_s: float = 1.0, observer: RouterEvents = NO_EVENTS):
         self.store = store
+        self.observer = observer
         self.measurements = measurements
         self.catalog = catalog
         self.serving = serving
@@ -304,6 +306,8 @@ class CanaryService:
             raise Aborted(f"canary {quoted(canary.canary_id)} changed meanwhile; read it again and retry",
                           reason=ErrorReason.REVISION_MISMATCH, metadata={"canary_id": canary.canary_id})
         self.catalog.put_canary(stored)
+        if event_type in CANARY_VERDICTS:  # stored: this replica's decision is the one that counts
+            self.observer.canary_verdict(stored.model_name, event_type)
         return stored
 
     def _event(self, canary: Canary, event_type: CanaryEventType, from_bps: int, to_bps: int, *, reason: str = "",

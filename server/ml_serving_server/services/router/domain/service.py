@@ -41,6 +41,7 @@ from .canaries import CanaryService, RegistryWriter, model_busy
 from .canary import Canary, canary_scope, step_scope
 from . import paging
 from .catalog import ExperimentCatalog
+from .events import NO_EVENTS, RouterEvents
 from .errors import ErrorReason
 from .model import (
     ChangeAction,
@@ -145,8 +146,9 @@ class RouterService:
                  tally_interval_s: float = 0.05, canary_tick_s: float = 1.0, allocation_tick_s: float = 1.0,
                  outcome_dedupe_s: int = 30 * 86_400, clock: Callable[[], datetime] = now,
                  shadow_draw: Callable[[], float] = random.random, allocation_rng: Any = None,
-                 feed: MonitorFeed | None = None):
+                 feed: MonitorFeed | None = None, observer: RouterEvents = NO_EVENTS):
         self.store = store
+        self.observer = observer  # what happened, for an observer (metrics)
         self.feed = feed  # per-variant figures for the model monitor (None: not fed)
         self.measurements = measurements
         self.serving = serving
@@ -157,7 +159,7 @@ class RouterService:
         self._shadow_draw = shadow_draw
         self._shadows: set[asyncio.Task] = set()
         self.canaries = CanaryService(store, measurements, self.catalog, serving, registry, self.tally.flush, clock,
-                                      tick_s=canary_tick_s)
+                                      tick_s=canary_tick_s, observer=observer)
         self.allocator = Allocator(self.catalog, measurements, self.tally.flush, self._replace, clock,
                                    tick_s=allocation_tick_s, rng=allocation_rng)
 
@@ -417,9 +419,13 @@ class RouterService:
 
     def _expose(self, experiment: Experiment, variant: str, reason: AssignmentReason, user_id: str) -> None:
         if reason is AssignmentReason.EXPERIMENT_BUCKET or reason is AssignmentReason.USER_OVERRIDE:
-            self.tally.expose(Exposure(experiment.name, variant, user_id))
+            self._record_exposure(Exposure(experiment.name, variant, user_id))
         elif reason is AssignmentReason.HOLDOUT:
-            self.tally.expose(Exposure(experiment.name, Exposure.HOLDOUT, user_id))
+            self._record_exposure(Exposure(experiment.name, Exposure.HOLDOUT, user_id))
+
+    def _record_exposure(self, exposure: Exposure) -> None:
+        self.tally.expose(exposure)
+        self.observer.exposed(exposure.experiment, exposure.variant)
 
     async def _default(self, model_name: str) -> RoutedAssignment:
         if not model_name:
@@ -452,6 +458,7 @@ class RouterService:
             prediction = await self.serving.predict(routed.model_name, selector_of(routed.model_version), payload,
                                                     timeout_s)
         except DomainError as error:
+            self.observer.predicted(routed.experiment, routed.variant, False)
             error = router_error(error)
             if error.reason in _VARIANT_FAILURES:
                 for scope in scopes:
@@ -460,6 +467,10 @@ class RouterService:
                     self.feed.observe(routed.model_name, routed.model_version, routed.experiment, routed.variant,
                                       0.0, True)
             raise error from None
+        except BaseException:  # the caller gone, or a failure nothing mapped: failed all the same
+            self.observer.predicted(routed.experiment, routed.variant, False)
+            raise
+        self.observer.predicted(routed.experiment, routed.variant, True)
         for scope in scopes:
             self.tally.sample(RequestSample(scope, routed.variant, prediction.latency_ms, False))
         if self.feed is not None:
@@ -506,7 +517,7 @@ class RouterService:
                 raise
         for exposure in checked:
             if exposure is not None:
-                self.tally.expose(exposure)
+                self._record_exposure(exposure)
         accepted = sum(e is not None for e in checked)
         return accepted, len(checked) - accepted
 
@@ -554,6 +565,9 @@ class RouterService:
         if counted:
             await self.tally.flush_exposures()
             results = await self.measurements.record_outcomes(counted, self._dedupe_s)
+            for event, result in zip(counted, results):
+                if result is OutcomeResult.COUNTED:
+                    self.observer.outcome_counted(event.experiment, event.variant)
         if self.feed is not None:
             self._feed_outcomes(counted, results)
         applied = iter(results)
