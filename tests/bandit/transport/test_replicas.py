@@ -1,4 +1,5 @@
-"""Two bandit services sharing one real Redis, as two replicas would."""
+"""Two bandit services sharing one real Redis, as two replicas would: one Redis, and a
+three-node Redis Cluster."""
 
 from __future__ import annotations
 
@@ -15,11 +16,20 @@ from ml_serving_server.services.bandit.domain.service import BanditService
 from ml_serving_server.services.bandit.redis_store import RedisBanditStore
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def shared_redis(request, redis_url) -> tuple[str, bool]:
+    """(url, whether it is a cluster) of the Redis both replicas use."""
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("redis_cluster_url"), True
+    return redis_url, False
+
+
 @contextlib.asynccontextmanager
-async def two_replicas(redis_url, key_prefix):
+async def two_replicas(redis: tuple[str, bool], key_prefix):
     # A context manager in the test rather than a fixture: pytest-asyncio's teardown of
     # function-scoped async fixtures did not see the test's background tasks finish.
-    stores = [RedisBanditStore.from_url(redis_url, key_prefix, 2.0) for _ in range(2)]
+    url, cluster = redis
+    stores = [RedisBanditStore.from_url(url, key_prefix, 2.0, cluster=cluster) for _ in range(2)]
     services = [BanditService(store, max_state_age_s=0.0) for store in stores]
     try:
         yield services
@@ -33,8 +43,8 @@ def bandit(name: str, *arm_ids: str, dimension: int = 0) -> BanditDefinition:
     return BanditDefinition(name=name, arms=tuple(ArmDefinition(a) for a in arm_ids), context_dimension=dimension)
 
 
-async def test_a_bandit_recreated_on_another_replica_replaces_the_old_one_everywhere(redis_url, key_prefix):
-    async with two_replicas(redis_url, key_prefix) as (a, b):
+async def test_a_bandit_recreated_on_another_replica_replaces_the_old_one_everywhere(shared_redis, key_prefix):
+    async with two_replicas(shared_redis, key_prefix) as (a, b):
         await _recreated(a, b)
 
 
@@ -59,8 +69,8 @@ async def _recreated(a, b):
     assert stats.total_reward_count == 1 and [s.arm_id for s in stats.arms] == ["new1", "new2"]
 
 
-async def test_concurrent_updates_on_two_replicas_lose_nothing(redis_url, key_prefix):
-    async with two_replicas(redis_url, key_prefix) as (a, b):
+async def test_concurrent_updates_on_two_replicas_lose_nothing(shared_redis, key_prefix):
+    async with two_replicas(shared_redis, key_prefix) as (a, b):
         await _concurrent_updates(a, b)
 
 
@@ -81,8 +91,8 @@ async def _concurrent_updates(a, b):
     assert sorted(final.arm_ids()) == sorted(["base"] + [f"arm{i}" for i in range(8)])
 
 
-async def test_a_selection_on_one_replica_is_rewardable_on_the_other(redis_url, key_prefix):
-    async with two_replicas(redis_url, key_prefix) as (a, b):
+async def test_a_selection_on_one_replica_is_rewardable_on_the_other(shared_redis, key_prefix):
+    async with two_replicas(shared_redis, key_prefix) as (a, b):
         await _cross_replica(a, b)
 
 
@@ -97,8 +107,8 @@ async def _cross_replica(a, b):
     assert stats.total_pulls == 1 and stats.total_reward_count == 1
 
 
-async def test_rewards_on_two_replicas_of_a_discounted_bandit_are_all_forgotten_exactly(redis_url, key_prefix):
-    async with two_replicas(redis_url, key_prefix) as (a, b):
+async def test_rewards_on_two_replicas_of_a_discounted_bandit_are_all_forgotten_exactly(shared_redis, key_prefix):
+    async with two_replicas(shared_redis, key_prefix) as (a, b):
         name = f"drift-{uuid.uuid4().hex[:8]}"
         await a.create_bandit(BanditDefinition(name=name, arms=(ArmDefinition("x"), ArmDefinition("y")),
                                                discount=0.01))

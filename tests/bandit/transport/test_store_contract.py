@@ -25,13 +25,17 @@ from ml_serving_server.services.bandit import redis_store
 from ml_serving_server.services.bandit.redis_store import RedisBanditStore
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def store(request, redis_url, key_prefix):
     if request.param == "memory":
         yield MemoryBanditStore()
         return
     # A prefix of its own per test, so listings see only this test's bandits.
-    redis_store = RedisBanditStore.from_url(redis_url, f"{key_prefix}:contract:{uuid.uuid4().hex[:8]}", 2.0)
+    prefix = f"{key_prefix}:contract:{uuid.uuid4().hex[:8]}"
+    if request.param == "redis-cluster":
+        redis_store = RedisBanditStore.from_url(request.getfixturevalue("redis_cluster_url"), prefix, 2.0, cluster=True)
+    else:
+        redis_store = RedisBanditStore.from_url(redis_url, prefix, 2.0)
     yield redis_store
     await redis_store.close()
 
