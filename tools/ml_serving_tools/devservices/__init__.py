@@ -43,6 +43,7 @@ from .postgres import (
 )
 from .postgres_install import parse_pg_major
 from .processes import EMBEDDED_SOURCES
+from .prometheus import PrometheusServer, PrometheusTools, PrometheusUnavailable, find_prometheus, start_prometheus
 from .redis import ensure_redis, redis_answers, redis_url_for, start_embedded_redis
 from .s3 import (
     MLFLOW_BUCKET,
