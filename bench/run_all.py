@@ -25,7 +25,7 @@ from ml_serving_tools import devservices
 from ml_serving_tools.paths import STATE_DIR
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["select", "contextual", "decision_log", "off_policy", "gateway", "auth", "rewards", "registry", "inference", "router", "features", "redis_floor", "monitoring", "rss"]
+BENCHMARKS = ["select", "contextual", "decision_log", "off_policy", "gateway", "auth", "rewards", "registry", "inference", "router", "features", "redis_floor", "monitoring", "capacity", "rss"]
 
 
 def main() -> int:
