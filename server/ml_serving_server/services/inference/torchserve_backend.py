@@ -94,6 +94,9 @@ _CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
+    # An address that resolves to several TorchServe replicas (dns:/// of a headless Service)
+    # gets every one of them, in turn; one address behaves as before.
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 _JAVA_EXCEPTION = re.compile(r"\n\s*((?:[\w$]+\.)*[\w$]*Exception)(?:\.\(\))?\s*$")
 _CLIENT_FAULT_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
