@@ -12,6 +12,7 @@ import pytest
 import yaml
 from mnbara.mlserving.catalog import BY_NAME
 
+from ml_serving_server.runtime.health import LIVENESS
 from ml_serving_server.runtime.settings import MeshSettings
 
 from .manifests import (
@@ -152,7 +153,8 @@ def test_long_running_workloads_have_probes_spread_and_grace():
 
 
 def test_mesh_servers_probe_their_service_over_grpc():
-    """Readiness asks the service's own gRPC health (NOT_SERVING when a dependency fails or it drains)."""
+    """Readiness asks the service's own gRPC health (NOT_SERVING when a dependency fails or it drains);
+    liveness asks the name that stays SERVING through dependency outages (no restart for those)."""
     problems = []
     for kustomization, workload in all_workloads():
         for container in filter(is_mesh_server, workload.containers):
@@ -164,6 +166,9 @@ def test_mesh_servers_probe_their_service_over_grpc():
                 problems.append(f"{where}: readinessProbe is not gRPC health of {expected}: {readiness}")
             if "grpc" not in container.get("startupProbe", {}):
                 problems.append(f"{where}: startupProbe is not gRPC health")
+            liveness = container.get("livenessProbe", {}).get("grpc")
+            if liveness is None or liveness.get("service") != LIVENESS:
+                problems.append(f"{where}: livenessProbe is not the gRPC health name {LIVENESS!r}: {liveness}")
             port = container_grpc_port(container)
             if readiness and readiness.get("port") != port:
                 problems.append(f"{where}: readiness probes port {readiness.get('port')}, the server listens on {port}")

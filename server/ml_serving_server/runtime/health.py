@@ -24,6 +24,9 @@ from prometheus_client import Gauge
 
 log = logging.getLogger("ml_serving_server")
 
+LIVENESS = "liveness"
+"""A health name that is SERVING while the server runs, whatever its dependencies do (for
+liveness probes; readiness asks a service's own name, or "" for the whole)."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 

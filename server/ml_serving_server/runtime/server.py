@@ -22,7 +22,7 @@ from mnbara.mlserving.catalog import ServiceEntry
 from prometheus_client import start_http_server
 
 from .auth import AuthInterceptor, TokenVerifier, required_scopes
-from .health import probe_dependencies
+from .health import LIVENESS, probe_dependencies
 from .interceptors import server_interceptors
 from .settings import MeshSettings
 
@@ -116,6 +116,9 @@ async def start_server(settings: MeshSettings, bindings: list[ServiceBinding], t
         serving = health_pb2.HealthCheckResponse.SERVING if binding.built else health_pb2.HealthCheckResponse.NOT_SERVING
         await health_servicer.set(binding.full_name, serving)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    # For liveness probes: answered by the event loop that serves RPCs, and unaffected by
+    # dependencies, so an outage of Redis or PostgreSQL never gets a replica restarted.
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     mesh = MeshServer(server, health_servicer, bindings, port)
     probes = {b.full_name: b.probe for b in bindings if b.probe is not None}
     if probes:

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import REGISTRY
 
 from ml_serving_server.app import build_server
+from ml_serving_server.runtime.health import LIVENESS
 from ml_serving_server.runtime.server import ServiceBinding, start_server
 from ml_serving_server.runtime.settings import MeshSettings
 from ml_serving_server.services.bandit.domain.service import BanditService
@@ -206,6 +207,9 @@ async def test_health_follows_the_state_store(key_prefix):
             assert (await health.Check(bandit)).status == health_pb2.HealthCheckResponse.NOT_SERVING
             overall = await health.Check(health_pb2.HealthCheckRequest(service=""))
             assert overall.status == health_pb2.HealthCheckResponse.NOT_SERVING  # the whole follows its services
+            # liveness does not: restarting the replica would not bring Redis back
+            alive = await health.Check(health_pb2.HealthCheckRequest(service=LIVENESS))
+            assert alive.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await mesh.stop(0)
 
