@@ -117,8 +117,8 @@ async def drop_source(dsn: str, table: str, view: str) -> None:
 # ----- the baselines -----
 
 def online_prefix(mesh: h.Mesh, view: str) -> str:
-    """The online store's key prefix of the view (redis_online_store.py: P:pipeline:fv:{VIEW}:ID)."""
-    return f"{mesh.prefix}:pipeline:fv:{{{view}}}:"
+    """The online store's key prefix of the view (redis_online_store.py: P:pipeline:fv:VIEW:{ID})."""
+    return f"{mesh.prefix}:pipeline:fv:{view}:"
 
 
 async def read_records(url: str, prefix: str, ids: list[int]) -> list[bytes]:
@@ -128,7 +128,7 @@ async def read_records(url: str, prefix: str, ids: list[int]) -> list[bytes]:
     try:
         out: list[bytes] = []
         for start in range(0, len(ids), 2000):
-            out.extend(await client.mget([f"{prefix}{key}" for key in ids[start:start + 2000]]))
+            out.extend(await client.mget([f"{prefix}{{{key}}}" for key in ids[start:start + 2000]]))
         assert None not in out, "an entity the materialisation did not write"
         return out
     finally:
@@ -148,7 +148,7 @@ async def pipeline_writes(url: str, prefix: str, ids: list[int], records: list[b
         for start in range(0, len(ids), batch):
             pipe = client.pipeline(transaction=False)
             for key, record in zip(ids[start:start + batch], records[start:start + batch]):
-                pipe.set(f"{prefix}{key}", record)
+                pipe.set(f"{prefix}{{{key}}}", record)
             await pipe.execute()
         elapsed = time.perf_counter() - started
         return len(ids) / elapsed, (time.process_time() - cpu0) / len(ids) * 1e6
@@ -308,7 +308,7 @@ def main() -> int:
             records = asyncio.run(read_records(h.REDIS_URL, online_prefix(mesh, view), ids))
             assert len(records) == rows, "the online store lacks records"
             value_bytes = sum(len(r) for r in records) / rows
-            baseline_prefix = f"{mesh.prefix}:baseline:fv:{{{view}}}:"
+            baseline_prefix = f"{mesh.prefix}:baseline:fv:{view}:"
             asyncio.run(pipeline_writes(h.REDIS_URL, baseline_prefix, ids, records, args.batch))  # keys exist after
             h.progress(f"materialisation: {rows} entities ({value_bytes:.0f} bytes each), "
                        f"batches of {args.batch} x {reps} repetitions")

@@ -59,13 +59,14 @@ def auth_settings(keys: DevKeys | None) -> AuthSettings:
 
 def test_runtime(redis_url: str = "redis://127.0.0.1:6379/0", key_prefix: str = "mlserving-test",
                  redis_timeout_seconds: float = 2.0, keys: DevKeys | None = None, database_url: str = "",
-                 **mesh) -> Runtime:
+                 redis_cluster: bool = False, **mesh) -> Runtime:
     """Settings for an in-process server on a free port, without metrics endpoint or access log,
-    checking tokens against `keys` (None: auth off, for tests about something else)."""
+    checking tokens against `keys` (None: auth off, for tests about something else);
+    `redis_cluster`: `redis_url` is a node of a Redis Cluster."""
     mesh = {"grpc_addr": "127.0.0.1:0", "metrics_addr": "", "access_log": False, "key_prefix": key_prefix,
             "shutdown_grace_seconds": 1.0, **mesh}
-    return Runtime(MeshSettings(**mesh), RedisSettings(url=redis_url, timeout_seconds=redis_timeout_seconds),
-                   DatabaseSettings(url=database_url), auth_settings(keys))
+    redis = RedisSettings(url=redis_url, timeout_seconds=redis_timeout_seconds, cluster=redis_cluster)
+    return Runtime(MeshSettings(**mesh), redis, DatabaseSettings(url=database_url), auth_settings(keys))
 
 
 def _with_token(details, token: str):

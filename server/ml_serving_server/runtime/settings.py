@@ -87,8 +87,9 @@ class RedisSettings(SettingsBase):
     timeout_seconds: float = Field(
         2.0, gt=0, description="Redis connect and command timeout, and the longest wait for a pooled connection")
     max_connections: int = Field(64, gt=0, description="Redis connections per server process")
-    cluster: bool = Field(False, description="`url` is a node of a Redis Cluster (the bandit store's keys are "
-                                             "hash-tagged so that every script touches one slot)")
+    cluster: bool = Field(False, description="`url` is a node of a Redis Cluster (every store's keys are "
+                                             "hash-tagged per bandit, experiment or feature entity, so each "
+                                             "script touches one slot)")
 
 
 class DatabaseSettings(SettingsBase):

@@ -1,7 +1,7 @@
 """The feature store's adapters against the real PostgreSQL (the session's database) and Redis:
-source queries (the monitor's recent values of a feature too), the online store's hashes, the
-state (jobs, watermarks, view locks), and a materialisation stopped by cancelling after a batch,
-then resumed, equal to a run from scratch."""
+source queries (the monitor's recent values of a feature too), the online store's records (on one
+Redis and on a three-node Redis Cluster), the state (jobs, watermarks, view locks), and a
+materialisation stopped by cancelling after a batch, then resumed, equal to a run from scratch."""
 
 from __future__ import annotations
 
@@ -73,9 +73,13 @@ async def state(database_url):
     await state.close()
 
 
-@pytest.fixture
-async def online(redis_url, key_prefix):
-    store = RedisOnlineStore.from_url(redis_url, f"{key_prefix}:{uuid.uuid4().hex[:6]}", 2.0)
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def online(request, redis_url, key_prefix):
+    prefix = f"{key_prefix}:{uuid.uuid4().hex[:6]}"
+    if request.param == "redis-cluster":
+        store = RedisOnlineStore.from_url(request.getfixturevalue("redis_cluster_url"), prefix, 2.0, cluster=True)
+    else:
+        store = RedisOnlineStore.from_url(redis_url, prefix, 2.0)
     yield store
     await store.close()
 
@@ -215,6 +219,56 @@ async def test_the_online_store_round_trips_typed_values_in_one_pipeline(online,
     assert await online.keys(view) == [1] and await online.keys(other) == [7]
     await online.clear(other)
     assert await online.clear(view) == 1 and await online.read(view, [1], ["score"]) == {}
+
+
+async def test_many_entities_of_several_views_are_written_and_read_in_the_order_asked(online, tables):
+    """On a cluster these keys fall on every node: one MSET or MGET per slot, the answers in order."""
+    profile, other = profile_view(tables[0]), profile_view(tables[0], name="profile_other")
+    values = {"score": 0.5, "level": 1, "premium": True, "country": "x", "taste": [1.0, 2.0], "tags": ["a"]}
+    await online.write(profile, [EntityRow(i, T0, {**values, "level": i}) for i in range(1, 301)], T0)
+    await online.write(other, [EntityRow(i, None, {**values, "level": -i}) for i in range(1, 301, 2)], T0)
+    wanted = list(range(300, 0, -3))
+    found_profile, found_other = await online.read_views([(profile, wanted, ["level"]), (other, wanted, ["level"])])
+    assert {key: stored.values["level"] for key, stored in found_profile.items()} == {i: i for i in wanted}
+    assert {key: stored.values["level"] for key, stored in found_other.items()} == {i: -i for i in wanted if i % 2}
+    assert len(await online.keys(profile)) == 300 and len(await online.keys(other)) == 150
+    assert await online.clear(profile) == 300 and await online.clear(other) == 150
+
+
+def test_every_view_of_an_entity_shares_its_slot(tables):
+    """So a read of one entity over several views is one MGET on a cluster too."""
+    from redis.cluster import key_slot
+
+    store = RedisOnlineStore.from_url("redis://127.0.0.1:1/0", "p", 0.5)
+    views = [profile_view(tables[0]), profile_view(tables[0], name="profile_other"), activity_view(tables[1])]
+    for entity in (1, 42, "a}b"):
+        assert len({key_slot(store.key(view, entity).encode()) for view in views}) == 1
+    assert len({key_slot(store.key(views[0], entity).encode()) for entity in range(100)}) > 90  # spread
+
+
+async def test_records_of_the_earlier_layout_are_adopted_once(redis_url, key_prefix, tables):
+    """The earlier release's keys, P:fv:{VIEW}:ID, are moved to this layout's; a newer record
+    already at the new key wins; the second call does nothing (the deployment is marked)."""
+    prefix = f"{key_prefix}:{uuid.uuid4().hex[:6]}"
+    store = RedisOnlineStore.from_url(redis_url, prefix, 2.0)
+    try:
+        view = profile_view(tables[0])
+        values = {"score": 0.5, "level": 1, "premium": True, "country": "x", "taste": [1.0, 2.0], "tags": []}
+        await store.write(view, [EntityRow(i, T0, {**values, "level": i}) for i in (1, 2, 3)], T0)
+        for i in (1, 2, 3):  # as the earlier release wrote them
+            await store._redis.rename(store.key(view, i), f"{prefix}:pipeline:fv:{{{view.name}}}:{i}")
+        await store.write(view, [EntityRow(3, T0, {**values, "level": 33})], T0)  # newer than the earlier one
+        assert set(await store.read(view, [1, 2, 3], ["level"])) == {3}
+        assert await store.adopt_earlier_layout() == 2
+        found = await store.read(view, [1, 2, 3], ["level"])
+        assert {key: stored.values["level"] for key, stored in found.items()} == {1: 1, 2: 2, 3: 33}
+        assert [key async for key in store._redis.scan_iter(match=f"{prefix}:pipeline:fv:{{*")] == []
+        await store._redis.set(f"{prefix}:pipeline:fv:{{{view.name}}}:4", "x")
+        assert await store.adopt_earlier_layout() == 0  # done once per deployment
+        await store.clear(view)
+    finally:
+        await store._redis.delete(f"{prefix}:pipeline:layout", f"{prefix}:pipeline:fv:{{{view.name}}}:4")
+        await store.close()
 
 
 async def test_the_view_lock_is_exclusive_across_connections(state):

@@ -1,5 +1,6 @@
-"""RedisMeasurements against a real Redis: exposures, request samples, outcome events and the
-counts read back; its guarantees under retries, reordering, concurrency and Redis being down."""
+"""RedisMeasurements against a real Redis and a three-node Redis Cluster: exposures, request
+samples, outcome events and the counts read back; its guarantees under retries, reordering,
+concurrency and Redis being down."""
 
 from __future__ import annotations
 
@@ -29,9 +30,13 @@ RESOLUTION = math.sqrt(GROWTH) - 1
 TTL = 3600
 
 
-@pytest.fixture
-async def store(redis_url, key_prefix):
-    measurements = RedisMeasurements.from_url(redis_url, key_prefix, 2.0)
+@pytest.fixture(params=["redis", "redis-cluster"])
+async def store(request, redis_url, key_prefix):
+    if request.param == "redis-cluster":
+        measurements = RedisMeasurements.from_url(request.getfixturevalue("redis_cluster_url"), key_prefix, 2.0,
+                                                  cluster=True)
+    else:
+        measurements = RedisMeasurements.from_url(redis_url, key_prefix, 2.0)
     yield measurements
     await measurements.close()
 
@@ -211,6 +216,33 @@ async def test_a_flushed_script_cache_is_recovered_in_order(store, experiment):
     results = await store.record_outcomes([outcome(experiment, "e1", "u1"), outcome(experiment, "e2", "u2"),
                                            outcome(experiment, "e2", "u2"), outcome(experiment, "e3", "x")], TTL)
     assert results == [COUNTED, COUNTED, DUPLICATE, NOT_COUNTED]
+
+
+async def test_a_batch_spanning_experiments_and_scopes_is_counted_as_on_one_redis(store):
+    """On a cluster these experiments' keys lie on every node: plain commands go in one
+    pipeline, the scripts per experiment in order."""
+    names = [f"exp-{uuid.uuid4().hex[:8]}-{i}" for i in range(12)]
+    await store.add_exposures([e for name in names for e in exposed(name, "a", "u1", "u2")])
+    await store.add_requests([RequestSample(experiment_scope(name), "a", 5.0, i % 2 == 0)
+                              for i, name in enumerate(names)])
+    first = [outcome(name, "e1", "u1") for name in names]
+    again = [outcome(name, "e1", "u1", 0.0) for name in names]  # the later copy is the duplicate
+    strangers = [outcome(name, "e2", "stranger") for name in names]
+    results = await store.record_outcomes([e for trio in zip(first, again, strangers) for e in trio], TTL)
+    assert results == [COUNTED, DUPLICATE, NOT_COUNTED] * len(names)
+    for i, name in enumerate(names):
+        assert await store.counts(name, ["a"], "m", BINARY) == ({"a": Counts(2, 1)}, {"a": 1}, 0)
+        stats = (await store.request_stats(experiment_scope(name), ["a"]))["a"]
+        assert (stats.request_count, stats.error_count) == (1, int(i % 2 == 0))
+
+
+def test_every_outcome_script_touches_one_slot(experiment):
+    from redis.cluster import key_slot
+
+    store = RedisMeasurements.from_url("redis://127.0.0.1:1/0", "p", 0.5)
+    for kind in (BINARY, NUMERIC):
+        keys, _ = store._outcome_call(outcome(experiment, "e:1", "u1", kind=kind, metric="a:b"), TTL)
+        assert len({key_slot(key.encode()) for key in keys}) == 1
 
 
 async def test_empty_batches_are_fine(store, experiment):

@@ -54,8 +54,8 @@ async def build(settings: InferenceSettings, runtime: Runtime) -> BuiltService:
         from .domain.model import LoadSpec
         from .redis_cursor import RedisCursor
 
-        cursor = RedisCursor(runtime.redis.url, f"{runtime.mesh.key_prefix}:inference:deployer-cursor:"
-                                                f"{settings.torchserve_management_addr}", runtime.redis.timeout_seconds)
+        cursor = RedisCursor.from_settings(runtime.redis, f"{runtime.mesh.key_prefix}:inference:deployer-cursor:"
+                                                          f"{settings.torchserve_management_addr}")
         deployer = Deployer(service, resolver, cursor, grace_s=settings.deployer_grace_seconds,
                             reconcile_s=settings.deployer_reconcile_seconds,
                             refresh_s=settings.deployer_refresh_seconds,

@@ -9,7 +9,7 @@ model monitor (metric values, alert rules evaluated here, webhooks).
     postgres_store.py      the views' source queries and the materialisation state (jobs, watermarks,
                            view locks) over PostgreSQL (migrations/: alembic)
     postgres_training_set.py  point-in-time training sets: one LATERAL join, streamed by a cursor
-    redis_online_store.py  the online store over Redis (one hash per view and entity)
+    redis_online_store.py  the online store over Redis or a Redis Cluster (one record per view and entity)
     servicer.py            gRPC <-> domain; RPCs not built yet answer UNIMPLEMENTED
     metrics.py             feature reads, materialisation lag, retraining runs, alert transitions for
                            Prometheus (alert_metrics.py: the firing alerts)
@@ -35,6 +35,7 @@ from .settings import PipelineSettings
 async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     from ...runtime.health import DependencyProbe
     from ...runtime.periodic import PeriodicTask
+    from ...runtime.redis_client import connect
     from .alert_metrics import evaluate_and_export
     from .domain.materialization import Materializer
     from .domain.monitor import Monitor
@@ -68,8 +69,9 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     except BaseException:
         await state.close()
         raise
-    online = RedisOnlineStore.from_url(runtime.redis.url, runtime.mesh.key_prefix, runtime.redis.timeout_seconds,
-                                       runtime.redis.max_connections)
+    online = RedisOnlineStore(connect(runtime.redis), runtime.mesh.key_prefix)  # one Redis or a cluster
+    layout = _layout_adoption(online)
+    layout.start()
     reader = FeatureReader(schema, source, online, source_timeout_s=settings.read_through_timeout_seconds)
     materializer = Materializer(schema, source, online, state, batch_size=settings.materialization_batch_entries)
     training = TrainingSets(schema, PostgresTrainingSetSource(
@@ -123,9 +125,25 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
         await asyncio.gather(online.close(), source.close(), state.close(), return_exceptions=True)
 
     return BuiltService(PipelineServicer(store, runs, schedules, monitor), probe=probe, probe_gates_server=False,
-                        closers=[close], stopping=[scheduler.close, materializer.close, sweeper.close,
-                                                   retraining_scheduler.close, evaluator.close, retention.close,
-                                                   notifier.close, stop_gauges])
+                        closers=[close], stopping=[layout.close, scheduler.close, materializer.close,
+                                                   sweeper.close, retraining_scheduler.close, evaluator.close,
+                                                   retention.close, notifier.close, stop_gauges])
+
+
+def _layout_adoption(online):
+    """The earlier online-store layout's records moved in the background, once (retried while
+    Redis is down; then a no-op): see redis_online_store.py."""
+    from ...runtime.periodic import PeriodicTask
+
+    done = False
+
+    async def adopt() -> None:
+        nonlocal done
+        if not done:
+            await online.adopt_earlier_layout()
+            done = True
+
+    return PeriodicTask("online store layout", adopt, 30.0)
 
 
 SERVICE = ServicePackage(BY_NAME["pipeline"], PipelineSettings, build, ErrorReason)

@@ -1,19 +1,30 @@
-"""The online store over Redis: one string key per (view, entity).
+"""The online store over Redis: one string key per (view, entity), on one Redis or a Redis Cluster.
 
-Keys: P:fv:{VIEW}:ID, P the configured prefix + ":pipeline", ID the entity's key as text (the
-view's name in a hash tag keeps a view's keys together, in one cluster slot).
+Keys: P:fv:VIEW:{ID}, P the configured prefix + ":pipeline", ID the entity's key as text. The
+entity's key is the hash tag: a big view spreads over the whole cluster, and all views of one
+entity share a slot, so on a cluster too a read of one entity over several views is one MGET.
 Value: one JSON array `[h, c, t, [values]]`: `h` the view's definition hash (its first 16 hex
 digits; a record written under another definition reads as missing, so the order of the values
 is always the one it was written with), `c` the time it was written and `t` the event time, both
 in microseconds since the epoch (`t` null when the row had none), then every feature's value in
 the view's declared order (null for null).
 
-A batch of writes is one MSET (one command, one round trip; rewriting an entity replaces its
-record whole). A read of any number of entities, of any number of views, is one MGET: the
-records are joined into one JSON text and parsed once with orjson (a record per key
-rather than a hash with fields: no Lua, and no keys x fields reply elements to parse in Python).
-Nothing expires: freshness is the view's TTL against `c`, checked by the domain. No redis
-exception leaves this module: every failure is OnlineStoreUnavailable.
+On one Redis a batch of writes is one MSET (one command, one round trip; rewriting an entity
+replaces its record whole) and a read of any number of entities, of any number of views, is one
+MGET. On a cluster the keys are grouped by slot: one MSET or MGET per slot, pipelined, each node's
+share sent in parallel (a batch is then atomic per entity, not as a whole: each record is still
+written whole). The records read are joined into one JSON text and parsed once with orjson (a
+record per key rather than a hash with fields: no Lua, and no keys x fields reply elements to
+parse in Python). Nothing expires: freshness is the view's TTL against `c`, checked by the domain.
+No redis exception leaves this module: every failure is OnlineStoreUnavailable.
+
+Upgrading from the earlier layout (P:fv:{VIEW}:ID, a hash tag per view; that release ran on one
+Redis only): `adopt_earlier_layout`, which the server runs in the background at start, renames
+each earlier record to its new key (unless a newer record is already there), then marks the
+deployment's keys as moved (P:layout = 2) so later starts skip the scan. Until a record is
+moved it reads as missing (a compute_on_miss view computes it from the source). A record that a
+replica of the earlier release writes after the move is not seen: the next FULL
+materialisation of its view rewrites it.
 """
 
 from __future__ import annotations
@@ -25,9 +36,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
 import orjson
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from ...runtime.redis_client import RedisClient, connect, is_cluster
+from ...runtime.settings import RedisSettings
 from .domain.feature_views import FeatureView
 from .domain.ports import EncodedRow, EntityRow, OnlineStoreUnavailable, StoredEntity
 from .domain.values import EntityKey, key_from_text, key_text
@@ -83,8 +95,26 @@ def _parsed(record: bytes | None) -> object:
 
 
 def _pattern(prefix: str) -> str:
-    """A SCAN pattern for every key under `prefix` (its hash tag's braces escaped)."""
-    return prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+    """A SCAN pattern for every key under `prefix` (its glob characters and braces escaped)."""
+    return "".join("\\" + c if c in "\\*?[]{}" else c for c in prefix) + "*"
+
+
+LAYOUT = "2"  # P:layout once the earlier layout's records are moved (see the module's docstring)
+
+# KEYS: the earlier record, its new key (two slots: one Redis only, where the earlier layout
+# ran). A newer record already at the new key wins; the earlier one is dropped.
+_ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('UNLINK', KEYS[1]) return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+"""
+
+
+def _entity_text(key: bytes, view_prefix: str) -> str:
+    """The entity's key as text, from a record's key: between the view's prefix and the tag's
+    closing brace."""
+    return key.decode()[len(view_prefix):-1]
 
 
 def _translate_errors(method):
@@ -99,25 +129,28 @@ def _translate_errors(method):
 
 
 class RedisOnlineStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "mlserving"):
+    def __init__(self, client: RedisClient, prefix: str = "mlserving"):
         self._redis = client
         self._prefix = f"{prefix}:pipeline"
+        self._cluster = is_cluster(client)
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64) -> "RedisOnlineStore":
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout_s,
-            socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30)
-        return cls(aioredis.Redis(connection_pool=pool), prefix)
+    def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64,
+                 cluster: bool = False) -> "RedisOnlineStore":
+        settings = RedisSettings(url=url, timeout_seconds=timeout_s, max_connections=max_connections, cluster=cluster)
+        return cls(connect(settings), prefix)
 
     def key(self, view: FeatureView, key: EntityKey) -> str:
-        return f"{self._prefix}:fv:{{{view.name}}}:{key_text(key)}"
+        return f"{self._view_prefix(view)}{key_text(key)}}}"
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            await self._redis.aclose(close_connection_pool=True)
+            if self._cluster:
+                await self._redis.aclose()
+            else:  # the pool was handed in, so the client would not close it by default
+                await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> bool:
         try:
@@ -136,17 +169,27 @@ class RedisOnlineStore:
             values = row.values
             event = "null" if row.event_time is None else _micros(row.event_time)
             records[self.key(view, row.key)] = f"{head}{event},{_encode([values.get(name) for name in names])}]"
-        await self._redis.mset(records)
+        await self._set_many(records)
 
     @_translate_errors
     async def write_encoded(self, view: FeatureView, rows: Sequence[EncodedRow], computed_at: datetime) -> None:
         if not rows:
             return
         head = f'["{view.definition_hash[:HASH_CHARS]}",{_micros(computed_at)},'
-        await self._redis.mset({
+        await self._set_many({
             self.key(view, row.key): f"{head}{'null' if row.event_time is None else _micros(row.event_time)},"
                                      f"{row.values_json}]"
             for row in rows})
+
+    async def _set_many(self, records: dict[str, str]) -> None:
+        """MSET, or on a cluster one MSET per slot."""
+        await (self._redis.mset_nonatomic(records) if self._cluster else self._redis.mset(records))
+
+    async def _get_many(self, names: list[str]) -> list[bytes | None]:
+        """MGET, or on a cluster one MGET per slot (in the order asked)."""
+        if not names:
+            return []
+        return await (self._redis.mget_nonatomic(names) if self._cluster else self._redis.mget(names))
 
     async def read(self, view: FeatureView, keys: Sequence[EntityKey], features: Sequence[str]
                    ) -> dict[EntityKey, StoredEntity]:
@@ -157,7 +200,7 @@ class RedisOnlineStore:
     async def read_views(self, reads: Sequence[tuple[FeatureView, Sequence[EntityKey], Sequence[str]]]
                          ) -> list[dict[EntityKey, StoredEntity]]:
         names = [self.key(view, key) for view, keys, _ in reads for key in keys]
-        records = await self._redis.mget(names) if names else []
+        records = await self._get_many(names)
         try:
             replies = orjson.loads(b"[" + b",".join([b"null" if r is None else r for r in records]) + b"]")
         except ValueError:  # NaN, a huge integer, or a record that is not JSON (not ours): one by one
@@ -202,7 +245,7 @@ class RedisOnlineStore:
         found = []
         async for key in self._redis.scan_iter(match=_pattern(prefix), count=1000):
             try:
-                found.append(key_from_text(view, key.decode()[len(prefix):]))
+                found.append(key_from_text(view, _entity_text(key, prefix)))
             except ValueError:
                 continue  # not an entity key of the view's type: not this store's record
         return found
@@ -213,7 +256,40 @@ class RedisOnlineStore:
             await self._redis.unlink(*[self.key(view, key) for key in keys])
 
     def _view_prefix(self, view: FeatureView) -> str:
-        return f"{self._prefix}:fv:{{{view.name}}}:"
+        """What every key of the view starts with: up to the opening brace of the entity's tag."""
+        return f"{self._prefix}:fv:{view.name}:{{"
+
+    # ----- the earlier layout -----
+
+    @_translate_errors
+    async def adopt_earlier_layout(self) -> int:
+        """Move the records of the earlier layout (P:fv:{VIEW}:ID) to their keys in this one, once
+        per deployment (one SCAN of the keyspace); how many were moved. Nothing to do on a
+        cluster: that release ran on one Redis only."""
+        layout_key = f"{self._prefix}:layout"
+        if self._cluster or await self._redis.get(layout_key) == LAYOUT.encode():
+            return 0
+        adopt = self._redis.register_script(_ADOPT)
+        earlier = f"{self._prefix}:fv:{{"
+        moved, batch = 0, []
+        async for key in self._redis.scan_iter(match=_pattern(earlier), count=1000):
+            view, separator, entity = key.decode()[len(earlier):].partition("}:")
+            if separator:  # view names have no brace
+                batch.append((key, f"{self._prefix}:fv:{view}:{{{entity}}}"))
+            if len(batch) >= 1000:
+                moved += await self._adopt(adopt, batch)
+                batch = []
+        moved += await self._adopt(adopt, batch)
+        await self._redis.set(layout_key, LAYOUT)
+        return moved
+
+    async def _adopt(self, adopt, moves: list[tuple[bytes, str]]) -> int:
+        if not moves:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for earlier_key, new_key in moves:
+                await adopt(keys=[earlier_key, new_key], client=pipe)
+            return sum(await pipe.execute())
 
     # ----- for tests and tools -----
 
@@ -225,7 +301,7 @@ class RedisOnlineStore:
         found = {}
         async for key in self._redis.scan_iter(match=_pattern(prefix), count=1000):
             definition, computed, event, values = json.loads(await self._redis.get(key))
-            found[key.decode()[len(prefix):]] = {"h": definition, "c": str(computed), "t": json.dumps(event),
+            found[_entity_text(key, prefix)] = {"h": definition, "c": str(computed), "t": json.dumps(event),
                                                  "v": _encode(values)}
         return found
 

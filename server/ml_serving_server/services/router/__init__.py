@@ -33,6 +33,7 @@ from .settings import RouterSettings
 async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
     from ...runtime.health import DependencyProbe
     from ...runtime.periodic import PeriodicTask
+    from ...runtime.redis_client import connect
     from ..inference.domain.service import InferenceService
     from ..inference.registry_resolver import RegistryResolver
     from ..inference.torchserve_backend import TorchServeBackend
@@ -56,8 +57,7 @@ async def build(settings: RouterSettings, runtime: Runtime) -> BuiltService:
                                max_predict_s=settings.max_predict_seconds)
     store = await PostgresExperimentStore.connect(runtime.database.url,
                                                   timeout_seconds=settings.database_timeout_seconds)
-    measurements = RedisMeasurements.from_url(runtime.redis.url, runtime.mesh.key_prefix,
-                                              runtime.redis.timeout_seconds, runtime.redis.max_connections)
+    measurements = RedisMeasurements(connect(runtime.redis), runtime.mesh.key_prefix)  # one Redis or a cluster
     registry = GrpcRegistryWriter(registry_addr, token, settings.registry_timeout_seconds)
     sink = GrpcMonitorSink((lambda: settings.pipeline_addr) if settings.pipeline_addr else runtime.listening.addr,
                            _token(settings.pipeline_token_file), settings.registry_timeout_seconds)

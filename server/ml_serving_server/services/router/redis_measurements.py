@@ -1,9 +1,8 @@
 """The Router's Measurements over Redis: exposures, Predict samples and outcome events.
 
 Keys (P is the configured prefix + ":router"; {E} is an experiment's name and {S} a
-measurement scope, as hash tags that keep one experiment's, or one scope's, keys together;
-a batch may span experiments and scopes, so this layout is for a single Redis or a primary
-with replicas, not Redis Cluster):
+measurement scope, as hash tags that keep one experiment's, or one scope's, keys in one slot,
+so the store runs on one Redis, a primary with replicas, or a Redis Cluster alike):
   P:exp:{E}:x:V          set of the user ids exposed to variant V (V = "~holdout": held out)
   P:exp:{E}:ev:EVENT     an outcome event id's dedupe marker; expires after dedupe_seconds
   P:exp:{E}:conv:M:V     binary metric M: set of the users of V who converted
@@ -21,6 +20,14 @@ the marker and every increment commit together, so concurrent batches from any n
 replicas never lose or double-count an event. The script checks before its first write
 (Redis does not undo a script's writes when it fails halfway). No redis exception leaves this
 module: every failure is StoreUnavailable.
+
+A batch (exposures, Predict samples, outcomes) may span experiments and scopes. On one Redis it
+is one pipelined round trip. On a cluster the plain commands still go in one pipeline (the
+cluster client sends each node its share, in parallel), but the outcome scripts do not: each
+experiment's events run one script call after another, in order (so a duplicate in a batch is
+still the later one, and the totals add up as on one Redis), and the experiments of a batch run
+concurrently. That costs about 0.2 ms of client time per event (1,000 outcomes of one experiment
+in about 0.2 s, against 30 ms on one Redis).
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ import functools
 from collections import Counter, defaultdict
 from typing import Sequence
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+
+from ...runtime.redis_client import RedisClient, connect, is_cluster
+from ...runtime.settings import RedisSettings
 
 from .domain.latency import bucket_of, quantile
 from .domain.model import Exposure, OutcomeEvent, OutcomeResult, RequestSample, RequestStats
@@ -93,28 +102,27 @@ def _translate_errors(method):
 
 
 class RedisMeasurements:
-    def __init__(self, client: aioredis.Redis, prefix: str = "mlserving"):
+    def __init__(self, client: RedisClient, prefix: str = "mlserving"):
         self._redis = client
         self._prefix = f"{prefix}:router"
+        self._cluster = is_cluster(client)
         self._outcome = client.register_script(_OUTCOME)
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64) -> "RedisMeasurements":
-        # A blocking pool: under a burst, calls wait (up to the timeout) for a connection
-        # instead of failing at once or opening connections without bound.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=timeout_s,
-            socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30,
-        )
-        return cls(aioredis.Redis(connection_pool=pool), prefix)
+    def from_url(cls, url: str, prefix: str, timeout_s: float, max_connections: int = 64,
+                 cluster: bool = False) -> "RedisMeasurements":
+        settings = RedisSettings(url=url, timeout_seconds=timeout_s, max_connections=max_connections, cluster=cluster)
+        return cls(connect(settings), prefix)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # The pool was handed in, so the client would not close it by default.
-        await self._redis.aclose(close_connection_pool=True)
+        if self._cluster:
+            await self._redis.aclose()
+        else:  # the pool was handed in, so the client would not close it by default
+            await self._redis.aclose(close_connection_pool=True)
 
     async def ping(self) -> bool:
         """Whether Redis answers (for health checking); never raises."""
@@ -193,16 +201,45 @@ class RedisMeasurements:
             return []
         ttl = max(1, int(dedupe_seconds))  # SET EX refuses 0
         calls = [self._outcome_call(event, ttl) for event in events]
+        if self._cluster:
+            results = await self._run_outcomes_by_experiment(events, calls)
+        else:
+            results = await self._run_outcomes_pipelined(calls)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [_OUTCOMES[int(result)] for result in results]
+
+    async def _run_outcomes_pipelined(self, calls: list[tuple[list[str], list[str]]]) -> list:
         results = await self._run_outcomes(calls, evaluate=1)
         missing = [i for i, result in enumerate(results) if isinstance(result, redis_errors.NoScriptError)]
         if missing:  # the script cache was flushed mid-batch: those run again, in order
             retried = await self._run_outcomes([calls[i] for i in missing], evaluate=len(missing))
             for i, result in zip(missing, retried):
                 results[i] = result
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return [_OUTCOMES[int(result)] for result in results]
+        return results
+
+    async def _run_outcomes_by_experiment(self, events: Sequence[OutcomeEvent],
+                                          calls: list[tuple[list[str], list[str]]]) -> list:
+        """On a cluster: no scripts in a cluster pipeline. An experiment's calls (one slot) run
+        one after another, in order; the experiments run concurrently. The Script object loads
+        the script on a node that lacks it."""
+        results: list = [None] * len(calls)
+        by_experiment: dict[str, list[int]] = defaultdict(list)
+        for i, event in enumerate(events):
+            by_experiment[event.experiment].append(i)
+
+        async def run_in_order(indexes: list[int]) -> None:
+            for i in indexes:
+                keys, args = calls[i]
+                try:
+                    results[i] = await self._outcome(keys=keys, args=args)
+                except (redis_errors.RedisError, OSError, asyncio.TimeoutError) as exc:
+                    results[i] = exc
+                    return  # the rest of this experiment's events stay unsent: the batch fails
+
+        await asyncio.gather(*(run_in_order(indexes) for indexes in by_experiment.values()))
+        return results
 
     async def _run_outcomes(self, calls: list[tuple[list[str], list[str]]], evaluate: int) -> list:
         """One round trip, in order. The first `evaluate` calls send the script itself (EVAL
