@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import grpc
 import pytest
 import yaml
 from google.protobuf import duration_pb2
 
 from mnbara.mlserving.pipeline.v1 import pipeline_pb2 as ppb
+from mnbara.mlserving.pipeline.v1 import pipeline_pb2_grpc
 from mnbara.mlserving.router.v1 import router_pb2 as rpb
 from ml_serving import BanditClient, PipelineClient, RouterClient
 from ml_serving_tools import dashboard, demo_data
@@ -36,7 +38,7 @@ from ml_serving_tools.devservices.prometheus import start_prometheus, static_job
 
 from ..inference.torchserve_models import archive
 from ..router.transport.conftest import experiment, served_model
-from ..support import call, private_database
+from ..support import bearer, call, private_database
 from .conftest import RULES
 
 pytestmark = pytest.mark.timeout(240)
@@ -144,7 +146,7 @@ async def loaded(prometheus, stack, archives, pipeline_pod):
             await experiment_load(router, model)
             canary_id = await start_canary(router, model)
             await bandit_load(addr, token)
-            await pipeline_load(stack)
+            await pipeline_load(stack, pipeline_pod)
             await materialize(pipeline_pod)
             await wait_for_series(prometheus, f'mlserving_router_canary_step{{model="{model}"}}')
             await router.rollback_canary(rpb.RollbackCanaryRequest(canary_id=canary_id, reason="observability e2e"))
@@ -222,7 +224,7 @@ async def bandit_load(addr: str, token: str) -> None:
                                 event_id=f"reward-{index}")
 
 
-async def pipeline_load(stack) -> None:
+async def pipeline_load(stack, pod: PipelinePod) -> None:
     """Feature reads; a monitor rule whose alert fires (and queues a retraining run, cancelled)."""
     # Online only: the demo views' source tables are not in the session's database (the
     # materialisation is the pipeline pod's).
@@ -230,39 +232,35 @@ async def pipeline_load(stack) -> None:
                  body={"featureView": "user_profile", "entityIds": ["123456789", "987654321"],
                        "disableReadThrough": True})
     assert reads.status == 200, reads.body[:300]
+    await monitor_load(pod)
+
+
+async def monitor_load(pod: PipelinePod) -> None:
+    """On the pipeline pod, alone on its database: every replica of a database evaluates its
+    rules and the first to store a change counts it, and the session's database has others
+    (an in-process mesh of other tests) whose counts no scrape would see."""
     # A rule needs a model the Pipeline can retrain: the demo's. Its metric is this test's own.
     metric, model = f"ctr_{uuid.uuid4().hex[:8]}", DEMO_MODEL
-    created = call(stack.front_door, "POST", "/api/v1/ml/monitoring/rules", token=stack.token, body={
-        "name": f"obs-{uuid.uuid4().hex[:6]}", "modelName": model, "metricName": metric, "window": "2s",
-        "threshold": {"comparison": "COMPARISON_LESS_THAN", "threshold": 0.05}, "severity": "ALERT_SEVERITY_WARNING",
-        "triggerRetraining": True, "enabled": True})
-    assert created.status == 200, created.body
-    rule_id = created.json()["rule"]["ruleId"]
-    deadline = time.monotonic() + MONITOR_ALERT_WITHIN_S
-    while not (alerts := firing_monitor_alerts(stack, rule_id)):
-        assert time.monotonic() < deadline, f"the monitor's alert did not fire within {MONITOR_ALERT_WITHIN_S} s"
-        call(stack.front_door, "POST", "/api/v1/ml/monitoring/record", token=stack.token,
-             body={"modelName": model, "metricName": metric, "value": 0.01})
-        await asyncio.sleep(0.3)
-    cancel_runs_queued_by(stack, model, {alert["alertId"] for alert in alerts})
-    deleted = call(stack.front_door, "DELETE", f"/api/v1/ml/monitoring/rules/{rule_id}", token=stack.token)
-    assert deleted.status == 200, deleted.body  # which resolves its alert
-
-
-def cancel_runs_queued_by(stack, model: str, alert_ids: set[str]) -> None:
-    """Cancel the retraining runs these alerts queued (and no one else's): their end is counted."""
-    runs = call(stack.front_door, "GET", f"/api/v1/ml/retraining/runs?model_name={model}", token=stack.token)
-    assert runs.status == 200, runs.body[:300]
-    for run in runs.json().get("runs", []):
-        if run.get("alertId") in alert_ids:
-            call(stack.front_door, "POST", f"/api/v1/ml/retraining/runs/{run['runId']}:cancel", {}, token=stack.token)
-
-
-def firing_monitor_alerts(stack, rule_id: str) -> list[dict]:
-    reply = call(stack.front_door, "GET", f"/api/v1/ml/monitoring/alerts?rule_id={rule_id}&states=ALERT_STATE_FIRING",
-                 token=stack.token)
-    assert reply.status == 200, reply.body[:300]
-    return reply.json().get("alerts", [])
+    async with grpc.aio.insecure_channel(pod.grpc_addr, interceptors=bearer(pod.token)) as channel:
+        pipeline = pipeline_pb2_grpc.PipelineServiceStub(channel)
+        rule = (await pipeline.CreateAlertRule(ppb.CreateAlertRuleRequest(rule=ppb.AlertRule(
+            name=f"obs-{uuid.uuid4().hex[:6]}", model_name=model, metric_name=metric,
+            window=duration_pb2.Duration(seconds=2),
+            threshold=ppb.ThresholdCondition(comparison=ppb.COMPARISON_LESS_THAN, threshold=0.05),
+            severity=ppb.ALERT_SEVERITY_WARNING, trigger_retraining=True, enabled=True)))).rule
+        deadline = time.monotonic() + MONITOR_ALERT_WITHIN_S
+        firing = ppb.ListAlertsRequest(rule_id=rule.rule_id, states=[ppb.ALERT_STATE_FIRING])
+        while not (alerts := (await pipeline.ListAlerts(firing)).alerts):
+            assert time.monotonic() < deadline, f"the monitor's alert did not fire within {MONITOR_ALERT_WITHIN_S} s"
+            await pipeline.RecordMetric(ppb.RecordMetricRequest(model_name=model, metric_name=metric, value=0.01))
+            await asyncio.sleep(0.3)
+        # Cancel the retraining runs these alerts queued (and no one else's): their end is counted.
+        alert_ids = {alert.alert_id for alert in alerts}
+        runs = (await pipeline.ListRetrainingRuns(ppb.ListRetrainingRunsRequest(model_name=model))).runs
+        for run in runs:
+            if run.alert_id in alert_ids:
+                await pipeline.CancelRetrainingRun(ppb.CancelRetrainingRunRequest(run_id=run.run_id))
+        await pipeline.DeleteAlertRule(ppb.DeleteAlertRuleRequest(rule_id=rule.rule_id))  # which resolves its alert
 
 
 def client_errors(stack) -> None:

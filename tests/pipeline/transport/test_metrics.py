@@ -83,12 +83,17 @@ async def test_retraining_runs_ended_and_queued(stub):
 
     await eventually(lambda: REGISTRY.get_sample_value("mlserving_pipeline_retraining_queue_depth") is not None)
     depth, ended = queued(), cancelled()
+    seconds_before = value("mlserving_pipeline_retraining_run_seconds_sum", state="cancelled")
+    started = time.monotonic()
     run = (await stub.TriggerRetraining(pb.TriggerRetrainingRequest(model_name=MODEL, reason="metrics"))).run
     assert await eventually(lambda: queued() == depth + 1), queued()
     await stub.CancelRetrainingRun(pb.CancelRetrainingRunRequest(run_id=run.run_id))
     assert await eventually(lambda: cancelled() == (ended[0] + 1, ended[1] + 1)), cancelled()
     assert queued() == depth
-    assert value("mlserving_pipeline_retraining_run_seconds_bucket", state="cancelled", le="1.0") >= ended[1] + 1
+    # its duration, queued to cancelled, lies within the test's own time (a loaded machine can
+    # take seconds between the two calls, so no tighter bucket is asserted)
+    took = value("mlserving_pipeline_retraining_run_seconds_sum", state="cancelled") - seconds_before
+    assert 0 <= took <= time.monotonic() - started + 1.0, took
 
 
 def seconds(n: float) -> duration_pb2.Duration:

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 import pytest
-from ml_serving import errors
+from ml_serving import RouterClient, errors
 from mnbara.mlserving.router.v1 import router_pb2 as pb
 from prometheus_client import REGISTRY
 
@@ -17,9 +17,9 @@ from ml_serving_server.app import build_server
 from ml_serving_server.runtime import metric_labels
 from ml_serving_tools import stack as stack_module
 
-from ...conftest import router_settings_for
-from ...registry.conftest import unique_name
-from ...support import test_runtime
+from ...conftest import inference_settings_for, router_settings_for
+from ...registry.conftest import registry_settings_for, unique_name
+from ...support import private_database, test_runtime
 from .conftest import experiment, served_model
 from .test_canaries import canary, state_of
 
@@ -81,32 +81,54 @@ async def step_becomes(model: str, percent: float | None, timeout_s: float = 10.
 
 
 async def test_canary_verdicts_count_once_with_two_replicas_driving(
-        mesh, token, router, echo_archive, dev_keys, redis_url, database_url, key_prefix, torchserve_endpoints):
-    second = await build_server(
-        test_runtime(redis_url, key_prefix, keys=dev_keys, database_url=database_url, services=("router",)),
-        service_settings={"router": router_settings_for(
-            torchserve_endpoints, str(stack_module.service_token_file(dev_keys, subject="router",
-                                                                      scopes=stack_module.ROUTER_SCOPES)),
-            registry_addr=f"127.0.0.1:{mesh.port}")})
-    try:
-        async with served_model(f"127.0.0.1:{mesh.port}", token, [echo_archive, echo_archive], "canary") as model:
-            verdicts = {v: value("mlserving_router_canary_verdicts_total", model=model, verdict=v)
-                        for v in ("advanced", "awaiting_promotion", "rolled_back", "promoted")}
-            before = {v: value("mlserving_router_predictions_total", experiment="", variant=v, outcome="ok")
-                      for v in ("canary", "stable")}
-            started = (await router.start_canary(pb.StartCanaryRequest(canary=canary(
-                model, steps=(5000, 10000), interval_s=1.0, min_requests=1, manual_promotion=True)))).canary
-            await step_becomes(model, 50.0)
+        token, echo_archive, dev_keys, redis_url, postgres_server, key_prefix, mlflow_uri, s3_endpoint,
+        torchserve_endpoints):
+    # Both replicas on a database of their own: the session's is shared with the session mesh
+    # and the e2e stack, whose canary drivers would take verdicts (counted in their processes).
+    with private_database(postgres_server) as database_url:
+        first = await build_server(
+            test_runtime(redis_url, key_prefix, keys=dev_keys, database_url=database_url),
+            service_settings={
+                "registry": registry_settings_for(mlflow_uri, s3_endpoint),
+                "inference": inference_settings_for(torchserve_endpoints, s3_endpoint,
+                                                    str(stack_module.service_token_file(dev_keys))),
+                "router": router_settings(dev_keys, torchserve_endpoints, registry_addr="")})
+        second = await build_server(
+            test_runtime(redis_url, key_prefix, keys=dev_keys, database_url=database_url, services=("router",)),
+            service_settings={"router": router_settings(dev_keys, torchserve_endpoints,
+                                                        registry_addr=f"127.0.0.1:{first.port}")})
+        try:
+            async with RouterClient(f"127.0.0.1:{first.port}", token=token) as router:
+                await _verdicts_count_once(router, f"127.0.0.1:{first.port}", token, echo_archive)
+        finally:
+            await second.stop(1.0)
+            await first.stop(1.0)
 
-            served = await predict_until(router, model, started.canary_id, pb.CANARY_STATE_AWAITING_PROMOTION)
-            await step_becomes(model, 100.0)
-            await router.rollback_canary(pb.RollbackCanaryRequest(canary_id=started.canary_id, reason="test over"))
-            await step_becomes(model, None)  # a finished canary has no step
 
-            counted = {v: value("mlserving_router_canary_verdicts_total", model=model, verdict=v) - verdicts[v]
-                       for v in verdicts}
-            assert counted == {"advanced": 1, "awaiting_promotion": 1, "rolled_back": 1, "promoted": 0}
-            assert {v: value("mlserving_router_predictions_total", experiment="", variant=v, outcome="ok")
-                    - before[v] for v in before} == {v: served[v] for v in before}
-    finally:
-        await second.stop(1.0)
+def router_settings(dev_keys, torchserve_endpoints, registry_addr: str):
+    token_file = str(stack_module.service_token_file(dev_keys, subject="router", scopes=stack_module.ROUTER_SCOPES))
+    if registry_addr:
+        return router_settings_for(torchserve_endpoints, token_file, registry_addr=registry_addr)
+    return router_settings_for(torchserve_endpoints, token_file)
+
+
+async def _verdicts_count_once(router, addr: str, token: str, echo_archive) -> None:
+    async with served_model(addr, token, [echo_archive, echo_archive], "canary") as model:
+        verdicts = {v: value("mlserving_router_canary_verdicts_total", model=model, verdict=v)
+                    for v in ("advanced", "awaiting_promotion", "rolled_back", "promoted")}
+        before = {v: value("mlserving_router_predictions_total", experiment="", variant=v, outcome="ok")
+                  for v in ("canary", "stable")}
+        started = (await router.start_canary(pb.StartCanaryRequest(canary=canary(
+            model, steps=(5000, 10000), interval_s=1.0, min_requests=1, manual_promotion=True)))).canary
+        await step_becomes(model, 50.0)
+
+        served = await predict_until(router, model, started.canary_id, pb.CANARY_STATE_AWAITING_PROMOTION)
+        await step_becomes(model, 100.0)
+        await router.rollback_canary(pb.RollbackCanaryRequest(canary_id=started.canary_id, reason="test over"))
+        await step_becomes(model, None)  # a finished canary has no step
+
+        counted = {v: value("mlserving_router_canary_verdicts_total", model=model, verdict=v) - verdicts[v]
+                   for v in verdicts}
+        assert counted == {"advanced": 1, "awaiting_promotion": 1, "rolled_back": 1, "promoted": 0}
+        assert {v: value("mlserving_router_predictions_total", experiment="", variant=v, outcome="ok")
+                - before[v] for v in before} == {v: served[v] for v in before}
