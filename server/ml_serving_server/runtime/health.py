@@ -64,6 +64,16 @@ class DependencyProbe:
             return
         self._watching[name] = asyncio.get_running_loop().create_task(self._one(name), name=f"probe {name}")
 
+    async def close(self) -> None:
+        """Cancel the watched probes still running (before the dependencies' clients close), and
+        wait for them a moment at most."""
+        running = [task for task in self._watching.values() if not task.done()]
+        self._watching.clear()
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=1.0)
+
     async def _one(self, name: str) -> None:
         ok = False
         try:
@@ -95,7 +105,10 @@ async def probe_dependencies(health_servicer: health.aio.HealthServicer,
         changed = False
         for name, probe in probes.items():
             try:
-                ok = await asyncio.wait_for(probe(), interval_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the task's own
+                # cancellation (when the probe ends at that moment), and this loop is cancelled to stop.
+                async with asyncio.timeout(interval_s):
+                    ok = await probe()
             except Exception:  # noqa: BLE001 - any failure to answer is "not serving"
                 ok = False
             _export_dependencies(name, probe)

@@ -82,11 +82,17 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     runs = RetrainingRuns(run_store, trainers, max_attempts=settings.retraining_max_attempts,
                           worker_lost_after=timedelta(seconds=settings.retraining_worker_lost_seconds))
     schedules = RetrainingSchedules(PostgresScheduleStore(state.pool), runs)
+    # Every background round against PostgreSQL is bounded as a whole (each command is bounded by
+    # the pool's command_timeout, but not the wait for a connection): a stuck round is cancelled
+    # and the loop goes on, and close never waits on one (runtime/periodic.py).
+    db_round_s = 4 * settings.database_timeout_seconds + 1.0
     # Runs of workers that died are taken back even when no worker is left to notice.
-    sweeper = PeriodicTask("retraining sweeper", runs.sweep, settings.retraining_heartbeat_seconds)
+    sweeper = PeriodicTask("retraining sweeper", runs.sweep, settings.retraining_heartbeat_seconds,
+                           round_timeout_s=db_round_s)
     sweeper.start()
     retraining_scheduler = PeriodicTask("retraining scheduler", schedules.tick,
-                                        settings.retraining_scheduler_tick_seconds)
+                                        settings.retraining_scheduler_tick_seconds,
+                                        round_timeout_s=max(60.0, 10 * db_round_s))
     if settings.retraining_scheduler_enabled:
         retraining_scheduler.start()
     notifier = MeteredNotifier(WebhookNotifier())
@@ -94,17 +100,21 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     monitor = Monitor(PostgresMetricStore(state.pool), PostgresAlertStore(state.pool), runs, notifier,
                       schema=schema, source=source, distributions=PostgresTrainingDistributions(state.pool))
     evaluator = PeriodicTask("alert evaluator", lambda: evaluate_and_export(monitor),
-                             settings.monitor_evaluation_seconds)
+                             settings.monitor_evaluation_seconds,  # drift rules scan the sources
+                             round_timeout_s=max(60.0, 10 * db_round_s,
+                                                 2 * settings.materialization_query_timeout_seconds))
     if settings.monitor_enabled:
         evaluator.start()
     retention = PeriodicTask("monitor retention",
-                             lambda: monitor.forget_before(timedelta(days=settings.monitor_retention_days)), 3600.0)
+                             lambda: monitor.forget_before(timedelta(days=settings.monitor_retention_days)), 3600.0,
+                             round_timeout_s=1800.0)  # deletes in batches: the next round goes on
     if settings.monitor_retention_days > 0:
         retention.start()
     # The run and view gauges are read from PostgreSQL at the monitor's pace, never by a scrape.
     gauges = PipelineGauges(run_store, state, [view.name for view in schema.views])
     export_gauges(gauges)
-    gauge_reader = PeriodicTask("pipeline gauges", gauges.refresh, settings.monitor_evaluation_seconds)
+    gauge_reader = PeriodicTask("pipeline gauges", gauges.refresh, settings.monitor_evaluation_seconds,
+                                round_timeout_s=2 * db_round_s)  # two reads
     gauge_reader.start()
 
     async def stop_gauges() -> None:
@@ -127,7 +137,7 @@ async def build(settings: PipelineSettings, runtime: Runtime) -> BuiltService:
     return BuiltService(PipelineServicer(store, runs, schedules, monitor), probe=probe, probe_gates_server=False,
                         closers=[close], stopping=[layout.close, scheduler.close, materializer.close,
                                                    sweeper.close, retraining_scheduler.close, evaluator.close,
-                                                   retention.close, notifier.close, stop_gauges])
+                                                   retention.close, notifier.close, stop_gauges, probe.close])
 
 
 def _layout_adoption(online):

@@ -175,7 +175,8 @@ class PostgresRunStore(PooledStore):
         duration of a run from its start (its creation, if it never started) to its end. Two queries:
         the queued ones by the partial index, the ended ones by one pass over the table."""
         within = ", ".join(f"count(*) FILTER (WHERE seconds <= {float(bound)!r})" for bound in bounds_s)
-        async with self._pool.acquire() as conn:
+        # A periodic task's read: the wait for a connection is bounded too (each query by command_timeout).
+        async with self._pool.acquire(timeout=self._timeout) as conn:
             queued = await conn.fetchval("SELECT count(*) FROM pipeline_retraining_runs WHERE state = 'QUEUED'")
             records = await conn.fetch(f"""
                 SELECT state, count(*) AS runs, coalesce(sum(seconds), 0)::float8 AS seconds

@@ -125,10 +125,18 @@ async def migrated_pool(url: str, timeout_s: float, name: str) -> asyncpg.Pool:
 
 
 async def _close_pool(pool: asyncpg.Pool, timeout_s: float) -> None:
+    """A graceful close for at most `timeout_s`, then terminate(): never waits on a connection
+    that a task still holds (nor on the graceful close's own cancellation, as wait_for would)."""
+    closing = asyncio.ensure_future(pool.close())
     try:
-        await asyncio.wait_for(pool.close(), timeout_s)
-    except Exception:  # noqa: BLE001 - busy or unreachable connections
-        pool.terminate()
+        await asyncio.wait({closing}, timeout=timeout_s)
+    finally:
+        if not closing.done():
+            closing.cancel()
+        pool.terminate()  # a no-op once closed
+        await asyncio.wait({closing}, timeout=1.0)
+        if closing.done() and not closing.cancelled() and closing.exception() is not None:
+            log.debug("closing a pool: %r", closing.exception())
 
 
 async def _ping(pool: asyncpg.Pool, timeout_s: float) -> bool:
