@@ -17,6 +17,7 @@ class CuttableProxy:
         self.dead = False
         self.stalled = False  # True: requests are taken but nothing is forwarded (a hung server)
         self.requests = 0
+        self.upstream_bytes = 0  # all bytes forwarded to the server (any protocol, gRPC included)
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
@@ -74,6 +75,7 @@ class CuttableProxy:
             while self.stalled:
                 await asyncio.sleep(0.05)
             if count:
+                self.upstream_bytes += len(data)
                 self.requests += data.count(REQUEST_LINE_END)
                 if self.budget is not None:
                     self.budget -= data.count(REQUEST_LINE_END)

@@ -26,6 +26,8 @@ from ml_serving_server.services.inference.domain.ports import (
 from ml_serving_server.services.inference.torchserve_backend import TorchServeBackend
 from ml_serving_tools.net import free_port
 
+from ...registry.faults import CuttableProxy
+
 SHARED = ("echo", "error", "slow", "stream", "batch")
 BATCH_DELAY_MS = 200  # long enough that concurrent requests always meet in one batch
 
@@ -280,53 +282,19 @@ async def test_an_archive_already_in_the_store_is_loaded_from_there(backend, tor
         await backend.unregister(name, "")
 
 
-class CountingProxy:
-    """A TCP relay to TorchServe's gRPC port that counts the bytes it forwards upstream."""
-
-    def __init__(self, target: str):
-        host, _, port = target.rpartition(":")
-        self.target, self.upstream_bytes, self.port = (host, int(port)), 0, 0
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task] = set()
-
-    async def __aenter__(self) -> "CountingProxy":
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        for pump in (self._pump(reader, up_writer, True), self._pump(up_reader, writer, False)):
-            task = asyncio.ensure_future(pump)
-            self._tasks.add(task)
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool) -> None:
-        try:
-            while data := await reader.read(65536):
-                if upstream:
-                    self.upstream_bytes += len(data)
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-
-
 async def test_predictions_spread_over_every_address_a_target_resolves_to(torchserve, models):
     """Round robin: a target naming several TorchServe replicas (in Kubernetes, dns:/// of a headless
     Service) sends predictions to all of them, not only to the first it connected to."""
-    async with CountingProxy(torchserve.endpoints.grpc_inference) as a, \
-            CountingProxy(torchserve.endpoints.grpc_inference) as b:
-        spread = TorchServeBackend(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}", torchserve.endpoints.grpc_management)
-        try:
-            for index in range(40):
-                doc(await spread.predict("echo", "", payload(i=index, pad="x" * 2000), timeout_s=10))
-        finally:
-            await spread.close()
+    host, _, port = torchserve.endpoints.grpc_inference.rpartition(":")
+    a, b = [await CuttableProxy(host, int(port)).start() for _ in range(2)]
+    spread = TorchServeBackend(f"ipv4:127.0.0.1:{a.port},127.0.0.1:{b.port}", torchserve.endpoints.grpc_management)
+    try:
+        for index in range(40):
+            doc(await spread.predict("echo", "", payload(i=index, pad="x" * 2000), timeout_s=10))
+    finally:
+        await spread.close()
+        for proxy in (a, b):
+            await proxy.stop()
     total = a.upstream_bytes + b.upstream_bytes
     assert total > 40 * 2000
     assert min(a.upstream_bytes, b.upstream_bytes) > 0.3 * total, (a.upstream_bytes, b.upstream_bytes)

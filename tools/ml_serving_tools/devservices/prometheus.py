@@ -14,8 +14,6 @@ samples arrive then: start it before the load it should see.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -35,6 +33,7 @@ import yaml
 from ..net import LOOPBACK, free_port
 from .processes import PROBE_TIMEOUT, log, spawn, tail, terminate
 from .started import track, untrack
+from .state import state_lock
 
 DEBIAN_PACKAGE = "prometheus"
 CACHE_DIR_NAME = "prometheus"
@@ -129,18 +128,6 @@ def _install(scratch: Path, cache: Path) -> None:
     (scratch / "version").rename(cache / "version")
 
 
-@contextlib.contextmanager
-def _download_lock(folder: Path):
-    """One download at a time for processes sharing the state dir."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".download.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def find_prometheus(state_dir: Path) -> PrometheusTools:
     """prometheus and promtool from PATH, else the Debian package cached under the state dir,
     else that package fetched now (PrometheusUnavailable when none of these works)."""
@@ -149,7 +136,7 @@ def find_prometheus(state_dir: Path) -> PrometheusTools:
         return found
     base = Path(state_dir).resolve() / CACHE_DIR_NAME
     cache = base / "debian"
-    with _download_lock(base):
+    with state_lock(base):  # one download at a time for processes sharing the state dir
         return _cached(cache) or _download_and_extract(cache)
 
 
